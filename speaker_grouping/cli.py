@@ -1,0 +1,227 @@
+"""The ``speaker-grouping`` command: parses arguments and calls into the packages.
+
+Heavy modules are imported inside each command, so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args, rest)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one clear line for the user; --verbose shows the traceback
+        if args.verbose or not _is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _is_user_error(error: Exception) -> bool:
+    from importers.media import MediaError
+    from importers.push import LabelStudioError
+    from importers.subtitles import SubtitleError
+    from speaker_grouping.local_label_studio import LabelStudioStartError
+
+    user_errors = (MediaError, SubtitleError, LabelStudioError, LabelStudioStartError)
+    return isinstance(error, (*user_errors, FileNotFoundError, ValueError))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speaker-grouping",
+        description="Find who speaks each subtitle line of an episode, with Label Studio.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    imp = commands.add_parser(
+        "import",
+        help="video + subtitles → clips, frames and Label Studio tasks",
+        description="Cut an episode into one Label Studio task per spoken subtitle line.",
+    )
+    imp.add_argument("episode", type=Path, help="the video (.mkv, .mp4, ...)")
+    imp.add_argument(
+        "--subs", type=Path, help="subtitle file (default: found beside the video by name)"
+    )
+    imp.add_argument("--out", type=Path, required=True, help="output folder")
+    imp.add_argument("--frames-per-line", type=int, choices=(1, 3), default=1)
+    imp.add_argument("--pad-ms", type=int, default=150, help="audio padding around each line")
+    imp.add_argument("--max-frame-width", type=int, default=1280, help="downscale wider frames")
+    imp.add_argument("--encoding", help="subtitle encoding (default: detected)")
+    imp.add_argument(
+        "--import-non-dialogue",
+        action="store_true",
+        help="also import sign/song lines (flagged non_dialogue) instead of leaving them out",
+    )
+    where = imp.add_mutually_exclusive_group()
+    where.add_argument(
+        "--document-root",
+        type=Path,
+        help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT (default: --out); media URLs are "
+        "/data/local-files/?d=<path under it>",
+    )
+    where.add_argument("--url-prefix", help="serve media from this URL prefix instead")
+    imp.add_argument("--push", metavar="URL", help="also import the tasks into Label Studio here")
+    imp.add_argument(
+        "--api-key",
+        default=os.environ.get("LABEL_STUDIO_API_KEY"),
+        help="Label Studio API token (default: $LABEL_STUDIO_API_KEY)",
+    )
+    imp.add_argument("--project", default="Speaker Grouping", help="project title for --push")
+    imp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    imp.set_defaults(run=_run_import)
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks and benchmark episodes (see bench/README.md)",
+        description="Benchmark tools; arguments after the tool name go to the tool.",
+    )
+    bench.add_argument("tool", choices=sorted(_BENCH_TOOLS), help="which benchmark tool")
+    bench.set_defaults(run=_run_bench)
+
+    demo = commands.add_parser(
+        "demo",
+        help="local Label Studio with the bundled sample episode imported",
+        description="Start Label Studio on 127.0.0.1, import the sample episode, wait for Ctrl-C.",
+    )
+    demo.add_argument("--data-dir", type=Path, default=Path("demo-data"))
+    demo.add_argument("--port", type=int, help="Label Studio port (default: a free one)")
+    demo.add_argument("--episode", type=Path, help="another episode instead of the sample")
+    demo.add_argument("--subs", type=Path, help="its subtitles (default: found beside it)")
+    demo.add_argument(
+        "--check", action="store_true", help="verify every line became a task, then stop"
+    )
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+_BENCH_TOOLS = {
+    "make-episode": "bench.make_episode",
+    "voice-accuracy": "bench.voice_accuracy",
+    "import-speed": "bench.bench_import",
+}
+
+
+def _run_bench(args: argparse.Namespace, rest: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(_BENCH_TOOLS[args.tool])
+    return int(module.main(rest) or 0)
+
+
+def _run_import(args: argparse.Namespace, _rest: list[str]) -> int:
+    from importers.media import ClipOptions
+    from importers.pipeline import ImportOptions, import_episode
+    from importers.subtitles import SubtitleOptions
+    from speaker_grouping.progress import ProgressBars
+
+    if args.push and not args.api_key:
+        raise ValueError("--push needs --api-key (or LABEL_STUDIO_API_KEY)")
+    options = ImportOptions(
+        subtitles=SubtitleOptions(
+            import_non_dialogue=args.import_non_dialogue, encoding=args.encoding
+        ),
+        clips=ClipOptions(pad_ms=args.pad_ms),
+        frames_per_line=args.frames_per_line,
+        max_frame_width=args.max_frame_width,
+        url_prefix=args.url_prefix,
+        document_root=args.document_root,
+    )
+    with ProgressBars(disable=True if args.quiet else None) as bars:
+        result = import_episode(
+            args.episode, subtitles=args.subs, out_dir=args.out, options=options, hook=bars
+        )
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(result.tasks)} tasks written to {result.tasks_path}")
+    print(f"report: {result.report_path}")
+    if args.push:
+        from importers.push import push_tasks
+
+        pushed = push_tasks(
+            result.tasks,
+            url=args.push,
+            api_key=args.api_key,
+            project=args.project,
+            document_root=(args.document_root or args.out) if not args.url_prefix else None,
+            media_dir=result.episode_dir if not args.url_prefix else None,
+        )
+        print(
+            f"Label Studio project {pushed.project_id}: {pushed.tasks_created} tasks created, "
+            f"{pushed.tasks_already_present} already there"
+        )
+    return 0
+
+
+def _run_demo(args: argparse.Namespace, _rest: list[str]) -> int:
+    from speaker_grouping.demo import DemoOptions, count_project_tasks, start_demo
+    from speaker_grouping.progress import ProgressBars
+
+    options = DemoOptions(data_dir=args.data_dir, port=args.port, subtitles=args.subs)
+    if args.episode:
+        options = DemoOptions(
+            data_dir=args.data_dir, port=args.port, episode=args.episode, subtitles=args.subs
+        )
+    with ProgressBars() as bars:
+        session = start_demo(options, hook=bars)
+    try:
+        studio = session.label_studio
+        tasks = count_project_tasks(session)
+        print(f"Label Studio:  {studio.url}   (log: {studio.log_path})")
+        print(f"login:         {studio.username} / {studio.password}")
+        print(f"API token:     {studio.token}")
+        print(f"project:       {session.project_url}")
+        print(
+            f"episode:       {session.imported.episode_id}: {len(session.imported.tasks)} lines, "
+            f"{len(session.imported.subtitles.skipped)} cues skipped; "
+            f"{tasks} tasks in the project ({session.pushed.tasks_created} new)"
+        )
+        if args.check:
+            if tasks != len(session.imported.tasks):
+                print(
+                    f"check failed: {tasks} tasks in Label Studio, "
+                    f"{len(session.imported.tasks)} lines imported",
+                    file=sys.stderr,
+                )
+                return 1
+            print("check passed: every line is a task")
+            return 0
+        print("Press Ctrl-C to stop.")
+        _wait_for_interrupt()
+        return 0
+    finally:
+        session.label_studio.stop()
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

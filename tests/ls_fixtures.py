@@ -1,0 +1,126 @@
+"""Pytest plugin: one real Label Studio for the whole test session.
+
+Registered from conftest with ``pytest_plugins = ["tests.ls_fixtures"]``. Every test marked
+``label_studio`` shares one server and keeps its projects apart by unique titles.
+
+A fresh data folder costs tens of seconds of database migrations (75 s on a busy 2-core box), a
+migrated one a few seconds. So right after a fresh start, while the server is still empty, the
+fixture snapshots its data folder (SQLite's online backup, safe while the server runs) into
+``.cache/label-studio-template/``, and later sessions start from a copy of it. The first session
+pays nothing extra; a template made by another Label Studio version is simply migrated again.
+
+When Label Studio is not installed the tests that need it are skipped with the install hint,
+unless ``SPEAKER_GROUPING_REQUIRE_LABEL_STUDIO=1`` (set it in CI) turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from speaker_grouping.local_label_studio import (
+    CREDENTIALS_FILE,
+    LOG_FILE,
+    LocalLabelStudio,
+    find_label_studio,
+)
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 300.0
+TEMPLATE_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "label-studio-template"
+_DATABASE = "label_studio.sqlite3"
+_READY = "template-ready"
+
+
+@dataclass(frozen=True)
+class LabelStudioSession:
+    """The running server, its media folder (its document root), and how long it took to start."""
+
+    server: LocalLabelStudio
+    document_root: Path
+    startup_s: float
+    from_template: bool
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def token(self) -> str:
+        return self.server.token
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioSession]:
+    try:
+        executable = find_label_studio()
+    except FileNotFoundError as error:
+        if os.environ.get("SPEAKER_GROUPING_REQUIRE_LABEL_STUDIO") == "1":
+            raise
+        pytest.skip(str(error))
+    root = tmp_path_factory.mktemp("label-studio")
+    document_root = root / "media"
+    document_root.mkdir()
+    data_dir = root / "data"
+    template = _template_for(executable)
+    from_template = (template / _READY).exists()
+    if from_template:
+        shutil.copytree(template, data_dir, ignore=shutil.ignore_patterns(_READY))
+
+    server = LocalLabelStudio(data_dir=data_dir, document_root=document_root)
+    began = time.monotonic()
+    server.start(timeout=START_TIMEOUT_S)
+    startup_s = time.monotonic() - began
+    try:
+        if not from_template:
+            _save_template(data_dir, template)
+        yield LabelStudioSession(server, document_root, startup_s, from_template)
+    finally:
+        server.stop()
+
+
+def _template_for(executable: Path) -> Path:
+    """One template per Label Studio install: a reinstall changes the executable's mtime."""
+    stat = executable.resolve().stat()
+    key = hashlib.sha256(f"{executable.resolve()}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return TEMPLATE_ROOT / key
+
+
+def _save_template(data_dir: Path, template: Path) -> None:
+    """Best effort: a failure only means the next session migrates from scratch again."""
+    staging = template.parent / f".staging-{uuid.uuid4().hex}"
+    try:
+        staging.mkdir(parents=True)
+        for entry in data_dir.iterdir():
+            if entry.name in (_DATABASE, LOG_FILE):
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, staging / entry.name)
+            else:
+                shutil.copy2(entry, staging / entry.name)
+        source = sqlite3.connect(data_dir / _DATABASE)
+        target = sqlite3.connect(staging / _DATABASE)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        if not (staging / CREDENTIALS_FILE).exists():
+            raise FileNotFoundError(staging / CREDENTIALS_FILE)
+        (staging / _READY).touch()
+        staging.rename(template)  # atomic; fails if another session got there first
+    except (OSError, sqlite3.Error) as error:
+        logger.info("Label Studio template not saved (%s)", error)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,381 @@
+"""importers.media on real files made by bench.synthetic_video.
+
+Each synthetic frame carries its frame number as a bar code and each second of audio is a
+tone naming the second, so these tests check that a frame or clip came from the right time,
+not merely that a file was written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.synthetic_video import make_test_video, read_frame_index, tone_frequency
+from importers.media import (
+    ClipOptions,
+    MediaError,
+    decode_audio,
+    extract_frames,
+    probe_media,
+    slice_clip,
+    write_wav,
+)
+
+FPS = 24
+DURATION_S = 6.0
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Short files of every shape the importer meets; a keyframe every half second."""
+    folder = tmp_path_factory.mktemp("media")
+    made = {
+        name: make_test_video(folder / name, duration_s=DURATION_S, fps=FPS, gop=12)
+        for name in ("episode.mp4", "episode.mkv")
+    }
+    made["silent.mp4"] = make_test_video(
+        folder / "silent.mp4", duration_s=2, fps=FPS, with_audio=False
+    )
+    made["song.m4a"] = make_test_video(folder / "song.m4a", duration_s=3, with_video=False)
+    made["late_audio.mkv"] = make_test_video(
+        folder / "late_audio.mkv", duration_s=3, fps=FPS, audio_start_s=1.0
+    )
+    return made
+
+
+def dominant_frequency(samples: np.ndarray, rate: int = RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * rate / len(samples))
+
+
+def expected_frame(seconds: float, *, last: int) -> int:
+    """First frame at or after ``seconds`` (1 ms tolerance, as Matroska rounds), or the last."""
+    return min(last, math.ceil((seconds - 1e-3) * FPS))
+
+
+def one_line(error: pytest.ExceptionInfo[MediaError], path: Path) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    return message
+
+
+@pytest.mark.parametrize("name", ["episode.mp4", "episode.mkv"])
+def test_probe_media_reports_streams_size_rate_and_duration(videos, name):
+    info = probe_media(videos[name])
+
+    assert info.path == videos[name]
+    assert info.has_audio and info.has_video
+    assert (info.width, info.height) == (320, 240)
+    assert info.fps == pytest.approx(FPS)
+    assert info.duration == pytest.approx(DURATION_S, abs=0.1)
+    assert (info.video_codec, info.audio_codec) == ("h264", "aac")
+
+
+def test_probe_media_of_audio_only_file(videos):
+    info = probe_media(videos["song.m4a"])
+
+    assert info.has_audio and not info.has_video
+    assert info.width is info.height is info.fps is info.video_codec is None
+
+
+@pytest.mark.parametrize("name", ["episode.mp4", "episode.mkv"])
+def test_decode_audio_is_16k_mono_float_on_the_video_timeline(videos, name):
+    audio = decode_audio(videos[name])
+
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert len(audio) / RATE == pytest.approx(DURATION_S, abs=0.05)
+    assert 0.2 < np.abs(audio).max() <= 1.0
+    for second in range(int(DURATION_S)):
+        middle = audio[int((second + 0.1) * RATE) : int((second + 0.9) * RATE)]
+        assert dominant_frequency(middle) == pytest.approx(tone_frequency(second), abs=5)
+
+
+def test_decode_audio_places_late_audio_after_silence(videos):
+    audio = decode_audio(videos["late_audio.mkv"])
+
+    assert np.abs(audio[: int(0.95 * RATE)]).max() < 1e-3
+    second_two = audio[int(2.1 * RATE) : int(2.9 * RATE)]
+    assert dominant_frequency(second_two) == pytest.approx(tone_frequency(2), abs=5)
+
+
+def test_decode_audio_can_resample_to_another_rate(videos):
+    audio = decode_audio(videos["episode.mkv"], sample_rate=8000)
+
+    assert len(audio) / 8000 == pytest.approx(DURATION_S, abs=0.05)
+    second = audio[int(3.1 * 8000) : int(3.9 * 8000)]
+    assert dominant_frequency(second, 8000) == pytest.approx(tone_frequency(3), abs=5)
+
+
+@pytest.mark.parametrize(("start", "end"), [(0.3, 0.7), (2.25, 2.8), (4.2, 4.65)])
+def test_clip_holds_the_audio_of_its_span(videos, start, end):
+    audio = decode_audio(videos["episode.mp4"])
+
+    clip = slice_clip(audio, start, end, options=ClipOptions(pad_ms=150))
+
+    assert len(clip) == pytest.approx((end - start + 0.3) * RATE, abs=2)
+    assert dominant_frequency(clip) == pytest.approx(tone_frequency(int(start)), abs=5)
+
+
+def test_slice_clip_pads_both_sides():
+    audio = np.arange(10 * RATE, dtype=np.float32)
+
+    clip = slice_clip(audio, 2.0, 3.0, options={"pad_ms": 250})
+
+    assert clip[0] == 1.75 * RATE
+    assert clip[-1] == 3.25 * RATE - 1
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "first", "stop"),
+    [
+        (0.05, 1.0, 0, int(1.15 * RATE)),  # padding before 0 is clamped
+        (9.5, 12.0, int(9.35 * RATE), 10 * RATE),  # span past the end is clamped
+        (11.0, 12.0, None, None),  # span wholly after the audio is empty
+    ],
+)
+def test_slice_clip_clamps_to_the_audio(start, end, first, stop):
+    audio = np.arange(10 * RATE, dtype=np.float32)
+
+    clip = slice_clip(audio, start, end)
+
+    if first is None:
+        assert len(clip) == 0
+    else:
+        assert (clip[0], clip[-1] + 1) == (first, stop)
+
+
+def test_slice_clip_honours_the_sample_rate_option():
+    audio = np.arange(8000 * 4, dtype=np.float32)
+
+    clip = slice_clip(audio, 1.0, 2.0, options=ClipOptions(pad_ms=0, sample_rate=8000))
+
+    assert (clip[0], len(clip)) == (8000, 8000)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "options", "message"),
+    [
+        (2.0, 1.0, None, "ends before it starts"),
+        (float("nan"), 1.0, None, "must be finite"),
+        (0.0, 1.0, {"padding": 3}, "bad clip options"),
+    ],
+)
+def test_slice_clip_rejects_bad_input(start, end, options, message):
+    with pytest.raises(ValueError, match=message):
+        slice_clip(np.zeros(RATE, dtype=np.float32), start, end, options=options)
+
+
+def test_write_wav_writes_16_bit_mono_and_clips(tmp_path):
+    samples = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -3.0], dtype=np.float32)
+    target = tmp_path / "line.wav"
+
+    write_wav(target, samples, 16000)
+
+    with wave.open(str(target)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
+        written = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    assert written.tolist() == [0, 16384, -16384, 32767, -32767, 32767, -32767]
+    assert [path.name for path in tmp_path.iterdir()] == ["line.wav"]  # no temporary left
+
+
+def test_write_wav_rejects_stereo(tmp_path):
+    with pytest.raises(ValueError, match="mono"):
+        write_wav(tmp_path / "x.wav", np.zeros((2, 10), dtype=np.float32), 16000)
+
+
+def read_index(path: Path) -> int:
+    return read_frame_index(np.asarray(Image.open(path).convert("L")))
+
+
+FRAME_TIMES = [
+    3.51,  # out of order on purpose
+    0.0,
+    0.5,
+    10 / FPS,  # exactly on a frame
+    10 / FPS + 0.0005,  # just after a frame: still that frame within tolerance
+    1.02,
+    1.02,  # the same time twice
+    2.9,
+    5.96,
+    30.0,  # past the end: the last frame
+]
+
+
+@pytest.mark.parametrize("name", ["episode.mp4", "episode.mkv"])
+def test_each_frame_shows_the_requested_time(videos, tmp_path, name):
+    requests = [(seconds, tmp_path / f"{i}.jpg") for i, seconds in enumerate(FRAME_TIMES)]
+
+    extract_frames(videos[name], requests)
+
+    last = int(DURATION_S * FPS) - 1
+    got = [read_index(path) for _, path in requests]
+    assert got == [expected_frame(seconds, last=last) for seconds, _ in requests]
+
+
+def test_far_apart_requests_seek_and_stay_exact(videos, tmp_path, caplog):
+    times = [0.2, 4.3, 5.5]  # gaps of seconds with a keyframe every half second
+    requests = [(seconds, tmp_path / f"{i}.jpg") for i, seconds in enumerate(times)]
+
+    with caplog.at_level(logging.DEBUG, logger="importers.media"):
+        extract_frames(videos["episode.mkv"], requests)
+
+    assert any("seeked" in record.getMessage() for record in caplog.records)
+    assert [read_index(path) for _, path in requests] == [
+        expected_frame(seconds, last=10**6) for seconds in times
+    ]
+
+
+def test_frames_are_shrunk_to_max_width_and_report_progress(videos, tmp_path):
+    requests = [(t, tmp_path / f"{t}.jpg") for t in (1.0, 2.0, 3.0)]
+    calls = []
+
+    extract_frames(
+        videos["episode.mp4"],
+        requests,
+        max_width=160,
+        jpeg_quality=70,
+        hook=lambda step, *, completed, total: calls.append((step, completed, total)),
+    )
+
+    for seconds, path in requests:
+        with Image.open(path) as image:
+            assert image.size == (160, 120)
+        assert read_index(path) == expected_frame(seconds, last=10**6)
+    assert calls[-1] == ("frames", 3, 3)
+    assert [completed for _, completed, _ in calls] == sorted(completed for _, completed, _ in calls)
+
+
+def test_no_requests_writes_nothing(videos, tmp_path):
+    extract_frames(videos["episode.mp4"], [])
+
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"jpeg_quality": 0}, "jpeg_quality"), ({"max_width": 1}, "max_width")],
+)
+def test_extract_frames_rejects_bad_options(videos, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        extract_frames(videos["episode.mp4"], [(1.0, tmp_path / "a.jpg")], **kwargs)
+
+
+# --- bad input: one clear line naming the file ---------------------------------------
+
+
+def test_video_without_audio_has_no_clips(videos):
+    path = videos["silent.mp4"]
+
+    with pytest.raises(MediaError, match="no audio stream") as error:
+        decode_audio(path)
+
+    one_line(error, path)
+
+
+def test_audio_only_file_has_no_frames(videos, tmp_path):
+    path = videos["song.m4a"]
+
+    with pytest.raises(MediaError, match="no video stream") as error:
+        extract_frames(path, [(1.0, tmp_path / "a.jpg")])
+
+    one_line(error, path)
+    assert not (tmp_path / "a.jpg").exists()
+
+
+def test_mp4_cut_in_half_is_unreadable_with_ffmpegs_reason(videos, tmp_path):
+    # An MP4 written front to back keeps its index (moov) at the end, so half a file has none.
+    data = videos["episode.mp4"].read_bytes()
+    path = tmp_path / "half.mp4"
+    path.write_bytes(data[: len(data) // 2])
+
+    for read in (probe_media, decode_audio):
+        with pytest.raises(MediaError, match="moov atom not found") as error:
+            read(path)
+        one_line(error, path)
+
+
+def test_mkv_cut_in_half_gives_what_is_there_and_warns(videos, tmp_path, caplog):
+    # Matroska streams its index-free clusters in order, so FFmpeg decodes up to the cut.
+    data = videos["episode.mkv"].read_bytes()
+    path = tmp_path / "half.mkv"
+    path.write_bytes(data[: len(data) // 2])
+
+    with caplog.at_level(logging.WARNING, logger="importers.media"):
+        audio = decode_audio(path)
+    requests = [(1.0, tmp_path / "early.jpg"), (5.5, tmp_path / "late.jpg")]
+    extract_frames(path, requests)
+
+    assert 0.5 * RATE < len(audio) < DURATION_S * RATE * 0.9
+    assert any("truncated" in record.getMessage() for record in caplog.records)
+    assert read_index(tmp_path / "early.jpg") == FPS
+    assert FPS < read_index(tmp_path / "late.jpg") < expected_frame(5.5, last=10**6)
+
+
+@pytest.mark.parametrize(
+    ("content", "name"),
+    [
+        (np.random.default_rng(0).bytes(20000), "noise.mp4"),
+        (b"", "empty.mkv"),
+    ],
+)
+def test_non_media_file_is_refused(tmp_path, content, name):
+    path = tmp_path / name
+    path.write_bytes(content)
+
+    for read in (probe_media, decode_audio):
+        with pytest.raises(MediaError, match="cannot open as media") as error:
+            read(path)
+        one_line(error, path)
+
+
+def test_subtitles_named_like_a_video_are_refused(tmp_path):
+    # FFmpeg recognises SRT by its content and opens it: a file with no audio or video.
+    path = tmp_path / "episode.mkv"
+    path.write_bytes(b"1\n00:00:01,000 --> 00:00:02,000\nHello\n\n" * 20)
+
+    with pytest.raises(MediaError, match="no audio or video stream") as error:
+        probe_media(path)
+    one_line(error, path)
+    with pytest.raises(MediaError, match="no audio stream"):
+        decode_audio(path)
+    with pytest.raises(MediaError, match="no video stream"):
+        extract_frames(path, [(1.0, tmp_path / "a.jpg")])
+
+
+def test_unsupported_video_codec_is_refused(videos, tmp_path):
+    # Rename the Matroska codec id: FFmpeg parses the file but knows no such codec.
+    data = videos["episode.mkv"].read_bytes()
+    assert data.count(b"V_MPEG4/ISO/AVC") == 1
+    path = tmp_path / "unknown_codec.mkv"
+    path.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_NOSUCH/CODEC1"))
+
+    with pytest.raises(MediaError, match="unsupported video codec") as error:
+        probe_media(path)
+    one_line(error, path)
+    with pytest.raises(MediaError, match="unsupported video codec"):
+        extract_frames(path, [(1.0, tmp_path / "a.jpg")])
+    # The audio track is intact, so its clips can still be cut.
+    assert len(decode_audio(path)) == pytest.approx(DURATION_S * RATE, rel=0.01)
+
+
+@pytest.mark.parametrize("read", [probe_media, decode_audio])
+def test_missing_file_is_named(tmp_path, read):
+    path = tmp_path / "nowhere.mkv"
+
+    with pytest.raises(MediaError, match="no such file") as error:
+        read(path)
+
+    one_line(error, path)
+
+
+def test_folder_is_not_a_media_file(tmp_path):
+    with pytest.raises(MediaError, match="not a regular file"):
+        probe_media(tmp_path)
