@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 # Label Studio pins many packages of its own, so it lives in a virtual environment apart.
 LABEL_STUDIO := label-studio==1.23.2
 # Licence-clean speech synthesisers for the benchmark episode generator (tests use them).
-SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 .PHONY: setup setup-system demo test lint format bench-import clean

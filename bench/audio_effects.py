@@ -319,9 +319,10 @@ def whisper(x: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.nda
     """Whispered version of ``x``: its spectral envelope excited by noise instead of the voice.
 
     Per 32 ms frame (half overlap) an LPC fit of the pre-emphasised frame gives the vocal-tract
-    envelope; white noise with the frame's prediction-error power is filtered through it and
-    overlap-added. Pre-emphasis removes the glottal tilt, and we do not put it back, because a
-    whisper has no glottal pulse: it comes out brighter and breathier, with no pitch at all.
+    envelope; white noise filtered through it, scaled to the frame's energy, is overlap-added.
+    Pre-emphasis removes the glottal tilt, and we do not put it back, because a whisper has no
+    glottal pulse: it comes out brighter and breathier, with no pitch at all. Onsets smear by up
+    to one frame.
     """
     x = _as_mono(x, "x")
     frame = max(int(0.032 * sample_rate) // 2 * 2, 32)
@@ -332,6 +333,8 @@ def whisper(x: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.nda
     num_frames = max(1, -(-(len(x) - frame) // hop) + 1)
     padded = np.zeros((num_frames - 1) * hop + frame)
     padded[: len(x)] = emphasised
+    plain = np.zeros_like(padded)
+    plain[: len(x)] = x
     out = np.zeros_like(padded)
     for index in range(num_frames):
         start = index * hop
@@ -341,10 +344,14 @@ def whisper(x: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.nda
             continue
         autocorr[0] *= 1.0 + 1e-6  # light regularisation keeps the Toeplitz solve stable
         coefficients = solve_toeplitz(autocorr[:order], autocorr[1 : order + 1])
-        error_power = max(autocorr[0] - float(np.dot(coefficients, autocorr[1 : order + 1])), 1e-12)
-        excitation = rng.standard_normal(frame) * np.sqrt(error_power / np.sum(window**2))
-        synthesised = lfilter([1.0], np.concatenate(([1.0], -coefficients)), excitation)
-        out[start : start + frame] += synthesised * window
+        excitation = rng.standard_normal(frame)
+        synthesised = lfilter([1.0], np.concatenate(([1.0], -coefficients)), excitation) * window
+        # Match the frame's energy before pre-emphasis, so the level contour is the original's.
+        original_energy = float(np.sum((plain[start : start + frame] * window) ** 2))
+        synthesised_energy = float(np.sum(synthesised**2))
+        if synthesised_energy > 0.0:
+            synthesised *= np.sqrt(original_energy / synthesised_energy)
+        out[start : start + frame] += synthesised
     return out[: len(x)].astype(np.float32)
 
 

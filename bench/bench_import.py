@@ -4,18 +4,21 @@ Run ``python -m bench.bench_import [--repeats 3] [--minutes 24] [--cues 400] [--
 
 It makes (once, then reuses from ``.cache/bench-import/``) a synthetic 720p H.264 + AAC
 episode and an SRT of ``--cues`` lines, then times, in the same run and each in a fresh
-Python process so peak memory is that approach's alone:
+Python process so that peak memory is that approach's alone:
 
-- ``ours``: probe, decode the audio once, write one WAV per line, extract the midpoint
-  frame of every line in one forward pass (``importers.media``), one after the other as
-  the import pipeline calls them;
-- ``ours-overlap``: the same, with the audio work in a thread beside the frame pass;
+- ``ours``: probe, then decode the audio once and write one WAV per line in a thread,
+  beside one forward pass over the video writing each line's frame(s) — what
+  ``importers.pipeline`` does with ``importers.media``;
+- ``ours-sequential``: the same calls one after the other;
 - ``naive``: ``ffmpeg -ss S -t D -i video -ac 1 -ar 16000 clip.wav`` per line and
   ``ffmpeg -ss T -i video -frames:v 1 frame.jpg`` per frame, one process at a time.
+  A full naive run takes minutes, so by default it runs on a fixed random subset of lines
+  (``--naive-subset``, seeded) and its time is scaled by lines/subset; the table says so.
+  ``--naive-subset 0`` runs every line.
 
 Every frame written is checked against the frame number the synthetic video draws into
-it, so a fast wrong answer cannot pass. The table goes to stdout (markdown) and, with the
-raw runs, to ``DIR/import_speed.json``.
+it, and every WAV's length against its line, so a fast wrong answer cannot pass. The
+table goes to stdout (markdown) and, with the raw runs, to ``DIR/import_speed.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import shutil
 import statistics
@@ -32,21 +36,24 @@ import sys
 import tempfile
 import threading
 import time
-from fractions import Fraction
+import wave
 from pathlib import Path
 
-import numpy as np
+# Only the standard library at module level: the naive child must stay small, because an
+# ffmpeg process it starts inherits its resident size into ru_maxrss (fork, then exec).
 
-from bench.synthetic_video import exact_rate, make_cues, make_test_video, srt_text
-
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench-import"
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "bench-import"
 WIDTH, HEIGHT, FPS, GOP, SEED = 1280, 720, 23.976, 250, 0
 PAD_MS = 150
-APPROACHES = ("ours", "ours-overlap", "naive")
+APPROACHES = ("ours", "ours-sequential", "naive")
+FRAME_POSITIONS = {1: (0.5,), 3: (0.25, 0.5, 0.75)}  # fractions of each line, as the pipeline
 
 
 def episode_files(minutes: float, cues: int) -> tuple[Path, Path, dict]:
     """The cached benchmark video and SRT, made on first use; plus how long making took."""
+    from bench.synthetic_video import make_cues, make_test_video, srt_text
+
     CACHE.mkdir(parents=True, exist_ok=True)
     stem = f"episode-{minutes:g}min-{WIDTH}x{HEIGHT}-seed{SEED}"
     video = CACHE / f"{stem}.mkv"
@@ -79,6 +86,16 @@ def read_cues(srt: Path) -> list[tuple[float, float]]:
     return [(item.start.ordinal / 1000, item.end.ordinal / 1000) for item in pysrt.open(str(srt))]
 
 
+def frame_requests(
+    cues: list[tuple[float, float]], work: Path, frames_per_line: int
+) -> list[tuple[float, Path]]:
+    return [
+        (start + fraction * (end - start), work / f"{number:04d}_{position}.jpg")
+        for number, (start, end) in enumerate(cues, start=1)
+        for position, fraction in enumerate(FRAME_POSITIONS[frames_per_line])
+    ]
+
+
 def ffmpeg_binary() -> tuple[str, str]:
     """System ffmpeg if installed, else the static build the imageio-ffmpeg wheel carries."""
     exe = shutil.which("ffmpeg")
@@ -93,7 +110,14 @@ def ffmpeg_binary() -> tuple[str, str]:
 # --- what each child process runs -------------------------------------------------------
 
 
-def run_ours(video: Path, cues: list[tuple[float, float]], work: Path, overlap: bool) -> None:
+def run_ours(
+    video: Path,
+    cues: list[tuple[float, float]],
+    work: Path,
+    frames_per_line: int,
+    *,
+    overlap: bool,
+) -> None:
     from importers.media import (
         ClipOptions,
         decode_audio,
@@ -112,31 +136,30 @@ def run_ours(video: Path, cues: list[tuple[float, float]], work: Path, overlap: 
             clip = slice_clip(audio, start, end, options=options)
             write_wav(work / f"{number:04d}.wav", clip, options.sample_rate)
 
-    frames = [
-        ((start + end) / 2, work / f"{number:04d}.jpg")
-        for number, (start, end) in enumerate(cues, start=1)
-    ]
-    if overlap:
-        errors: list[BaseException] = []
-
-        def guarded() -> None:
-            try:
-                clips()
-            except BaseException as error:  # re-raised below, in the main thread
-                errors.append(error)
-
-        worker = threading.Thread(target=guarded)
-        worker.start()
-        extract_frames(video, frames)
-        worker.join()
-        if errors:
-            raise errors[0]
-    else:
+    frames = frame_requests(cues, work, frames_per_line)
+    if not overlap:
         clips()
         extract_frames(video, frames)
+        return
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            clips()
+        except BaseException as error:  # re-raised below, in the main thread
+            errors.append(error)
+
+    worker = threading.Thread(target=guarded)
+    worker.start()
+    extract_frames(video, frames)
+    worker.join()
+    if errors:
+        raise errors[0]
 
 
-def run_naive(video: Path, cues: list[tuple[float, float]], work: Path, ffmpeg: str) -> None:
+def run_naive(
+    video: Path, cues: list[tuple[float, float]], work: Path, frames_per_line: int, ffmpeg: str
+) -> None:
     pad = PAD_MS / 1000
     quiet = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     for number, (start, end) in enumerate(cues, start=1):
@@ -144,10 +167,9 @@ def run_naive(video: Path, cues: list[tuple[float, float]], work: Path, ffmpeg: 
         clip = [*quiet, "-ss", f"{first:.3f}", "-t", f"{end + pad - first:.3f}", "-i", str(video)]
         clip += ["-vn", "-ac", "1", "-ar", "16000", str(work / f"{number:04d}.wav")]
         subprocess.run(clip, check=True)
-        middle = (start + end) / 2
-        frame = [*quiet, "-ss", f"{middle:.3f}", "-i", str(video), "-frames:v", "1"]
-        frame += ["-q:v", "3", str(work / f"{number:04d}.jpg")]
-        subprocess.run(frame, check=True)
+    for seconds, path in frame_requests(cues, work, frames_per_line):
+        frame = [*quiet, "-ss", f"{seconds:.3f}", "-i", str(video), "-frames:v", "1"]
+        subprocess.run([*frame, "-q:v", "3", str(path)], check=True)
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -158,9 +180,10 @@ def child_main(args: argparse.Namespace) -> None:
     work = Path(args.workdir)
     started = time.perf_counter()
     if args.child == "naive":
-        run_naive(Path(args.video), cues, work, args.ffmpeg)
+        run_naive(Path(args.video), cues, work, args.frames_per_line, args.ffmpeg)
     else:
-        run_ours(Path(args.video), cues, work, overlap=args.child == "ours-overlap")
+        overlap = args.child == "ours"
+        run_ours(Path(args.video), cues, work, args.frames_per_line, overlap=overlap)
     wall = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -169,64 +192,88 @@ def child_main(args: argparse.Namespace) -> None:
             {
                 "wall_s": wall,
                 "cpu_s": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
-                # Linux reports KiB; for the naive approach the biggest ffmpeg process counts.
-                "peak_rss_mb": max(own.ru_maxrss, children.ru_maxrss) / 1024,
+                # This process's own peak, and for the naive approach the biggest ffmpeg's.
+                "peak_rss_mb": max(own_peak_rss_kib(), children.ru_maxrss) / 1024,
             }
         )
     )
 
 
+def own_peak_rss_kib() -> int:
+    """Peak resident size of this process since exec (VmHWM).
+
+    Not ``ru_maxrss``: that carries over the parent's size at fork, here the bench's own.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 # --- the parent: orchestrate, check, report ------------------------------------------
 
 
-def frame_numbers_expected(video: Path, times: list[float]) -> list[int]:
-    """The frame each time should give: first frame at or after it (Matroska rounds to ms)."""
-    rate = exact_rate(FPS)
-    count = int(float(rate) * 60 * 60 * 3)
-    pts_ms = np.rint(np.arange(count) * 1000 / float(Fraction(rate))) / 1000
-    return [int(np.searchsorted(pts_ms, t - 1e-3, side="left")) for t in times]
+def expected_frame_numbers(times: list[float]) -> list[int]:
+    """The frame each time should give: the first at or after it (Matroska rounds to ms)."""
+    import numpy as np
+
+    from bench.synthetic_video import exact_rate
+
+    frame_s = 1 / float(exact_rate(FPS))
+    last = max(times) + 1
+    pts = np.rint(np.arange(int(last / frame_s) + 2) * frame_s * 1000) / 1000
+    return [int(np.searchsorted(pts, t - 1e-3, side="left")) for t in times]
 
 
-def check_outputs(work: Path, cues: list[tuple[float, float]], video: Path) -> dict:
-    """How many WAVs exist with the right length, and how many frames show the right time."""
-    import wave
-
+def check_outputs(work: Path, cues: list[tuple[float, float]], frames_per_line: int) -> dict:
+    """How many WAVs have their line's length, and how many frames show the right time."""
+    import numpy as np
     from PIL import Image
 
     from bench.synthetic_video import read_frame_index
 
-    expected = frame_numbers_expected(video, [(s + e) / 2 for s, e in cues])
-    frames_right = off_by_one = wavs_right = 0
-    for number, ((start, end), want) in enumerate(zip(cues, expected, strict=True), start=1):
-        got = read_frame_index(np.asarray(Image.open(work / f"{number:04d}.jpg").convert("L")))
-        frames_right += got == want
-        off_by_one += abs(got - want) == 1
+    requests = frame_requests(cues, work, frames_per_line)
+    expected = expected_frame_numbers([seconds for seconds, _ in requests])
+    exact = sum(
+        read_frame_index(np.asarray(Image.open(path).convert("L"))) == want
+        for (_, path), want in zip(requests, expected, strict=True)
+    )
+    wavs_right = 0
+    for number, (start, end) in enumerate(cues, start=1):
         with wave.open(str(work / f"{number:04d}.wav")) as wav:
             seconds = wav.getnframes() / wav.getframerate()
-        wavs_right += abs(seconds - (end - start + 2 * PAD_MS / 1000)) < 0.05
+        wanted = end + PAD_MS / 1000 - max(0.0, start - PAD_MS / 1000)
+        wavs_right += abs(seconds - wanted) < 0.03
     return {
-        "frames_exact": int(frames_right),
-        "frames_off_by_one": int(off_by_one),
-        "wavs_right_length": int(wavs_right),
+        "frames_exact": int(exact),
+        "frames": len(requests),
+        "wavs_right_length": wavs_right,
         "lines": len(cues),
     }
 
 
-def measure(approach: str, video: Path, srt: Path, ffmpeg: str, subset: list[int] | None) -> dict:
+def measure(
+    approach: str,
+    video: Path,
+    srt: Path,
+    frames_per_line: int,
+    ffmpeg: str,
+    subset: list[int] | None,
+) -> dict:
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="work-") as work:
         command = [sys.executable, "-m", "bench.bench_import", "--child", approach]
-        command += ["--video", str(video), "--srt", str(srt), "--workdir", work, "--ffmpeg", ffmpeg]
+        command += ["--video", str(video), "--srt", str(srt), "--workdir", work]
+        command += ["--ffmpeg", ffmpeg, "--frames-per-line", str(frames_per_line)]
         if subset is not None:
             command += ["--subset", json.dumps(subset)]
-        root = Path(__file__).resolve().parent.parent
-        done = subprocess.run(command, capture_output=True, text=True, cwd=root, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
         if done.returncode:
             raise SystemExit(f"{approach} failed:\n{done.stderr}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
         cues = read_cues(srt)
         if subset is not None:
             cues = [cues[i] for i in subset]
-        result.update(check_outputs(Path(work), cues, video))
+        result.update(check_outputs(Path(work), cues, frames_per_line))
     return result
 
 
@@ -237,27 +284,30 @@ def summarise(runs: list[dict], scale: float, duration_s: float) -> dict:
         "x_real_time": round(duration_s / wall, 1),
         "cpu_s": round(statistics.median(run["cpu_s"] for run in runs) * scale, 2),
         "peak_rss_mb": round(statistics.median(run["peak_rss_mb"] for run in runs), 1),
-        "frames_exact": f"{runs[-1]['frames_exact']}/{runs[-1]['lines']}",
+        "frames_exact": f"{runs[-1]['frames_exact']}/{runs[-1]['frames']}",
+        "wavs_right_length": f"{runs[-1]['wavs_right_length']}/{runs[-1]['lines']}",
         "runs": len(runs),
+        "scaled_from_subset": scale != 1.0,
     }
 
 
-def markdown(summary: dict, cues: int, minutes: float, extrapolated: bool) -> str:
-    ours = summary["ours"]["wall_s"]
-    header = (
-        "approach | wall s (median) | × real time | vs naive | CPU s | peak RSS MB | frames exact"
-    )
-    rows = [f"| {header} | runs |", "|---|---|---|---|---|---|---|---|"]
+def markdown(summary: dict, cues: int, minutes: float, frames_per_line: int) -> str:
     naive = summary["naive"]["wall_s"]
+    header = "approach | wall s | × real time | naive ÷ this | CPU s | peak RSS MB | frames exact"
+    rows = [f"| {header} | runs |", "|---|---|---|---|---|---|---|---|"]
     for name, row in summary.items():
-        label = f"{name} (extrapolated)" if name == "naive" and extrapolated else name
+        label = f"{name} (subset, scaled)" if row["scaled_from_subset"] else name
         rows.append(
             f"| {label} | {row['wall_s']:.1f} | {row['x_real_time']:.0f}× | "
             f"{naive / row['wall_s']:.1f}× | {row['cpu_s']:.1f} | {row['peak_rss_mb']:.0f} | "
             f"{row['frames_exact']} | {row['runs']} |"
         )
-    title = f"{minutes:g}-minute 720p H.264 episode, {cues} lines (clip + midpoint frame each)"
-    return f"{title}; ours is {naive / ours:.1f}× faster than naive.\n\n" + "\n".join(rows)
+    frames = "midpoint frame" if frames_per_line == 1 else f"{frames_per_line} frames"
+    title = (
+        f"{minutes:g}-minute 720p H.264 episode, {cues} lines (WAV clip + {frames} each); "
+        "medians of the runs"
+    )
+    return title + "\n\n" + "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -265,11 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=24)
     parser.add_argument("--cues", type=int, default=400)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--frames-per-line", type=int, choices=(1, 3), default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--naive-subset",
         type=int,
-        default=0,
+        default=100,
         help="time the naive approach on this many random lines and scale up (0: all lines)",
     )
     parser.add_argument("--child", choices=APPROACHES, help=argparse.SUPPRESS)
@@ -288,22 +339,29 @@ def main(argv: list[str] | None = None) -> None:
     duration_s = args.minutes * 60
     subset = None
     scale = 1.0
-    if args.naive_subset and args.naive_subset < args.cues:
-        rng = np.random.default_rng(SEED)
-        subset = sorted(rng.choice(args.cues, size=args.naive_subset, replace=False).tolist())
+    if 0 < args.naive_subset < args.cues:
+        subset = sorted(random.Random(SEED).sample(range(args.cues), args.naive_subset))
         scale = args.cues / args.naive_subset
     runs: dict[str, list[dict]] = {name: [] for name in APPROACHES}
     load_before = os.getloadavg()
     for repeat in range(args.repeats):
         for name in APPROACHES:  # interleaved, so background load hits every approach alike
-            result = measure(name, video, srt, ffmpeg, subset if name == "naive" else None)
+            result = measure(
+                name,
+                video,
+                srt,
+                args.frames_per_line,
+                ffmpeg,
+                subset if name == "naive" else None,
+            )
+            result["load_average_1min"] = os.getloadavg()[0]
             runs[name].append(result)
             print(f"run {repeat + 1} {name}: {json.dumps(result)}", file=sys.stderr)
     summary = {
         name: summarise(runs[name], scale if name == "naive" else 1.0, duration_s)
         for name in APPROACHES
     }
-    table = markdown(summary, args.cues, args.minutes, subset is not None)
+    table = markdown(summary, args.cues, args.minutes, args.frames_per_line)
     print(table)
     report = {
         "video": {
@@ -317,8 +375,10 @@ def main(argv: list[str] | None = None) -> None:
             "generation_s": made.get("generation_s"),
         },
         "cues": args.cues,
+        "frames_per_line": args.frames_per_line,
         "pad_ms": PAD_MS,
         "naive_subset": subset,
+        "naive_scale": scale,
         "ffmpeg": ffmpeg_version,
         "machine": {
             "cpus": os.cpu_count(),
@@ -331,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
         "markdown": table,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / "import_speed.json"
+    suffix = "" if args.frames_per_line == 1 else f"_{args.frames_per_line}frames"
+    out = args.out / f"import_speed{suffix}.json"
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nwritten {out}", file=sys.stderr)
 

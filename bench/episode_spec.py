@@ -180,9 +180,11 @@ TINY = EpisodeSpec(
 STANDARD = EpisodeSpec(
     preset="standard",
     characters=9,
-    lines=350,
+    lines=330,
     width=854,
     height=480,
+    words_per_line=(3, 13),
+    gap_s=(0.2, 1.2),
     conditions=HardConditions(
         bed_scene_share=0.2,
         music_share=0.6,
@@ -228,7 +230,35 @@ HARD = EpisodeSpec(
 
 SEASON = replace(STANDARD, preset="season", episodes=6)
 
-PRESETS: dict[str, EpisodeSpec] = {spec.preset: spec for spec in (TINY, STANDARD, HARD, SEASON)}
+SAMPLE = EpisodeSpec(
+    preset="sample",
+    characters=5,
+    lines=50,
+    words_per_line=(3, 12),
+    scene_lines=(8, 14),
+    audio_bitrate=48_000,
+    conditions=HardConditions(
+        bed_scene_share=0.34,
+        music_share=0.5,
+        snr_db=(10, 5),
+        reverb_scene_share=0.2,
+        rt60_s=(0.3, 0.7),
+        one_word_share=0.08,
+        cut_by_next_share=0.06,
+        offscreen_share=0.12,
+        two_on_screen_share=0.15,
+        jitter_share=0.15,
+        shout_share=0.06,
+        whisper_share=0.04,
+        pitch_spread_semitones=0.7,
+        tempo_spread=0.06,
+    ),
+)
+"""The committed ``bench/episodes/sample`` (2-3 minutes), made with licence-clean voices only."""
+
+PRESETS: dict[str, EpisodeSpec] = {
+    spec.preset: spec for spec in (TINY, STANDARD, HARD, SEASON, SAMPLE)
+}
 
 
 def resolve_spec(spec: str | EpisodeSpec | dict[str, Any]) -> EpisodeSpec:

@@ -95,7 +95,7 @@ class EpisodeFiles:
     duration_s: float
 
 
-@dataclass
+@dataclass(eq=False)
 class _TimedLine:
     """A script line placed on the timeline (seconds from the start of the episode)."""
 
@@ -194,7 +194,8 @@ def build_cast(spec: EpisodeSpec, *, seed: int, allow_mbrola: bool = True) -> li
     """Characters in order of importance (leads first), each with a voice, pitch and look.
 
     Voices come from :func:`bench.voices.available_voices` in its order of preference, so the
-    most natural voices are used first and espeak-ng only when the others run out. A spec with
+    most natural voices are used first and espeak-ng only when the others run out; a second
+    voice recorded from the same person is never used as another actor. A spec with
     ``shared_voice`` gives two supporting characters the same actor with pitch offsets four or
     more semitones apart, as one actor voicing two roles would; so does a pool too small for
     the cast.
@@ -215,7 +216,7 @@ def build_cast(spec: EpisodeSpec, *, seed: int, allow_mbrola: bool = True) -> li
         first = min(leads, count - 2)
         sharer[first + 1] = first
     distinct = count - len(sharer)
-    chosen = pool[:distinct]
+    chosen = _one_voice_per_person(pool)[:distinct]
     if len(chosen) < distinct:
         logger.warning(
             "only %d voices for %d characters: some actors play two roles", len(pool), distinct
@@ -251,6 +252,31 @@ def build_cast(spec: EpisodeSpec, *, seed: int, allow_mbrola: bool = True) -> li
             )
         )
     return cast
+
+
+_SAME_PERSON: dict[str, str] = {
+    "flite:kal": "kal",
+    "flite:kal16": "kal",
+    "festival:voice_kal_diphone": "kal",
+    "flite:slt": "slt",
+    "festival:voice_cmu_us_slt_arctic_hts": "slt",
+}
+"""Voices of different engines recorded from one person (Kevin Lenzo's kal, CMU ARCTIC slt).
+
+Given to two characters they would sound like one actor while truth.csv called them two, so
+only the first of each person (in order of preference) is cast.
+"""
+
+
+def _one_voice_per_person(pool: Sequence[voices.Voice]) -> list[voices.Voice]:
+    seen: set[str] = set()
+    kept = []
+    for voice in pool:
+        person = _SAME_PERSON.get(voice.key, voice.key)
+        if person not in seen:
+            seen.add(person)
+            kept.append(voice)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,6 +543,15 @@ def _centiseconds(seconds: float) -> float:
     return round(seconds * 100) / 100
 
 
+def _scene_spans(timed: Sequence[_TimedLine], num_scenes: int) -> list[tuple[float, float]]:
+    """(first voice start, last voice end) of every scene, in seconds."""
+    spans = [(math.inf, -math.inf)] * num_scenes
+    for line in timed:
+        begin, end = spans[line.scene]
+        spans[line.scene] = (min(begin, line.speech_start), max(end, line.speech_end))
+    return spans
+
+
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
 
@@ -552,12 +587,17 @@ def _mix(
         track[start:stop] += clip[: stop - start]
         if hook is not None:
             hook("mix", completed=number + 1, total=len(timed))
+    spans = _scene_spans(timed, len(scenes))
     for scene_index, scene in enumerate(scenes):
         if scene.bed is None or scene.snr_db is None:
             continue
-        members = [line for line in timed if line.scene == scene_index]
-        first = max(0, int((members[0].speech_start - 0.8) * sr))
-        last = min(len(track), int((max(line.speech_end for line in members) + 0.8) * sr))
+        # The bed runs a little before and after the scene's voices, never into its neighbours.
+        begin_s, end_s = spans[scene_index]
+        if scene_index:
+            begin_s = max(begin_s - 0.8, 0.5 * (spans[scene_index - 1][1] + begin_s))
+        if scene_index + 1 < len(scenes):
+            end_s = min(end_s + 0.8, 0.5 * (end_s + spans[scene_index + 1][0]))
+        first, last = max(0, int(begin_s * sr)), min(len(track), int(end_s * sr))
         length = last - first
         if scene.bed == "music":
             bed = audio_effects.music_bed(length, sr, rng)
@@ -607,13 +647,12 @@ def _plan_shots(
     or close-up, facing) through a scene, so consecutive lines of one speaker look continuous.
     """
     shots = [_Shot(start=0.0, background=None, placements=())]
+    spans = _scene_spans(timed, len(scenes))
     for scene_index, scene in enumerate(scenes):
         members = [line for line in timed if line.scene == scene_index]
         background = Background(scene.background, scene.background_seed)
-        previous_end = (
-            timed[timed.index(members[0]) - 1].speech_end if scene_index else spec.title_s
-        )
-        establishing = max(previous_end + 0.05, 0.5 * (previous_end + members[0].speech_start))
+        previous_end = spans[scene_index - 1][1] if scene_index else spec.title_s
+        establishing = max(previous_end + 0.05, 0.5 * (previous_end + spans[scene_index][0]))
         count = len(scene.characters)
         wide = tuple(
             Placement(cast[character].look, x=(slot + 0.5) / count, scale=0.6, facing="front")

@@ -159,8 +159,12 @@ def dialogue_line(
             parts.append(_fill(_TEMPLATES[order[len(parts)]], rng))
         if _count(parts) < target and rng.random() < 0.5:
             parts.insert(0, _OPENERS[int(rng.integers(len(_OPENERS)))])
-        if _count(parts) < target and parts[-1].endswith("."):
-            parts[-1] = f"{parts[-1][:-1]}, {_TAILS[int(rng.integers(len(_TAILS)))]}"
+        tail = _TAILS[int(rng.integers(len(_TAILS)))]
+        last = parts[-1]
+        # A tag on a statement of a few words, never echoing it ("Not again, again.").
+        echoes = set(tail.rstrip(".?").lower().split()) & set(last.rstrip(".").lower().split())
+        if _count(parts) < target and last.endswith(".") and len(last.split()) >= 3 and not echoes:
+            parts[-1] = f"{last[:-1]}, {tail}"
         text = _join(parts)
         if low <= len(text.split()) <= high:
             return text

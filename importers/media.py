@@ -571,9 +571,14 @@ class _FrameWalk:
         # Frame threads pipeline consecutive frames; slice threads split one. AUTO uses
         # both, which measured fastest for H.264 on 2 cores.
         stream.thread_type = "AUTO"
+        # The last frame must not be skipped: requests past the end get it.
+        self.end_time = _duration(container, (stream,)) or math.inf
         self.keyframes = _keyframe_times(container, stream, self.origin)
         self.key_seconds = [seconds for seconds, _ in self.keyframes]
         self.skipping = False
+        # A seek that lands before its keyframe (a bad index, or a demuxer that seeks
+        # coarsely) must not be repeated, or the walk would loop forever.
+        self.last_seek_key = -math.inf
         self.last_frame: av.VideoFrame | None = None
         self.last_time = -math.inf
         self.jobs: deque[tuple[Future[None], int]] = deque()  # (JPEG job, paths it writes)
@@ -634,12 +639,13 @@ class _FrameWalk:
         """Skip frames that no other frame references unless a requested time is near.
 
         Every packet at or past (next request - margin) is decoded in full, so the frame at
-        or after a request is never skipped; nor is anything whose time is unknown.
+        or after a request is never skipped; nor is anything near the end, or whose time
+        is unknown.
         """
         skip = (
             packet_time is not None
             and self.next < len(self.wanted)
-            and packet_time < self.wanted[self.next][0] - FULL_DECODE_MARGIN_S
+            and packet_time < min(self.wanted[self.next][0], self.end_time) - FULL_DECODE_MARGIN_S
         )
         if skip != self.skipping:
             self.context.skip_frame = "NONREF" if skip else "DEFAULT"
@@ -656,8 +662,15 @@ class _FrameWalk:
         key_seconds, key_timestamp = self.keyframes[position]
         if key_seconds < max(packet_time, self.last_time) + SEEK_MIN_GAIN_S:
             return False
+        if key_seconds <= self.last_seek_key:
+            logger.debug("%s: seek to %.2f s did not advance; decoding on", self.path, key_seconds)
+            return False
+        self.last_seek_key = key_seconds
         try:
-            self.container.seek(key_timestamp, stream=self.stream, backward=True)
+            # Forward, onto the keyframe itself: MP4 indexes keyframes by decode time, which
+            # is a little before their presentation time, and FFmpeg's MP4 seek compares
+            # presentation times, so a backward seek would land a whole keyframe early.
+            self.container.seek(key_timestamp, stream=self.stream, backward=False)
         except av.FFmpegError as error:
             logger.warning("%s: seek failed, decoding through: %s", self.path, error)
             self.keyframes = self.key_seconds = []

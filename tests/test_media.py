@@ -98,6 +98,29 @@ def test_decode_audio_is_16k_mono_float_on_the_video_timeline(videos, name):
         assert dominant_frequency(middle) == pytest.approx(tone_frequency(second), abs=5)
 
 
+def tone_change_time(audio: np.ndarray, second: int, rate: int = RATE) -> float:
+    """When the tone of ``second - 1`` gives way to that of ``second``, to 2.5 ms."""
+
+    def strength(at: float, frequency: float) -> float:
+        window = audio[round(at * rate) - 160 : round(at * rate) + 160]
+        phases = np.exp(-2j * np.pi * frequency * np.arange(len(window)) / rate)
+        return float(abs(window @ phases))
+
+    for at in np.arange(second - 0.1, second + 0.1, 0.0025):
+        if strength(at, tone_frequency(second)) > strength(at, tone_frequency(second - 1)):
+            return float(at)
+    raise AssertionError(f"no tone change near {second} s")
+
+
+@pytest.mark.parametrize("name", ["episode.mp4", "episode.mkv", "late_audio.mkv"])
+def test_audio_lines_up_with_the_timeline_to_the_millisecond(videos, name):
+    # AAC encoders prepend ~1024 samples of priming (21 ms at 48 kHz); a decoder that
+    # forgot to drop them, or a late-starting track placed at 0, would shift every clip.
+    audio = decode_audio(videos[name])
+
+    assert tone_change_time(audio, 2) == pytest.approx(2.0, abs=0.006)
+
+
 def test_decode_audio_places_late_audio_after_silence(videos):
     audio = decode_audio(videos["late_audio.mkv"])
 
@@ -250,7 +273,9 @@ def test_frames_are_shrunk_to_max_width_and_report_progress(videos, tmp_path):
             assert image.size == (160, 120)
         assert read_index(path) == expected_frame(seconds, last=10**6)
     assert calls[-1] == ("frames", 3, 3)
-    assert [completed for _, completed, _ in calls] == sorted(completed for _, completed, _ in calls)
+    assert [completed for _, completed, _ in calls] == sorted(
+        completed for _, completed, _ in calls
+    )
 
 
 def test_no_requests_writes_nothing(videos, tmp_path):
@@ -379,3 +404,29 @@ def test_missing_file_is_named(tmp_path, read):
 def test_folder_is_not_a_media_file(tmp_path):
     with pytest.raises(MediaError, match="not a regular file"):
         probe_media(tmp_path)
+
+
+def test_seeking_in_mp4_with_b_frames_lands_on_the_keyframe_and_terminates(tmp_path: Path):
+    """Regression: MP4 indexes keyframes by decode time, and a backward seek to that time
+    landed one keyframe early, so the walk sought to the same place forever (the bundled
+    sample episode hung `make demo`)."""
+    import signal
+
+    video = make_test_video(tmp_path / "bframes.mp4", duration_s=20, fps=24, gop=72)
+    times = [0.3, 9.7, 18.5]
+    requests = [(t, tmp_path / f"{i}.jpg") for i, t in enumerate(times)]
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("extract_frames did not finish")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        extract_frames(video, requests)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    for seconds, out in requests:
+        shown = read_frame_index(np.asarray(Image.open(out).convert("L")))
+        assert shown == math.ceil(seconds * 24 - 1e-6)
