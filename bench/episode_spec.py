@@ -53,8 +53,8 @@ class HardConditions:
     jitter_max_s: float = 0.3
     shout_share: float = 0.0
     whisper_share: float = 0.0
-    shared_voice: bool = False
-    """One voice actor plays two characters (same voice, other pitch and look)."""
+    shared_voices: int = 0
+    """How many voice actors play two characters each (same voice, other pitch and look)."""
     pitch_spread_semitones: float = 0.5
     """Standard deviation of the per-line pitch change: nobody says two lines alike."""
     tempo_spread: float = 0.05
@@ -65,6 +65,8 @@ class HardConditions:
             value = getattr(self, item.name)
             if item.name.endswith("_share") and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{item.name} must be within [0, 1], got {value}")
+        if self.shared_voices < 0:
+            raise ValueError(f"shared_voices must be >= 0, got {self.shared_voices}")
         if not self.snr_db:
             raise ValueError("snr_db needs at least one value")
         if not 0 < self.rt60_s[0] <= self.rt60_s[1]:
@@ -209,6 +211,7 @@ HARD = EpisodeSpec(
     lines=350,
     width=854,
     height=480,
+    words_per_line=(2, 11),
     conditions=HardConditions(
         bed_scene_share=0.7,
         music_share=0.5,
@@ -222,8 +225,8 @@ HARD = EpisodeSpec(
         jitter_share=0.5,
         shout_share=0.08,
         whisper_share=0.08,
-        shared_voice=True,
-        pitch_spread_semitones=1.5,
+        shared_voices=2,
+        pitch_spread_semitones=2.0,
         tempo_spread=0.1,
     ),
 )

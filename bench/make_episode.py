@@ -196,9 +196,9 @@ def build_cast(spec: EpisodeSpec, *, seed: int, allow_mbrola: bool = True) -> li
     Voices come from :func:`bench.voices.available_voices` in its order of preference, so the
     most natural voices are used first and espeak-ng only when the others run out; a second
     voice recorded from the same person is never used as another actor. A spec with
-    ``shared_voice`` gives two supporting characters the same actor with pitch offsets four or
-    more semitones apart, as one actor voicing two roles would; so does a pool too small for
-    the cast.
+    ``shared_voices`` gives pairs of supporting characters one actor each, with pitch offsets
+    four or more semitones apart, as one actor voicing two roles would; so does a pool too
+    small for the cast.
     """
     rng = np.random.default_rng([seed, _CAST_STREAM])
     pool = voices.available_voices(allow_mbrola=allow_mbrola)
@@ -211,9 +211,11 @@ def build_cast(spec: EpisodeSpec, *, seed: int, allow_mbrola: bool = True) -> li
     looks = random_looks(count, rng)
     leads = 2 if count <= 5 else 3
     sharer: dict[int, int] = {}
-    if spec.conditions.shared_voice and count >= 3:
-        # Two supporting characters (or the last two, in a small cast) share one actor.
-        first = min(leads, count - 2)
+    for pair in range(spec.conditions.shared_voices):
+        # Pairs of supporting characters (or the last ones, in a small cast) share one actor.
+        first = min(leads + 2 * pair, count - 2)
+        if first < 0 or first in sharer or first + 1 in sharer or first in sharer.values():
+            break
         sharer[first + 1] = first
     distinct = count - len(sharer)
     chosen = _one_voice_per_person(pool)[:distinct]

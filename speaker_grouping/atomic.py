@@ -21,6 +21,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); media and tasks must stay readable by the
+        # Label Studio and backend processes, which may run as other users.
+        os.fchmod(fd, _mode_for(target))
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
             tmp.flush()
@@ -38,3 +41,22 @@ def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
     """JSON is written with ``ensure_ascii=False`` so names such as 鈴木 stay readable."""
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+
+
+def _mode_for(target: Path) -> int:
+    """Keep an existing file's permissions; give a new one what ``open()`` would."""
+    try:
+        return target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_current_umask()
+
+
+def _current_umask() -> int:
+    # Reading /proc avoids os.umask's set-and-restore, which races with other threads.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022

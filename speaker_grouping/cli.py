@@ -20,15 +20,13 @@ EXIT_BAD_INPUT = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.run(args, rest)
+        return args.run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -97,9 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="benchmarks and benchmark episodes (see bench/README.md)",
-        description="Benchmark tools; arguments after the tool name go to the tool.",
+        description="Benchmark tools; arguments after the tool name (--help too) go to the tool.",
+        add_help=False,
     )
     bench.add_argument("tool", choices=sorted(_BENCH_TOOLS), help="which benchmark tool")
+    bench.add_argument("tool_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     bench.set_defaults(run=_run_bench)
 
     demo = commands.add_parser(
@@ -125,14 +125,14 @@ _BENCH_TOOLS = {
 }
 
 
-def _run_bench(args: argparse.Namespace, rest: list[str]) -> int:
+def _run_bench(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(_BENCH_TOOLS[args.tool])
-    return int(module.main(rest) or 0)
+    return int(module.main(args.tool_args) or 0)
 
 
-def _run_import(args: argparse.Namespace, _rest: list[str]) -> int:
+def _run_import(args: argparse.Namespace) -> int:
     from importers.media import ClipOptions
     from importers.pipeline import ImportOptions, import_episode
     from importers.subtitles import SubtitleOptions
@@ -176,7 +176,7 @@ def _run_import(args: argparse.Namespace, _rest: list[str]) -> int:
     return 0
 
 
-def _run_demo(args: argparse.Namespace, _rest: list[str]) -> int:
+def _run_demo(args: argparse.Namespace) -> int:
     from speaker_grouping.demo import DemoOptions, count_project_tasks, start_demo
     from speaker_grouping.progress import ProgressBars
 

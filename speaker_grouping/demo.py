@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_EPISODE = REPO_ROOT / "bench" / "episodes" / "sample" / "episode.mp4"
 DEMO_PROJECT = "Speaker Grouping demo"
+START_TIMEOUT_S = 600.0
+"""A fresh data folder means minutes of database migrations on a busy 2-core machine."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,11 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
     label_studio = LocalLabelStudio(
         data_dir=data_dir / "label-studio", document_root=media_root, port=options.port
     )
-    label_studio.start()
+    if hook is not None:
+        hook("label-studio", completed=0, total=1)
+    label_studio.start(timeout=START_TIMEOUT_S)
+    if hook is not None:
+        hook("label-studio", completed=1, total=1)
     try:
         pushed = push_tasks(
             imported.tasks,

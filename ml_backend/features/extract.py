@@ -36,7 +36,8 @@ from ml_backend.features.store import FeatureStore, FeatureStoreError, ModelInfo
 logger = logging.getLogger(__name__)
 
 Hook = Callable[..., None]
-"""``hook(step, completed=i, total=n)`` with steps ``hash``, ``quality``, ``voice``, ``image``."""
+"""``hook(step, completed=i, total=n)`` with steps ``hash``, ``quality``, ``voice``, ``image``;
+``quality`` may come from a worker thread while ``voice`` comes from the caller's."""
 
 STORE_NAME = "features.npz"
 

@@ -31,6 +31,7 @@ from ml_backend.features.embedder import ModelUnavailableError, check_batch, nor
 from ml_backend.features.hub import (
     cached_hub_file,
     file_fingerprint,
+    hub_cache_dir,
     hub_offline,
     one_line,
     require_modules,
@@ -172,7 +173,11 @@ def _create(source: ClipSource, device: str) -> tuple[Any, Any]:
     logger.info("loading open_clip %s (%s)", source.model_name, source.pretrained)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            source.model_name, pretrained=source.pretrained, device=device
+            source.model_name,
+            pretrained=source.pretrained,
+            device=device,
+            # The cache we checked, resolved now: huggingface_hub reads its env at import.
+            cache_dir=str(hub_cache_dir()),
         )
     except Exception as error:
         raise ModelUnavailableError(

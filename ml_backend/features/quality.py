@@ -24,12 +24,14 @@ give the same probabilities (to 1e-7).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -122,7 +124,7 @@ class QualityMeter:
         """What the stats depend on: the VAD release and the definitions above."""
         return ModelInfo(
             name="silero-vad+frame-energy",
-            version=f"{package_version('silero-vad')}/{ESTIMATOR_VERSION}",
+            version=f"{_silero_version()}/{ESTIMATOR_VERSION}",
             dim=len(QUALITY_KEYS),
         )
 
@@ -226,6 +228,14 @@ class _Vad:
             if hook is not None:
                 hook("quality", completed=done, total=len(clips))
         return results
+
+
+@functools.cache
+def _silero_version() -> str:
+    try:
+        return package_version("silero-vad")
+    except PackageNotFoundError:
+        return "not-installed"  # loading the VAD then says how to install it
 
 
 @contextmanager

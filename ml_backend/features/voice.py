@@ -10,6 +10,7 @@ the result matches ``embed_utterance`` to float rounding (tests pin it to 1e-5).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -58,22 +59,29 @@ class ResemblyzerEmbedder:
     trim_silences : apply resemblyzer's VAD trimming of long silences (``preprocess_wav``)
         before embedding, as its README does.
     batch_size : partial windows per network call; bounds memory (each window is 160x40 floats).
-    num_threads : torch intra-op threads, and threads computing the mel spectrograms.
+    workers : threads that compute mel spectrograms and run network calls side by side.
+
+    Both cores are used by running ``workers`` network calls at once with one torch thread
+    each, rather than one call with two torch (OpenMP) threads: on a busy machine OpenMP's
+    spinning barriers made the latter 9x slower here (379 against 42 ms per window), and on an
+    idle one the two are on a par. torch's thread count is restored after each call.
     """
 
     def __init__(
         self,
         *,
         trim_silences: bool = True,
-        batch_size: int = 128,
-        num_threads: int = 2,
+        batch_size: int = 64,
+        workers: int = 2,
         device: str = "cpu",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.trim_silences = trim_silences
         self.batch_size = batch_size
-        self.num_threads = num_threads
+        self.workers = workers
         self.device = device
         self.info = ModelInfo(
             name="resemblyzer",
@@ -91,36 +99,53 @@ class ResemblyzerEmbedder:
         import torch
 
         encoder = _encoder(self.device)
-        torch.set_num_threads(self.num_threads)
-        with ThreadPoolExecutor(max_workers=max(1, self.num_threads)) as pool:
-            windows_per_clip = list(pool.map(self._partial_mels, batch))
-        owner = np.repeat(np.arange(len(batch)), [len(w) for w in windows_per_clip])
-        windows = np.concatenate(windows_per_clip)
-        sums = np.zeros((len(batch), RESEMBLYZER_DIM), dtype=np.float64)
-        with torch.inference_mode():
-            for start in range(0, len(windows), self.batch_size):
-                chunk = torch.from_numpy(windows[start : start + self.batch_size])
-                partials = encoder(chunk.to(encoder.device)).cpu().numpy()
-                np.add.at(sums, owner[start : start + self.batch_size], partials)
-                if hook is not None:
-                    done = min(start + self.batch_size, len(windows))
-                    hook("voice", completed=done, total=len(windows))
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                windows_per_clip = list(pool.map(self._partial_mels, batch))
+                owner = np.repeat(np.arange(len(batch)), [len(w) for w in windows_per_clip])
+                windows = np.concatenate(windows_per_clip)
+                starts = range(0, len(windows), self.batch_size)
+
+                def run(start: int) -> np.ndarray:
+                    chunk = torch.from_numpy(windows[start : start + self.batch_size])
+                    with torch.inference_mode():
+                        return encoder(chunk.to(encoder.device)).cpu().numpy()
+
+                sums = np.zeros((len(batch), RESEMBLYZER_DIM), dtype=np.float64)
+                for start, partials in zip(starts, pool.map(run, starts), strict=True):
+                    np.add.at(sums, owner[start : start + self.batch_size], partials)
+                    if hook is not None:
+                        done = min(start + self.batch_size, len(windows))
+                        hook("voice", completed=done, total=len(windows))
+        finally:
+            torch.set_num_threads(previous_threads)
         # The mean of the partials, L2-normalised: the mean's scale cancels, so the sum will do.
         return normalise_rows(np.nan_to_num(sums))
 
-    def embed_unbatched(self, batch: Sequence[np.ndarray]) -> np.ndarray:
-        """One ``embed_utterance`` call per clip: the reference the batched path must match."""
+    def embed_unbatched(
+        self, batch: Sequence[np.ndarray], *, torch_threads: int | None = None
+    ) -> np.ndarray:
+        """One ``embed_utterance`` call per clip: the reference the batched path must match.
+
+        torch_threads : torch's intra-op threads for the calls (None: leave torch's setting).
+        """
         import torch
 
         check_batch(batch, kind="voice")
         encoder = _encoder(self.device)
-        torch.set_num_threads(self.num_threads)
-        rows = [
-            encoder.embed_utterance(
-                self.prepare(clip), rate=PARTIAL_RATE, min_coverage=PARTIAL_MIN_COVERAGE
-            )
-            for clip in batch
-        ]
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(torch_threads or previous_threads)
+        try:
+            rows = [
+                encoder.embed_utterance(
+                    self.prepare(clip), rate=PARTIAL_RATE, min_coverage=PARTIAL_MIN_COVERAGE
+                )
+                for clip in batch
+            ]
+        finally:
+            torch.set_num_threads(previous_threads)
         return normalise_rows(np.nan_to_num(np.asarray(rows, dtype=np.float32)))
 
     def prepare(self, clip: np.ndarray) -> np.ndarray:
@@ -142,7 +167,6 @@ class ResemblyzerEmbedder:
     def _partial_mels(self, clip: np.ndarray) -> np.ndarray:
         """(num_windows, 160, 40) float32: the windows ``embed_utterance`` would feed the net."""
         from resemblyzer import VoiceEncoder
-        from resemblyzer.audio import wav_to_mel_spectrogram
 
         wav = self.prepare(clip)
         wav_slices, mel_slices = VoiceEncoder.compute_partial_slices(
@@ -151,8 +175,44 @@ class ResemblyzerEmbedder:
         needed = wav_slices[-1].stop
         if needed >= len(wav):
             wav = np.pad(wav, (0, needed - len(wav)))
-        mel = wav_to_mel_spectrogram(wav)
+        mel = mel_spectrogram(wav)
         return np.stack([mel[window] for window in mel_slices])
+
+
+def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
+    """(num_frames, 40) float32: resemblyzer's ``wav_to_mel_spectrogram``, 20-30x faster.
+
+    resemblyzer calls ``librosa.feature.melspectrogram``, which cost more per line than the
+    network itself here (hundreds of ms for a 3 s clip on a busy machine). This is the same
+    computation (centred 25 ms Hann frames every 10 ms, zero padding, power spectrum, the
+    same Slaney mel filters) done directly with numpy; it agrees to about 1e-7 relative.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    window, basis = _mel_constants()
+    n_fft = len(window)
+    padded = np.pad(np.asarray(wav, dtype=np.float32), n_fft // 2)
+    frames = sliding_window_view(padded, n_fft)[:: _hop_length()] * window
+    power = np.square(np.abs(np.fft.rfft(frames, axis=1)))
+    return (power @ basis.T).astype(np.float32)
+
+
+def _hop_length() -> int:
+    from resemblyzer.hparams import mel_window_step
+
+    return int(SAMPLE_RATE * mel_window_step / 1000)
+
+
+@functools.cache
+def _mel_constants() -> tuple[np.ndarray, np.ndarray]:
+    """resemblyzer's analysis window and mel filterbank, built by librosa once per process."""
+    import librosa
+    from resemblyzer.hparams import mel_n_channels, mel_window_length
+
+    n_fft = int(SAMPLE_RATE * mel_window_length / 1000)
+    window = librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=mel_n_channels)
+    return window, basis
 
 
 def _resemblyzer_version() -> str:

@@ -30,6 +30,7 @@ from ml_backend.features.embedder import ModelUnavailableError, check_batch, nor
 from ml_backend.features.hub import (
     cached_hub_file,
     file_fingerprint,
+    hub_cache_dir,
     hub_offline,
     looks_like_hub_id,
     one_line,
@@ -150,6 +151,7 @@ def _load(source: str, local_dir: Path | None, device: str) -> object:
 def _from_hparams(source: str, local_dir: Path | None, device: str) -> object:
     try:
         from speechbrain.inference.speaker import EncoderClassifier
+        from speechbrain.utils.fetching import FetchConfig
     except Exception as error:  # torchaudio that does not match torch fails here, not at find
         raise ModelUnavailableError(
             f"ecapa needs speechbrain + torchaudio ({one_line(error)}): "
@@ -164,6 +166,10 @@ def _from_hparams(source: str, local_dir: Path | None, device: str) -> object:
             source=str(local_dir or source),
             savedir=None,  # files are used where they lie: the folder or the hub cache
             overrides=overrides,
+            # The cache we checked, resolved now: huggingface_hub reads its env at import.
+            fetch_config=FetchConfig(
+                huggingface_cache_dir=str(hub_cache_dir()), allow_network=not hub_offline()
+            ),
             run_opts={"device": device},
         )
     except Exception as error:
