@@ -93,7 +93,9 @@ def episode_dir(preset: str, seed: int) -> Path:
     return folder
 
 
-def load_lines(preset: str, seed: int) -> EpisodeLines:
+def load_lines(
+    preset: str, seed: int, *, kinds: tuple[str, ...] = ("voice", "image")
+) -> EpisodeLines:
     from PIL import Image
 
     from bench.voice_accuracy import read_truth
@@ -105,11 +107,15 @@ def load_lines(preset: str, seed: int) -> EpisodeLines:
     indexes = record["indexes"]
     return EpisodeLines(
         preset=preset,
-        clips=[_read_wav(media / "audio" / f"{index:04d}.wav") for index in indexes],
+        clips=[_read_wav(media / "audio" / f"{index:04d}.wav") for index in indexes]
+        if "voice" in kinds
+        else [],
         frames=[
             np.asarray(Image.open(media / "frames" / f"{index:04d}.jpg").convert("RGB"))
             for index in indexes
-        ],
+        ]
+        if "image" in kinds
+        else [],
         characters=[truth[index].character for index in indexes],
         conditions=[truth[index].conditions for index in indexes],
     )
@@ -159,8 +165,9 @@ def child_main(model: str, preset: str, seed: int, out: Path) -> None:
     The unbatched baselines embed every ``BASELINE_STRIDE``-th line only (their rate is what
     the table needs, and all lines would take ten minutes a repeat on a busy machine).
     """
-    lines = load_lines(preset, seed)
-    items = lines.frames if model in IMAGE_MODELS else lines.clips
+    kind = "image" if model in IMAGE_MODELS else "voice"
+    lines = load_lines(preset, seed, kinds=(kind,))  # the other kind would inflate peak RSS
+    items = lines.frames if kind == "image" else lines.clips
     if model in BASELINES:
         items = items[::BASELINE_STRIDE]
     began = time.perf_counter()

@@ -41,9 +41,16 @@ def _is_user_error(error: Exception) -> bool:
     from importers.media import MediaError
     from importers.push import LabelStudioError
     from importers.subtitles import SubtitleError
+    from ml_backend.features.embedder import ModelUnavailableError
     from speaker_grouping.local_label_studio import LabelStudioStartError
 
-    user_errors = (MediaError, SubtitleError, LabelStudioError, LabelStudioStartError)
+    user_errors = (
+        MediaError,
+        SubtitleError,
+        LabelStudioError,
+        LabelStudioStartError,
+        ModelUnavailableError,
+    )
     return isinstance(error, (*user_errors, FileNotFoundError, ValueError))
 
 

@@ -68,7 +68,7 @@ class AnimeColourOptions:
 
 
 class AnimeColourEmbedder:
-    """Colour descriptors of the main anime character in each frame (340-d).
+    """Colour descriptors of the main anime character in each frame (200-d).
 
     workers : processes for batches of at least ``min_parallel`` frames (1 = inline).
     """
@@ -93,7 +93,7 @@ class AnimeColourEmbedder:
     def embed(
         self, batch: Sequence[np.ndarray], *, hook: Callable[..., None] | None = None
     ) -> np.ndarray:
-        """(len(batch), 340) float32 unit rows; each item is an (h, w, 3) uint8 RGB frame."""
+        """(len(batch), 200) float32 unit rows; each item is an (h, w, 3) uint8 RGB frame."""
         check_batch(batch, kind="image")
         rows = np.zeros((len(batch), ANIME_COLOUR_DIM), dtype=np.float32)
         options = asdict(self.options)
@@ -135,7 +135,7 @@ def _describe_job(job: tuple[np.ndarray, dict]) -> np.ndarray:
 
 
 def describe_frame(frame: np.ndarray, options: AnimeColourOptions) -> np.ndarray:
-    """(340,) float32, not yet normalised: the weighted region histograms of one frame."""
+    """(200,) float32, not yet normalised: the weighted region histograms of one frame."""
     frame = np.asarray(frame)
     height, width = frame.shape[:2]
     face = main_face(frame, options)
