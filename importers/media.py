@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from speaker_grouping.atomic import atomic_write_bytes
+from speaker_grouping.options import coerce_options
 
 logger = logging.getLogger(__name__)
 
@@ -98,17 +99,6 @@ class ClipOptions:
 
     pad_ms: int = 150
     sample_rate: int = 16000
-
-
-def _clip_options(options: ClipOptions | dict | None) -> ClipOptions:
-    if options is None:
-        return ClipOptions()
-    if isinstance(options, ClipOptions):
-        return options
-    try:
-        return ClipOptions(**options)
-    except TypeError as error:
-        raise ValueError(f"bad clip options {options!r}: {error}") from None
 
 
 _ffmpeg_log_lock = threading.Lock()
@@ -427,7 +417,7 @@ def slice_clip(
     audio : (num_samples,) float32 at ``options.sample_rate``, as from :func:`decode_audio`.
     A span entirely outside the audio gives an empty array.
     """
-    options = _clip_options(options)
+    options = coerce_options(ClipOptions, options, what="clip")
     if not (math.isfinite(start) and math.isfinite(end)):
         raise ValueError(f"clip times must be finite, got start={start} end={end}")
     if end < start:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from importers.subtitles import (
 )
 from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for
 from speaker_grouping.atomic import atomic_write_json, atomic_write_text
+from speaker_grouping.options import coerce_options
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +61,15 @@ class ImportOptions:
 
     @classmethod
     def coerce(cls, options: ImportOptions | Mapping[str, Any] | None) -> ImportOptions:
-        if options is None:
-            return cls()
-        if isinstance(options, cls):
-            return options
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown import option(s): {', '.join(unknown)}")
-        values = dict(options)
-        if isinstance(values.get("subtitles"), Mapping):
-            values["subtitles"] = SubtitleOptions(**values["subtitles"])
-        if isinstance(values.get("clips"), Mapping):
-            values["clips"] = ClipOptions(**values["clips"])
-        return cls(**values)
+        if isinstance(options, Mapping):
+            options = dict(options)
+            for name, nested, what in (
+                ("subtitles", SubtitleOptions, "subtitle"),
+                ("clips", ClipOptions, "clip"),
+            ):
+                if name in options:
+                    options[name] = coerce_options(nested, options[name], what=what)
+        return coerce_options(cls, options, what="import")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import html
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pysrt
@@ -34,6 +34,7 @@ from pysubs2.formats.webvtt import WebVTTFormat
 from pysubs2.time import TIMESTAMP, TIMESTAMP_SHORT, timestamp_to_ms
 
 from importers.subtitle_encoding import EncodingError, decode_subtitle_bytes
+from speaker_grouping.options import coerce_options
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def parse_subtitles(
 ) -> ParsedSubtitles:
     """Read SRT, ASS/SSA or WebVTT; `media_duration` (seconds) skips or clamps cues past the end."""
     path = Path(path)
-    opts = _coerce_options(options)
+    opts = coerce_options(SubtitleOptions, options, what="subtitle")
     data = _read_bytes(path)
     try:
         decoded = decode_subtitle_bytes(data, opts.encoding)
@@ -220,20 +221,6 @@ _LANGUAGE_TAG = re.compile(r"[^\W\d_][\w-]*(?:\.[^\W\d_][\w-]*)*")
 
 
 # --------------------------------------------------------------------------- reading the file
-
-
-def _coerce_options(options: SubtitleOptions | Mapping[str, object] | None) -> SubtitleOptions:
-    if options is None:
-        return SubtitleOptions()
-    if isinstance(options, SubtitleOptions):
-        return options
-    if isinstance(options, Mapping):
-        known = {f.name for f in fields(SubtitleOptions)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown subtitle option(s) {unknown}; known: {sorted(known)}")
-        return SubtitleOptions(**options)  # type: ignore[arg-type]
-    raise TypeError(f"options must be SubtitleOptions, a dict or None, not {type(options)!r}")
 
 
 def _read_bytes(path: Path) -> bytes:

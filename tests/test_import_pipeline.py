@@ -252,3 +252,11 @@ def test_cli_push_imports_once_and_serves_clips(episode: Path, label_studio, cap
     served.raise_for_status()
     local = label_studio.document_root / unquote(audio_url.removeprefix(LOCAL_FILES_PREFIX))
     assert served.content == local.read_bytes()
+
+
+def test_nested_option_dicts_are_checked_too():
+    options = ImportOptions.coerce({"clips": {"pad_ms": 0}, "subtitles": {"encoding": "big5"}})
+    assert options.clips.pad_ms == 0
+    assert options.subtitles.encoding == "big5"
+    with pytest.raises(ValueError, match=r"unknown clip option\(s\) \['pad'\]"):
+        ImportOptions.coerce({"clips": {"pad": 0}})
