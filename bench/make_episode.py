@@ -34,7 +34,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,10 @@ from bench.drawing import Background, Look, Placement, random_looks, render_fram
 from bench.episode_spec import GENERATOR_VERSION, PRESETS, EpisodeSpec, resolve_spec
 from bench.script_writer import CHARACTER_NAMES, Scene, ScriptLine, line_counts, write_script
 from speaker_grouping.atomic import atomic_write_json, atomic_write_text
+from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
-Hook = Callable[..., None]
-"""``hook(step, *, completed, total)``: progress, called by the composer, shown by the caller."""
 
 H264_ENCODER = "libx264"
 """The PyAV wheel ships libx264 (not libopenh264)."""

@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from typing import Any
 import av
 import numpy as np
 
+from speaker_grouping.progress import Hook
+
 logger = logging.getLogger(__name__)
 
-Hook = Callable[..., None]
 
 SAMPLE_RATE = 16000
 """resemblyzer's rate; the episode's audio is decoded straight to it."""

@@ -25,7 +25,7 @@ import threading
 import wave
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,10 +39,10 @@ from PIL import Image
 
 from speaker_grouping.atomic import atomic_write_bytes
 from speaker_grouping.options import coerce_options
+from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
-Hook = Callable[..., None]
 
 FRAME_TIME_TOLERANCE_S = 1e-3
 """A frame counts as "at" t when it is at most this early: Matroska rounds times to 1 ms."""

@@ -9,7 +9,7 @@ leaves the previous tasks.json and report readable, and re-running it is always 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +28,10 @@ from importers.subtitles import (
 from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for
 from speaker_grouping.atomic import atomic_write_json, atomic_write_text
 from speaker_grouping.options import coerce_options
+from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
-Hook = Callable[..., None]
-"""``hook(step, completed=i, total=n)``: progress for a caller that wants to show it."""
 
 FRAME_POSITIONS = {1: (0.5,), 3: (0.25, 0.5, 0.75)}
 """Where in a line its frames are taken, as fractions of the line: the midpoint is the frame

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +26,10 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from label_config import load_config, speakers_in_config
+from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
-Hook = Callable[..., None]
 
 IMPORT_BATCH_SIZE = 500
 LIST_PAGE_SIZE = 1000

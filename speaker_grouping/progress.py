@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
+from typing import Protocol
 
 from tqdm import tqdm
+
+
+class Hook(Protocol):
+    """``hook(step, completed=i, total=n)``: how long work reports progress to its caller."""
+
+    def __call__(self, step: str, *, completed: int, total: int) -> None: ...
 
 
 class ProgressBars:

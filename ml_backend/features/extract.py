@@ -20,7 +20,7 @@ import io
 import json
 import logging
 import wave
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +32,10 @@ from PIL import Image, UnidentifiedImageError
 from ml_backend.features.embedder import Embedder
 from ml_backend.features.quality import SAMPLE_RATE, QualityMeter
 from ml_backend.features.store import FeatureStore, FeatureStoreError, ModelInfo
+from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
-Hook = Callable[..., None]
-"""``hook(step, completed=i, total=n)`` with steps ``hash``, ``quality``, ``voice``, ``image``;
-``quality`` may come from a worker thread while ``voice`` comes from the caller's."""
 
 STORE_NAME = "features.npz"
 
@@ -71,6 +69,8 @@ def extract_features(
     quality_meter : defaults to a `QualityMeter` with the best VAD backend available.
     store_path : defaults to ``<episode_dir>/features.npz``; written only when something changed.
     batch_size : clips or frames per encoder call.
+    hook : steps ``hash``, ``quality``, ``voice``, ``image``; ``quality`` may be reported from a
+    worker thread while ``voice`` is reported from the caller's.
 
     Lines that left the episode are dropped from the store. A store file that cannot be read
     (corrupt, another format version) is logged and rebuilt: it is a cache of what the media

@@ -29,7 +29,7 @@ import importlib.util
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ml_backend.features.store import ModelInfo
+from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ ESTIMATOR_VERSION = "1"
 VAD_BACKENDS = ("onnx", "torchscript")
 _JIT_BATCH_SAMPLES = 128 * 5 * SAMPLE_RATE
 """Padded samples per TorchScript call: about 128 five-second clips."""
-
-Hook = Callable[..., None]
 
 
 def frame_powers(clip: np.ndarray) -> np.ndarray:
