@@ -260,3 +260,16 @@ def test_nested_option_dicts_are_checked_too():
     assert options.subtitles.encoding == "big5"
     with pytest.raises(ValueError, match=r"unknown clip option\(s\) \['pad'\]"):
         ImportOptions.coerce({"clips": {"pad": 0}})
+
+
+def test_cli_push_without_api_key_is_refused_before_any_work(
+    episode: Path, tmp_path: Path, capsys, monkeypatch
+):
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    code = cli_main(
+        ["import", str(episode), "--out", str(tmp_path), "--push", "http://127.0.0.1:9"]
+    )
+
+    assert code == 2
+    assert "--push needs --api-key" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
