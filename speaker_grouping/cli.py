@@ -122,7 +122,30 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="verify every line became a task, then stop"
     )
     demo.set_defaults(run=_run_demo)
+
+    for name, (module_name, summary) in _COMMAND_MODULES.items():
+        _add_module_command(commands, name, module_name, summary)
     return parser
+
+
+_COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    # command name: (module with add_arguments(parser) and run(args) -> int, one-line help)
+}
+"""Commands that live in a module of their own, so that each stays small and the parser
+only imports the module (not its heavy dependencies) to build ``--help``."""
+
+
+def _add_module_command(
+    commands: argparse._SubParsersAction, name: str, module_name: str, summary: str
+) -> None:
+    import importlib
+
+    module = importlib.import_module(module_name)
+    parser = commands.add_parser(
+        name, help=summary, description=(module.__doc__ or summary).split("\n")[0]
+    )
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.run)
 
 
 _BENCH_TOOLS = {
