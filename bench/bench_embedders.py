@@ -188,12 +188,24 @@ def child_main(model: str, preset: str, seed: int, out: Path) -> None:
                 "lines": len(items),
                 "load_s": loaded - began,
                 "embed_s": done - loaded,
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mib": own_peak_rss_kib() / 1024,
                 "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
                 / 1024,
             }
         )
     )
+
+
+def own_peak_rss_kib() -> int:
+    """Peak resident size of this process since exec (VmHWM).
+
+    Not ``ru_maxrss``: that carries over the parent's size at fork, and the parent holds both
+    decoded episodes (about 0.9 GiB), which made every embedder's peak look the same.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def measure(model: str, preset: str, seed: int, repeats: int, work: Path) -> dict:

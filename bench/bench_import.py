@@ -7,9 +7,13 @@ episode and an SRT of ``--cues`` lines, then times, in the same run and each in 
 Python process so that peak memory is that approach's alone:
 
 - ``ours``: probe, then decode the audio once and write one WAV per line in a thread,
-  beside one forward pass over the video writing each line's frame(s) — what
-  ``importers.pipeline`` does with ``importers.media``;
+  beside the frame passes over the video (one walk per core, loop filter skipped on
+  unreferenced frames: ``extract_frames``' defaults, or ``--walks`` and
+  ``--skip-loop-filter``) writing each line's frame(s) — what ``importers.pipeline`` does
+  with ``importers.media``;
 - ``ours-sequential``: the same calls one after the other;
+- ``ours-one-walk`` (only with ``--approaches``): as ``ours`` with one exact walk, the
+  importer before the frame pass was split;
 - ``naive``: ``ffmpeg -ss S -t D -i video -ac 1 -ar 16000 clip.wav`` per line and
   ``ffmpeg -ss T -i video -frames:v 1 frame.jpg`` per frame, one process at a time.
   A full naive run takes minutes, so by default it runs on a fixed random subset of lines
@@ -46,7 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench-import"
 WIDTH, HEIGHT, FPS, GOP, SEED = 1280, 720, 23.976, 250, 0
 PAD_MS = 150
-APPROACHES = ("ours", "ours-sequential", "naive")
+APPROACHES = ("ours", "ours-sequential", "ours-one-walk", "naive")
+DEFAULT_APPROACHES = ("ours", "ours-sequential", "naive")
 FRAME_POSITIONS = {1: (0.5,), 3: (0.25, 0.5, 0.75)}  # fractions of each line, as the pipeline
 
 
@@ -117,6 +122,8 @@ def run_ours(
     frames_per_line: int,
     *,
     overlap: bool,
+    walks: int | None,
+    skip_loop_filter: str | None,
 ) -> None:
     from importers.media import (
         ClipOptions,
@@ -137,9 +144,12 @@ def run_ours(
             write_wav(work / f"{number:04d}.wav", clip, options.sample_rate)
 
     frames = frame_requests(cues, work, frames_per_line)
+    decode = {"walks": walks}
+    if skip_loop_filter is not None:
+        decode["skip_loop_filter"] = skip_loop_filter
     if not overlap:
         clips()
-        extract_frames(video, frames)
+        extract_frames(video, frames, **decode)
         return
     errors: list[BaseException] = []
 
@@ -151,7 +161,7 @@ def run_ours(
 
     worker = threading.Thread(target=guarded)
     worker.start()
-    extract_frames(video, frames)
+    extract_frames(video, frames, **decode)
     worker.join()
     if errors:
         raise errors[0]
@@ -181,9 +191,26 @@ def child_main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if args.child == "naive":
         run_naive(Path(args.video), cues, work, args.frames_per_line, args.ffmpeg)
+    elif args.child == "ours-one-walk":
+        run_ours(
+            Path(args.video),
+            cues,
+            work,
+            args.frames_per_line,
+            overlap=True,
+            walks=1,
+            skip_loop_filter="default",
+        )
     else:
-        overlap = args.child == "ours"
-        run_ours(Path(args.video), cues, work, args.frames_per_line, overlap=overlap)
+        run_ours(
+            Path(args.video),
+            cues,
+            work,
+            args.frames_per_line,
+            overlap=args.child == "ours",
+            walks=args.walks,
+            skip_loop_filter=args.skip_loop_filter,
+        )
     wall = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -259,11 +286,13 @@ def measure(
     frames_per_line: int,
     ffmpeg: str,
     subset: list[int] | None,
+    decode_args: list[str],
 ) -> dict:
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="work-") as work:
         command = [sys.executable, "-m", "bench.bench_import", "--child", approach]
         command += ["--video", str(video), "--srt", str(srt), "--workdir", work]
         command += ["--ffmpeg", ffmpeg, "--frames-per-line", str(frames_per_line)]
+        command += decode_args
         if subset is not None:
             command += ["--subset", json.dumps(subset)]
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
@@ -323,6 +352,18 @@ def main(argv: list[str] | None = None) -> None:
         default=100,
         help="time the naive approach on this many random lines and scale up (0: all lines)",
     )
+    parser.add_argument(
+        "--approaches",
+        default=",".join(DEFAULT_APPROACHES),
+        help=f"comma-separated, from {','.join(APPROACHES)} (naive must be among them)",
+    )
+    parser.add_argument(
+        "--walks", type=int, help="frame walks for ours (default: one per usable core)"
+    )
+    parser.add_argument(
+        "--skip-loop-filter",
+        help="ours' skip_loop_filter (default: extract_frames' default; 'default' is exact)",
+    )
     parser.add_argument("--child", choices=APPROACHES, help=argparse.SUPPRESS)
     parser.add_argument("--video", help=argparse.SUPPRESS)
     parser.add_argument("--srt", help=argparse.SUPPRESS)
@@ -334,6 +375,15 @@ def main(argv: list[str] | None = None) -> None:
         child_main(args)
         return
 
+    approaches = tuple(name.strip() for name in args.approaches.split(",") if name.strip())
+    unknown = sorted(set(approaches) - set(APPROACHES))
+    if unknown or "naive" not in approaches:
+        parser.error(f"--approaches: unknown {unknown} or no naive in {list(approaches)}")
+    decode_args = []
+    if args.walks is not None:
+        decode_args += ["--walks", str(args.walks)]
+    if args.skip_loop_filter is not None:
+        decode_args += ["--skip-loop-filter", args.skip_loop_filter]
     video, srt, made = episode_files(args.minutes, args.cues)
     ffmpeg, ffmpeg_version = ffmpeg_binary()
     duration_s = args.minutes * 60
@@ -342,10 +392,10 @@ def main(argv: list[str] | None = None) -> None:
     if 0 < args.naive_subset < args.cues:
         subset = sorted(random.Random(SEED).sample(range(args.cues), args.naive_subset))
         scale = args.cues / args.naive_subset
-    runs: dict[str, list[dict]] = {name: [] for name in APPROACHES}
+    runs: dict[str, list[dict]] = {name: [] for name in approaches}
     load_before = os.getloadavg()
     for repeat in range(args.repeats):
-        for name in APPROACHES:  # interleaved, so background load hits every approach alike
+        for name in approaches:  # interleaved, so background load hits every approach alike
             result = measure(
                 name,
                 video,
@@ -353,13 +403,14 @@ def main(argv: list[str] | None = None) -> None:
                 args.frames_per_line,
                 ffmpeg,
                 subset if name == "naive" else None,
+                decode_args,
             )
             result["load_average_1min"] = os.getloadavg()[0]
             runs[name].append(result)
             print(f"run {repeat + 1} {name}: {json.dumps(result)}", file=sys.stderr)
     summary = {
         name: summarise(runs[name], scale if name == "naive" else 1.0, duration_s)
-        for name in APPROACHES
+        for name in approaches
     }
     table = markdown(summary, args.cues, args.minutes, args.frames_per_line)
     print(table)
@@ -377,6 +428,11 @@ def main(argv: list[str] | None = None) -> None:
         "cues": args.cues,
         "frames_per_line": args.frames_per_line,
         "pad_ms": PAD_MS,
+        "ours_decode": {
+            "walks": args.walks if args.walks is not None else "one per usable core",
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "skip_loop_filter": args.skip_loop_filter or "extract_frames default",
+        },
         "naive_subset": subset,
         "naive_scale": scale,
         "ffmpeg": ffmpeg_version,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import threading
 import wave
 from bisect import bisect_right
@@ -29,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 
 import av
@@ -328,7 +329,8 @@ def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> np.ndarray:
                 bad_packets = _count_bad_packet(path, error, bad_packets)
                 continue
             for frame in frames:
-                at = None if frame.time is None else round((frame.time - origin) * sample_rate)
+                seconds = _frame_seconds(frame, stream, origin)
+                at = None if seconds is None else round(seconds * sample_rate)
                 if resampler is None:
                     if at is not None:
                         # Leading silence when the audio starts late; a negative start is
@@ -369,6 +371,18 @@ def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> np.ndarray:
                 expected_s,
             )
         return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _frame_seconds(frame: av.frame.Frame, stream: av.stream.Stream, origin: float) -> float | None:
+    """A decoded frame's time on the file's timeline, or None when it has no timestamp.
+
+    From ``frame.pts`` in the stream's time base, not ``frame.time``: PyAV gives frames that
+    come out of the final flush (``decode(None)``) no time base, so their ``time`` is NaN,
+    and the last few frames of a video with B-frames come out of that flush.
+    """
+    if frame.pts is None or not stream.time_base:
+        return None
+    return float(frame.pts * stream.time_base) - origin
 
 
 def _discard_other_streams(container: av.container.InputContainer, keep: av.stream.Stream) -> None:
@@ -496,6 +510,80 @@ def _save_frame(
         atomic_write_bytes(path, data)
 
 
+LOOP_FILTER_SKIPS = ("default", "noref", "bidir", "nokey", "all")
+"""Values of ``skip_loop_filter``: which frames FFmpeg decodes without its deblocking filter.
+
+FFmpeg's discard levels, named as its ``-skip_loop_filter`` option names them: "default"
+deblocks every frame (the exact decode); "noref" skips it on frames no other frame
+references, so the error stays in that one frame; "bidir" on all B-frames; "nokey" on all
+but keyframes; "all" everywhere. From "bidir" on, the error carries through reference
+frames to the next keyframe. H.264 and HEVC honour it; other decoders ignore it.
+"""
+
+DEFAULT_SKIP_LOOP_FILTER = "noref"
+"""Exact up to unreferenced frames: on the benchmark episode the served frames (first 80)
+kept a luma PSNR of at least 56 dB against the exact decode. "all" cut the frame pass's CPU by a
+further ~15%, but one of those 400 frames fell to 34.2 dB (median 48.7; the JPEG at
+quality 85 itself is at 38-41 dB), under the 35 dB floor; bench/README.md."""
+
+
+DECODER_THREADS = 0
+"""Threads per walk's decoder; 0 lets FFmpeg choose (about cores + 1). One thread per walk
+needed 8% less CPU on the loaded machine, but cannot use a core that a walk which finished
+early leaves idle; see bench/README.md."""
+
+WALK_SETUP_COST_S = 0.5
+"""Planning cost of starting on a keyframe interval, in seconds of video decoded: a seek,
+the decoder's restart and the frames decoded in full before a request."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def plan_walks(times: Sequence[float], key_seconds: Sequence[float], walks: int) -> list[int]:
+    """Split sorted request times into at most ``walks`` runs of about equal decoding work.
+
+    times : (n,) seconds, sorted. key_seconds : sorted keyframe times (the demuxer's index).
+    Returns the index into ``times`` where each run starts (the first is 0). Runs only break
+    between keyframe intervals, so no two walks decode the same frames; without a keyframe
+    index a later walk could not seek to its start, so there is one run. The work of an
+    interval is the video decoded from its keyframe to its last request, plus
+    WALK_SETUP_COST_S.
+    """
+    if walks < 1:
+        raise ValueError(f"walks must be at least 1, got {walks}")
+    if walks == 1 or len(key_seconds) < 2 or len(times) < 2:
+        return [0]
+    # Runs of requests that start decoding from the same keyframe, with their cost.
+    group_starts: list[int] = []
+    costs: list[float] = []
+    previous = None
+    for i, seconds in enumerate(times):
+        key = bisect_right(key_seconds, seconds - FULL_DECODE_MARGIN_S) - 1
+        if key != previous:
+            group_starts.append(i)
+            costs.append(WALK_SETUP_COST_S)
+            key_start = key_seconds[key] if key >= 0 else 0.0
+            previous = key
+        costs[-1] = WALK_SETUP_COST_S + max(0.0, seconds - key_start)
+    if len(group_starts) == 1:
+        return [0]
+    walks = min(walks, len(group_starts))
+    cumulative = list(accumulate(costs))
+    cuts: list[int] = []  # the group each later walk starts with
+    for k in range(1, walks):
+        share = cumulative[-1] * k / walks
+        # Leave at least one group to this walk and to each one after it.
+        candidates = range(cuts[-1] + 1 if cuts else 1, len(costs) - (walks - k) + 1)
+        cuts.append(min(candidates, key=lambda cut: abs(cumulative[cut - 1] - share)))
+    return [0, *(group_starts[cut] for cut in cuts)]
+
+
 def extract_frames(
     path: str | Path,
     requests: Sequence[tuple[float, Path]],
@@ -503,14 +591,20 @@ def extract_frames(
     jpeg_quality: int = 85,
     max_width: int | None = None,
     hook: Hook | None = None,
+    walks: int | None = None,
+    skip_loop_filter: str = DEFAULT_SKIP_LOOP_FILTER,
 ) -> None:
-    """Write one JPEG per (seconds, out_path) request, from one forward pass over the video.
+    """Write one JPEG per (seconds, out_path) request, from forward passes over the video.
 
     Each request gets the first frame shown at or after its time (the last frame when the
     time is past the end). Requests may come in any order and may share times. Frames far
     from every request are not decoded when nothing depends on them, and stretches longer
     than a keyframe interval are skipped by seeking. JPEG encoding runs beside decoding.
 
+    walks : independent passes, each with its own decoder and a contiguous share of the
+        requests (see :func:`plan_walks`), run in parallel; None = one per usable core.
+        One H.264 decoder keeps only about 1.4 of 2 cores busy, so two walks finish sooner.
+    skip_loop_filter : one of LOOP_FILTER_SKIPS; "default" decodes every frame exactly.
     hook : called as ``hook("frames", completed=k, total=n)`` as JPEGs are written.
     """
     path = Path(path)
@@ -518,10 +612,17 @@ def extract_frames(
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
     if max_width is not None and max_width < 2:
         raise ValueError(f"max_width must be at least 2, got {max_width}")
+    if walks is not None and walks < 1:
+        raise ValueError(f"walks must be at least 1, got {walks}")
+    if skip_loop_filter not in LOOP_FILTER_SKIPS:
+        raise ValueError(
+            f"skip_loop_filter must be one of {list(LOOP_FILTER_SKIPS)}, got {skip_loop_filter!r}"
+        )
     wanted = sorted(((float(t), Path(p)) for t, p in requests), key=lambda item: item[0])
     for seconds, _ in wanted:
         if not math.isfinite(seconds):
             raise ValueError(f"frame times must be finite, got {seconds}")
+    settings = _WalkSettings(jpeg_quality, max_width, skip_loop_filter)
     with _open(path) as container:
         stream = _video_stream(container)
         if stream is None:
@@ -530,7 +631,99 @@ def extract_frames(
         _discard_other_streams(container, stream)
         if not wanted:
             return
-        _FrameWalk(path, container, stream, wanted, jpeg_quality, max_width, hook).run()
+        progress = _Progress(hook, len(wanted))
+        keyframes = _keyframe_times(container, stream, _timeline_origin(container))
+        starts = plan_walks(
+            [seconds for seconds, _ in wanted],
+            [seconds for seconds, _ in keyframes],
+            usable_cores() if walks is None else walks,
+        )
+        parts = [wanted[a:b] for a, b in zip(starts, [*starts[1:], len(wanted)], strict=True)]
+        if len(parts) == 1:
+            _FrameWalk(path, container, stream, wanted, settings, progress).run()
+            return
+        logger.debug("%s: %d walks starting at %s", path, len(parts), starts)
+        _walk_in_parallel(path, container, stream, parts, settings, progress)
+
+
+def _walk_in_parallel(
+    path: Path,
+    container: av.container.InputContainer,
+    stream: av.stream.Stream,
+    parts: list[list[tuple[float, Path]]],
+    settings: _WalkSettings,
+    progress: _Progress,
+) -> None:
+    """One walk per part: the first on ``container`` in this thread, each other one on its
+    own container in a thread of its own. The first error stops every walk and is raised."""
+    stop = threading.Event()
+    leftovers: list[list[tuple[float, Path]]] = [[] for _ in parts]
+
+    def walk(number: int) -> None:
+        try:
+            if number == 0:
+                _FrameWalk(path, container, stream, parts[0], settings, progress).run(stop)
+                return
+            with _open(path) as own:
+                own_stream = own.streams[stream.index]
+                _discard_other_streams(own, own_stream)
+                frame_walk = _FrameWalk(path, own, own_stream, parts[number], settings, progress)
+                leftovers[number] = frame_walk.run(stop, first_walk=False)
+        except BaseException:
+            stop.set()  # the other walks give up at their next packet
+            raise
+
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="frames") as pool:
+        later = [pool.submit(walk, number) for number in range(1, len(parts))]
+        try:
+            walk(0)
+        except BaseException as error:
+            errors.append(error)
+        errors += [error for job in later if (error := job.exception()) is not None]
+    if errors:
+        real = [error for error in errors if not isinstance(error, _Stopped)]
+        raise (real or errors)[0]
+    missed = [request for part in leftovers for request in part]
+    if missed:
+        # A later walk whose seek found no frames (an index that points past a damaged
+        # tail): decode those requests from the start, as one walk without seeking.
+        logger.warning(
+            "%s: %d frame requests found no frames after seeking; decoding from the start",
+            path,
+            len(missed),
+        )
+        container.seek(stream.start_time or 0, stream=stream, backward=True)
+        fallback = _FrameWalk(path, container, stream, missed, settings, progress)
+        fallback.keyframes = fallback.key_seconds = []
+        fallback.run()
+
+
+class _Stopped(Exception):
+    """A walk gave up because another walk failed."""
+
+
+@dataclass(frozen=True)
+class _WalkSettings:
+    jpeg_quality: int
+    max_width: int | None
+    skip_loop_filter: str
+
+
+class _Progress:
+    """JPEGs written by all walks together, reported through one hook in rising order."""
+
+    def __init__(self, hook: Hook | None, total: int) -> None:
+        self.hook = hook
+        self.total = total
+        self.written = 0
+        self.lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self.lock:
+            self.written += count
+            if self.hook is not None:
+                self.hook("frames", completed=self.written, total=self.total)
 
 
 class _FrameWalk:
@@ -542,29 +735,34 @@ class _FrameWalk:
         container: av.container.InputContainer,
         stream: av.stream.Stream,
         wanted: list[tuple[float, Path]],
-        jpeg_quality: int,
-        max_width: int | None,
-        hook: Hook | None,
+        settings: _WalkSettings,
+        progress: _Progress,
     ) -> None:
         self.path = path
         self.container = container
         self.stream = stream
         self.wanted = wanted
         self.next = 0  # index into wanted of the first request not yet served
-        self.jpeg_quality = jpeg_quality
-        self.max_width = max_width
-        self.hook = hook
-        self.written = 0
+        self.settings = settings
+        self.progress = progress
         self.origin = _timeline_origin(container)
         self.time_base = float(stream.time_base)
         self.context = stream.codec_context
-        # Frame threads pipeline consecutive frames; slice threads split one. AUTO uses
-        # both, which measured fastest for H.264 on 2 cores.
-        stream.thread_type = "AUTO"
+        if not self.context.is_open:  # the fallback walk reuses an open decoder
+            # Frame threads pipeline consecutive frames; slice threads split one. AUTO uses
+            # both, which measured fastest for H.264 on 2 cores.
+            stream.thread_type = "AUTO"
+            stream.thread_count = DECODER_THREADS
+            if settings.skip_loop_filter != "default":
+                self.context.options = {
+                    **self.context.options,
+                    "skip_loop_filter": settings.skip_loop_filter,
+                }
         # The last frame must not be skipped: requests past the end get it.
         self.end_time = _duration(container, (stream,)) or math.inf
         self.keyframes = _keyframe_times(container, stream, self.origin)
         self.key_seconds = [seconds for seconds, _ in self.keyframes]
+        self.context.skip_frame = "DEFAULT"
         self.skipping = False
         # A seek that lands before its keyframe (a bad index, or a demuxer that seeks
         # coarsely) must not be repeated, or the walk would loop forever.
@@ -573,8 +771,18 @@ class _FrameWalk:
         self.last_time = -math.inf
         self.jobs: deque[tuple[Future[None], int]] = deque()  # (JPEG job, paths it writes)
         self.decoded = self.seeks = self.served = 0  # for the debug log
+        self.stop: threading.Event | None = None
 
-    def run(self) -> None:
+    def run(
+        self, stop: threading.Event | None = None, *, first_walk: bool = True
+    ) -> list[tuple[float, Path]]:
+        """Serve the requests; return those a later walk could not serve (see below).
+
+        A walk that starts by seeking and then finds no frame at all cannot know the last
+        frame before its start, which is what its requests should get; unless it is the
+        first walk, it hands them back instead of failing.
+        """
+        self.stop = stop
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jpeg") as pool:
             self.pool = pool
             try:
@@ -582,21 +790,25 @@ class _FrameWalk:
                 # Requests past the last frame get the last frame.
                 if self.next < len(self.wanted):
                     if self.last_frame is None:
+                        if not first_walk:
+                            return self.wanted[self.next :]
                         raise MediaError(self.path, "the video stream has no decodable frames")
                     self._serve(self.last_frame, len(self.wanted))
                 while self.jobs:
                     self._finish_oldest()
                 logger.debug(
-                    "%s: %d frames for %d requests; decoded %d frames, %d seeks",
+                    "%s: %d frames for %d requests from %.2f s; decoded %d frames, %d seeks",
                     self.path,
                     self.served,
                     len(self.wanted),
+                    self.wanted[0][0],
                     self.decoded,
                     self.seeks,
                 )
             finally:
                 for job, _count in self.jobs:
                     job.cancel()
+        return []
 
     def _walk(self) -> None:
         bad_packets = 0
@@ -604,6 +816,8 @@ class _FrameWalk:
         for packet in packets:
             if self.next >= len(self.wanted):
                 return
+            if self.stop is not None and self.stop.is_set():
+                raise _Stopped
             timestamp = packet.pts if packet.pts is not None else packet.dts
             packet_time = (
                 timestamp * self.time_base - self.origin if timestamp is not None else None
@@ -671,9 +885,8 @@ class _FrameWalk:
 
     def _take(self, frame: av.VideoFrame) -> None:
         """Serve every pending request this frame is the first at or after."""
-        if frame.time is not None:
-            seconds = frame.time - self.origin
-        else:  # no timestamp: assume it follows the previous frame
+        seconds = _frame_seconds(frame, self.stream, self.origin)
+        if seconds is None:  # no timestamp: assume it follows the previous frame
             rate = self.stream.average_rate
             step = 1.0 / float(rate) if rate else 0.0
             seconds = self.last_time + step if math.isfinite(self.last_time) else 0.0
@@ -693,12 +906,12 @@ class _FrameWalk:
         self.served += 1
         while len(self.jobs) >= PENDING_JPEGS:
             self._finish_oldest()
-        job = self.pool.submit(_save_frame, frame, paths, self.jpeg_quality, self.max_width)
+        job = self.pool.submit(
+            _save_frame, frame, paths, self.settings.jpeg_quality, self.settings.max_width
+        )
         self.jobs.append((job, len(paths)))
 
     def _finish_oldest(self) -> None:
         job, count = self.jobs.popleft()
         job.result()  # re-raises a failed write here, in the caller's thread
-        self.written += count
-        if self.hook is not None:
-            self.hook("frames", completed=self.written, total=len(self.wanted))
+        self.progress.add(count)

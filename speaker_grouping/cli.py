@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
         help="Label Studio API token (default: $LABEL_STUDIO_API_KEY)",
     )
     imp.add_argument("--project", default="Speaker Grouping", help="project title for --push")
+    imp.add_argument(
+        "--no-features",
+        action="store_true",
+        help="cut media and write tasks only; compute features later with `features`",
+    )
+    from speaker_grouping.commands.features import add_model_arguments
+
+    add_model_arguments(imp)
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     imp.set_defaults(run=_run_import)
 
@@ -130,6 +138,20 @@ def _parser() -> argparse.ArgumentParser:
 
 _COMMAND_MODULES: dict[str, tuple[str, str]] = {
     # command name: (module with add_arguments(parser) and run(args) -> int, one-line help)
+    "features": (
+        "speaker_grouping.commands.features",
+        "compute (or bring up to date) the features of imported episode folders",
+    ),
+    "serve": ("speaker_grouping.commands.serve", "run the ML backend Label Studio talks to"),
+    "report": (
+        "speaker_grouping.commands.report",
+        "a project's operation log: accepted and corrected lines, as a table and a chart",
+    ),
+    "eval": ("speaker_grouping.commands.eval", "score predicted speakers against ground truth"),
+    "export": (
+        "speaker_grouping.commands.export",
+        "Label Studio project → speaker-tagged SRT/ASS, CSV, per-speaker clips",
+    ),
 }
 """Commands that live in a module of their own, so that each stays small and the parser
 only imports the module (not its heavy dependencies) to build ``--help``."""
@@ -152,6 +174,9 @@ _BENCH_TOOLS = {
     "make-episode": "bench.make_episode",
     "voice-accuracy": "bench.voice_accuracy",
     "import-speed": "bench.bench_import",
+    "quality": "bench.bench_quality",
+    "loop": "bench.bench_loop",
+    "latency": "bench.bench_latency",
 }
 
 
@@ -180,14 +205,32 @@ def _run_import(args: argparse.Namespace) -> int:
         url_prefix=args.url_prefix,
         document_root=args.document_root,
     )
-    with ProgressBars(disable=True if args.quiet else None) as bars:
-        result = import_episode(
-            args.episode, subtitles=args.subs, out_dir=args.out, options=options, hook=bars
-        )
-    for problem in result.problems:
-        print(problem, file=sys.stderr)
-    print(f"{len(result.tasks)} tasks written to {result.tasks_path}")
-    print(f"report: {result.report_path}")
+    extractor = None
+    if not args.no_features:
+        from speaker_grouping.commands.features import FeatureExtractor
+
+        # Model names are checked before any work, and the models load beside the media work.
+        extractor = FeatureExtractor.build(args.voice_model, args.image_model)
+    try:
+        with ProgressBars(disable=True if args.quiet else None) as bars:
+
+            def hook(step: str, *, completed: int, total: int) -> None:
+                if extractor is not None:  # the first report: the inputs are good, start
+                    extractor.start_loading()
+                bars(step, completed=completed, total=total)
+
+            result = import_episode(
+                args.episode, subtitles=args.subs, out_dir=args.out, options=options, hook=hook
+            )
+            for problem in result.problems:
+                print(problem, file=sys.stderr)
+            print(f"{len(result.tasks)} tasks written to {result.tasks_path}")
+            print(f"report: {result.report_path}")
+            if extractor is not None and result.tasks:
+                print(extractor.extract(result.episode_dir, hook=bars).summary())
+    finally:
+        if extractor is not None:
+            extractor.close()
     if args.push:
         from importers.push import push_tasks
 
@@ -207,7 +250,7 @@ def _run_import(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from speaker_grouping.demo import DemoOptions, count_project_tasks, start_demo
+    from speaker_grouping.demo import DOUBT_VIEW, DemoOptions, start_demo, summarise_predictions
     from speaker_grouping.progress import ProgressBars
 
     options = DemoOptions(data_dir=args.data_dir, port=args.port, subtitles=args.subs)
@@ -219,31 +262,39 @@ def _run_demo(args: argparse.Namespace) -> int:
         session = start_demo(options, hook=bars)
     try:
         studio = session.label_studio
-        tasks = count_project_tasks(session)
+        summary = summarise_predictions(session)
+        lines = len(session.imported.tasks)
         print(f"Label Studio:  {studio.url}   (log: {studio.log_path})")
         print(f"login:         {studio.username} / {studio.password}")
         print(f"API token:     {studio.token}")
-        print(f"project:       {session.project_url}")
+        print(f"project:       {session.project_url}   (view “{DOUBT_VIEW}”: lowest score first)")
+        print(f"ML backend:    {session.backend.url}   (log: {session.backend.log_path})")
         print(
-            f"episode:       {session.imported.episode_id}: {len(session.imported.tasks)} lines, "
-            f"{len(session.imported.subtitles.skipped)} cues skipped; "
-            f"{tasks} tasks in the project ({session.pushed.tasks_created} new)"
+            f"episode:       {session.imported.episode_id}: {lines} lines, "
+            f"{len(session.imported.subtitles.skipped)} cues skipped; {summary.tasks} tasks in "
+            f"the project ({session.pushed.tasks_created} new), {summary.predicted} with a "
+            "proposed speaker"
         )
+        print("proposed:      " + ", ".join(f"{n} ×{c}" for n, c in summary.speakers.items()))
+        print("most doubtful lines (fix these first):")
+        for score, index, speaker, text in summary.doubtful:
+            print(f"  {score:5.2f}  #{index:<4} {speaker:<12} {text[:60]}")
         if args.check:
-            if tasks != len(session.imported.tasks):
-                print(
-                    f"check failed: {tasks} tasks in Label Studio, "
-                    f"{len(session.imported.tasks)} lines imported",
-                    file=sys.stderr,
-                )
+            problems = []
+            if summary.tasks != lines:
+                problems.append(f"{summary.tasks} tasks in Label Studio, {lines} lines imported")
+            if summary.predicted != summary.tasks:
+                problems.append(f"{summary.tasks - summary.predicted} tasks have no prediction")
+            if problems:
+                print("check failed: " + "; ".join(problems), file=sys.stderr)
                 return 1
-            print("check passed: every line is a task")
+            print("check passed: every line is a task, and every task has a proposed speaker")
             return 0
         print("Press Ctrl-C to stop.")
         _wait_for_interrupt()
         return 0
     finally:
-        session.label_studio.stop()
+        session.stop()
 
 
 def _wait_for_interrupt() -> None:

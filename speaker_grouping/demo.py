@@ -1,8 +1,13 @@
-"""The embedded-default main job: a local Label Studio with the bundled sample episode imported.
+"""The embedded-default main job: Label Studio and our backend, with every line proposed.
+
+On 127.0.0.1 it starts a local Label Studio (SQLite) and our ML backend, imports the bundled
+sample episode with its features, connects the backend to the project, has Label Studio
+retrieve a prediction for every task, and adds a "Doubt first" view sorted by score, which is
+where an annotator starts.
 
 Everything lives under one data folder (default ``demo-data/``), so a second run reuses the
-migrated database (seconds instead of tens of seconds) and the same login, and re-importing the
-sample adds no duplicate tasks.
+migrated database (seconds instead of tens of seconds), the same login and the backend's state,
+and re-importing the sample adds no duplicate tasks.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 
 from importers.pipeline import ImportResult, import_episode
 from importers.push import PushResult, push_tasks
+from speaker_grouping.local_backend import LocalBackend
 from speaker_grouping.local_label_studio import LocalLabelStudio
 
 logger = logging.getLogger(__name__)
@@ -21,6 +27,8 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_EPISODE = REPO_ROOT / "bench" / "episodes" / "sample" / "episode.mp4"
 DEMO_PROJECT = "Speaker Grouping demo"
+BACKEND_TITLE = "speaker-grouping"
+DOUBT_VIEW = "Doubt first"
 START_TIMEOUT_S = 600.0
 """A fresh data folder means minutes of database migrations on a busy 2-core machine."""
 
@@ -37,6 +45,7 @@ class DemoOptions:
 @dataclass(frozen=True)
 class DemoSession:
     label_studio: LocalLabelStudio
+    backend: LocalBackend
     imported: ImportResult
     pushed: PushResult
 
@@ -44,9 +53,33 @@ class DemoSession:
     def project_url(self) -> str:
         return f"{self.label_studio.url}/projects/{self.pushed.project_id}/data"
 
+    def stop(self) -> None:
+        """Stop both servers (the backend first: it may be pushing to Label Studio)."""
+        self.backend.stop()
+        self.label_studio.stop()
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    """What the annotator finds on opening the project."""
+
+    tasks: int
+    predicted: int
+    speakers: dict[str, int]
+    """Proposed speaker -> number of lines."""
+    doubtful: list[tuple[float, int, str, str]]
+    """The lowest-scored lines: (score, index, speaker, text)."""
+
 
 def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None) -> DemoSession:
-    """Start Label Studio and import the episode; the caller owns (and must stop) the server."""
+    """Start both servers, import the episode and connect the backend to its project.
+
+    The caller owns the servers and must call `DemoSession.stop`.
+    """
+    from ml_backend.features.embedder import image_embedder, voice_embedder
+    from ml_backend.features.extract import extract_features
+    from ml_backend.features.quality import QualityMeter
+
     data_dir = options.data_dir.resolve()
     media_root = data_dir / "media"
     media_root.mkdir(parents=True, exist_ok=True)
@@ -57,14 +90,25 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
         options={"document_root": media_root},
         hook=hook,
     )
+    extract_features(
+        imported.episode_dir,
+        voice_embedder=voice_embedder(),
+        image_embedder=image_embedder(),
+        quality_meter=QualityMeter(),
+        hook=hook,
+    )
     label_studio = LocalLabelStudio(
         data_dir=data_dir / "label-studio", document_root=media_root, port=options.port
     )
-    if hook is not None:
-        hook("label-studio", completed=0, total=1)
+    _step(hook, "label-studio", 0)
     label_studio.start(timeout=START_TIMEOUT_S)
-    if hook is not None:
-        hook("label-studio", completed=1, total=1)
+    _step(hook, "label-studio", 1)
+    backend = LocalBackend(
+        model_dir=data_dir / "model",
+        document_root=media_root,
+        label_studio_url=label_studio.url,
+        label_studio_api_key=label_studio.token,
+    )
     try:
         pushed = push_tasks(
             imported.tasks,
@@ -75,10 +119,111 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
             media_dir=imported.episode_dir,
             hook=hook,
         )
+        _step(hook, "ml-backend", 0)
+        backend.start()
+        session = DemoSession(
+            label_studio=label_studio, backend=backend, imported=imported, pushed=pushed
+        )
+        connect_backend(session)
+        _step(hook, "ml-backend", 1)
     except BaseException:
+        backend.stop()
         label_studio.stop()
         raise
-    return DemoSession(label_studio=label_studio, imported=imported, pushed=pushed)
+    return session
+
+
+def connect_backend(session: DemoSession) -> None:
+    """Point the project at this run's backend, add the "Doubt first" view, fetch proposals.
+
+    The backend's port changes from run to run, so a connection left by an earlier run is
+    updated rather than duplicated.
+    """
+    import requests
+    from label_studio_sdk import LabelStudio
+
+    studio = session.label_studio
+    project = session.pushed.project_id
+    client = LabelStudio(base_url=studio.url, api_key=studio.token)
+    ours = [ml for ml in client.ml.list(project=project) if ml.title == BACKEND_TITLE]
+    if ours:
+        client.ml.update(
+            id=ours[0].id, project=project, url=session.backend.url, is_interactive=False
+        )
+        for stale in ours[1:]:
+            client.ml.delete(id=stale.id)
+    else:
+        client.ml.create(
+            url=session.backend.url, project=project, title=BACKEND_TITLE, is_interactive=False
+        )
+    views = client.views.list(project=project)
+    if not any((view.data or {}).get("title") == DOUBT_VIEW for view in views):
+        client.views.create(
+            project=project,
+            data={"title": DOUBT_VIEW, "ordering": ["tasks:predictions_score"]},
+        )
+    answer = requests.post(
+        f"{studio.url}/api/dm/actions",
+        params={"id": "retrieve_tasks_predictions", "project": project},
+        json={"selectedItems": {"all": True, "excluded": []}},
+        headers={"Authorization": f"Token {studio.token}"},
+        timeout=600,
+    )
+    if answer.status_code != 200:
+        raise RuntimeError(
+            f"Label Studio could not retrieve predictions ({answer.status_code}): "
+            f"{answer.text[:200]}; backend log: {session.backend.log_path}"
+        )
+
+
+def summarise_predictions(session: DemoSession, *, doubtful: int = 5) -> PredictionSummary:
+    """Read every task's newest prediction back from Label Studio."""
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=session.label_studio.url, api_key=session.label_studio.token)
+    tasks = predicted = 0
+    speakers: dict[str, int] = {}
+    scored: list[tuple[float, int, str, str]] = []
+    for task in client.tasks.list(project=session.pushed.project_id, fields="all"):
+        tasks += 1
+        newest = _newest_prediction(task.predictions or [])
+        if newest is None:
+            continue
+        predicted += 1
+        speaker = _predicted_speaker(newest)
+        speakers[speaker] = speakers.get(speaker, 0) + 1
+        score = newest.get("score")
+        text = str(task.data.get("text", ""))
+        scored.append(
+            (float(score) if score is not None else 0.0, task.data["index"], speaker, text)
+        )
+    scored.sort()
+    return PredictionSummary(
+        tasks=tasks,
+        predicted=predicted,
+        speakers=dict(sorted(speakers.items(), key=lambda item: -item[1])),
+        doubtful=scored[:doubtful],
+    )
+
+
+def _newest_prediction(predictions: list) -> dict | None:
+    as_dicts = [p if isinstance(p, dict) else p.dict() for p in predictions]
+    if not as_dicts:
+        return None
+    return max(as_dicts, key=lambda p: p.get("id") or 0)
+
+
+def _predicted_speaker(prediction: dict) -> str:
+    for region in prediction.get("result") or []:
+        choices = (region.get("value") or {}).get("choices")
+        if region.get("from_name") == "speaker" and choices:
+            return str(choices[0])
+    return "?"
+
+
+def _step(hook: Callable[..., None] | None, name: str, completed: int) -> None:
+    if hook is not None:
+        hook(name, completed=completed, total=1)
 
 
 def count_project_tasks(session: DemoSession) -> int:

@@ -210,12 +210,12 @@ class LocalLabelStudio:
         if process is None:
             return
         if process.poll() is None:
-            _signal_group(process, signal.SIGTERM)
+            signal_group(process, signal.SIGTERM)
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 logger.warning("Label Studio ignored SIGTERM for %.0f s; killing it", timeout)
-                _signal_group(process, signal.SIGKILL)
+                signal_group(process, signal.SIGKILL)
                 process.wait()
         logger.info("Label Studio stopped (exit code %s)", process.returncode)
 
@@ -339,7 +339,7 @@ def _is_legacy_token(token: str) -> bool:
     return len(token) == 40 and all(char in "0123456789abcdefABCDEF" for char in token)
 
 
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     try:
         os.killpg(process.pid, signum)
     except ProcessLookupError:

@@ -90,6 +90,19 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         server.stop()
 
 
+def seed_from_template(data_dir: Path) -> bool:
+    """Start another Label Studio data folder from the migrated template, when one exists.
+
+    For tests that run their own Label Studio (the demo): request the ``label_studio`` fixture
+    first, which makes the template on a fresh machine.
+    """
+    template = _template_for(find_label_studio())
+    if not (template / _READY).exists():
+        return False
+    shutil.copytree(template, data_dir, ignore=shutil.ignore_patterns(_READY))
+    return True
+
+
 def _template_for(executable: Path) -> Path:
     """One template per Label Studio install: a reinstall changes the executable's mtime."""
     stat = executable.resolve().stat()

@@ -11,6 +11,7 @@ without it.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import time
 import wave
@@ -34,7 +35,14 @@ from ml_backend.features.embedder import (
     image_embedder,
     voice_embedder,
 )
-from ml_backend.features.image import AnimeColourEmbedder
+from ml_backend.features.image import (
+    AnimeColourEmbedder,
+    AnimeColourOptions,
+    UnreadableImageError,
+    decode_image,
+    describe_frame,
+    downscale,
+)
 from ml_backend.features.voice import ResemblyzerEmbedder
 
 HAS_SPEECHBRAIN = all(
@@ -158,6 +166,32 @@ def test_fast_mel_spectrogram_matches_resemblyzers(tiny):
         np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6 * reference.max())
 
 
+def test_fast_trim_long_silences_is_resemblyzers_to_the_sample(tiny):
+    from resemblyzer.audio import trim_long_silences as reference
+
+    from ml_backend.features.voice import trim_long_silences
+
+    rng = np.random.default_rng(0)
+    speech = tiny["clips"][1]
+    gap = np.zeros(16000, dtype=np.float32)  # a 1 s pause: long enough to be trimmed
+    clips = [*tiny["clips"][:4], np.concatenate([speech, gap, speech]), gap]
+    clips.append((rng.normal(0, 0.3, 24000)).clip(-1.2, 1.2).astype(np.float32))  # overflows
+    for clip in clips:
+        ours, theirs = trim_long_silences(clip), reference(clip)
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(ours, theirs)
+    assert len(trim_long_silences(clips[4])) < len(clips[4])  # the pause was trimmed
+
+
+def test_unbatched_reference_uses_resemblyzers_own_preprocessing(tiny, resemblyzer):
+    from resemblyzer import preprocess_wav
+
+    clip = tiny["clips"][2]
+    np.testing.assert_allclose(
+        resemblyzer.prepare(clip, reference=True), preprocess_wav(clip), atol=1e-6
+    )
+
+
 @pytest.mark.parametrize("samples", [np.zeros(16000), np.full(80, 0.1), np.zeros(1)])
 def test_silent_or_tiny_clips_still_give_unit_vectors(resemblyzer, samples):
     vectors = resemblyzer.embed([samples.astype(np.float32)])
@@ -254,6 +288,66 @@ def test_image_embedder_on_imported_frames_is_deterministic(tiny):
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
 
 
+def _encoded(frame: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format=fmt, quality=90)
+    return buffer.getvalue()
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1)
+
+
+def test_histograms_are_measured_on_the_detection_size_frame():
+    """Issue 4: full-resolution histograms cost more than the detection; a 720p frame must be
+    described exactly as its downscale to the detection height is."""
+    frames, _ = _shots(seed=13)
+    options = AnimeColourOptions()
+    for frame in frames[:3]:
+        big = np.asarray(Image.fromarray(frame).resize((1280, 720), Image.BICUBIC))
+        small = downscale(big, options.detect_height)
+        assert small.shape[0] == options.detect_height
+        np.testing.assert_array_equal(describe_frame(big, options), describe_frame(small, options))
+
+
+def test_encoded_frames_give_the_vectors_of_decoded_ones():
+    frames, _ = _shots(seed=14)
+    frames = frames[:4]
+    embedder = AnimeColourEmbedder(workers=1)
+    lossless = embedder.embed_encoded([_encoded(frame, "PNG") for frame in frames])
+    np.testing.assert_allclose(lossless, embedder.embed(frames), atol=1e-6)
+    # A 720p JPEG is decoded at half scale: close to, not equal to, the full decode.
+    big = [np.asarray(Image.fromarray(f).resize((1280, 720), Image.BICUBIC)) for f in frames]
+    reduced = embedder.embed_encoded([_encoded(frame, "JPEG") for frame in big])
+    assert _cosines(reduced, embedder.embed(big)).min() > 0.95
+
+
+def test_encoded_frames_in_workers_match_inline():
+    frames, _ = _shots(seed=15)
+    encoded = [_encoded(frame, "JPEG") for frame in frames[:8]]
+    inline = AnimeColourEmbedder(workers=1).embed_encoded(encoded)
+    pooled_embedder = AnimeColourEmbedder(workers=2, min_parallel=2)
+    try:
+        pooled = pooled_embedder.embed_encoded(encoded)
+    finally:
+        pooled_embedder.close()
+    np.testing.assert_allclose(inline, pooled, atol=1e-6)
+
+
+def test_a_jpeg_decodes_at_the_smallest_scale_keeping_the_height():
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    assert decode_image(_encoded(frame, "JPEG"), min_height=288).shape == (360, 640, 3)
+    assert decode_image(_encoded(frame, "JPEG"), min_height=400).shape == (720, 1280, 3)
+    assert decode_image(_encoded(frame, "PNG"), min_height=288).shape == (720, 1280, 3)
+
+
+def test_an_unreadable_encoded_frame_is_named():
+    frame = _encoded(np.zeros((32, 32, 3), np.uint8), "PNG")
+    with pytest.raises(UnreadableImageError, match=r"image item 1: not a readable image") as info:
+        AnimeColourEmbedder(workers=1).embed_encoded([frame, b"not an image"])
+    assert info.value.index == 1
+
+
 def test_bad_image_item_is_named():
     with pytest.raises(ValueError, match=r"image item 1: expected an \(h, w, 3\) uint8 RGB"):
         AnimeColourEmbedder(workers=1).embed(
@@ -283,8 +377,6 @@ def test_registry_reads_names_from_the_environment(monkeypatch):
 
 
 def test_options_change_the_recorded_version():
-    from ml_backend.features.image import AnimeColourOptions
-
     default = AnimeColourEmbedder(workers=1).info
     other = AnimeColourEmbedder(workers=1, options=AnimeColourOptions(detect_height=480)).info
     assert default.name == other.name and default.version != other.version

@@ -263,3 +263,26 @@ def test_a_clip_of_the_wrong_format_is_named(episode: Path):
 def test_a_folder_without_tasks_is_named(tmp_path: Path):
     with pytest.raises(FeatureExtractionError, match=r"tasks\.json: not found"):
         _extract(tmp_path)
+
+
+@pytest.mark.parametrize("decodes_itself", [False, True])
+def test_an_unreadable_frame_is_named(episode: Path, decodes_itself: bool):
+    """Both paths: frames decoded here, and frame files handed to anime-colour to decode."""
+    from ml_backend.features.image import AnimeColourEmbedder
+
+    frame = sorted((episode / "frames").glob("0002*.jpg"))[0]
+    frame.write_bytes(b"not a jpeg")
+    image = AnimeColourEmbedder(workers=1) if decodes_itself else ColourEmbedder()
+    with pytest.raises(FeatureExtractionError, match=rf"{frame.name}: not a readable image"):
+        _extract(episode, image_embedder=image)
+
+
+def test_anime_colour_vectors_are_those_of_the_frame_files(episode: Path):
+    from ml_backend.features.image import AnimeColourEmbedder, decode_image
+
+    embedder = AnimeColourEmbedder(workers=1)
+    store, _ = _extract(episode, image_embedder=embedder)
+    frames = sorted((episode / "frames").glob("0003*.jpg"))
+    expected = embedder.embed([decode_image(path.read_bytes()) for path in frames])
+    got, _ = store.image_frames([_ids(episode)[2]])
+    np.testing.assert_allclose(got, expected, atol=1e-6)

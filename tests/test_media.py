@@ -12,16 +12,19 @@ import math
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from bench.synthetic_video import make_test_video, read_frame_index, tone_frequency
 from importers.media import (
+    LOOP_FILTER_SKIPS,
     ClipOptions,
     MediaError,
     decode_audio,
     extract_frames,
+    plan_walks,
     probe_media,
     slice_clip,
     write_wav,
@@ -430,3 +433,167 @@ def test_seeking_in_mp4_with_b_frames_lands_on_the_keyframe_and_terminates(tmp_p
     for seconds, out in requests:
         shown = read_frame_index(np.asarray(Image.open(out).convert("L")))
         assert shown == math.ceil(seconds * 24 - 1e-6)
+
+
+# --- split walks: N decoders over N contiguous shares of the requests --------------------
+
+
+def keyframe_seconds(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sorted(
+            float(packet.pts * stream.time_base)
+            for packet in container.demux(stream)
+            if packet.is_keyframe and packet.pts is not None
+        )
+
+
+def boundary_times(keys: list[float]) -> list[float]:
+    """Requests on both sides of every keyframe, where walks are cut."""
+    times = []
+    for key in keys[1:]:
+        times += [
+            key - 1 / FPS - 0.0004,  # the frame before the keyframe
+            key - 0.0004,  # within tolerance of the keyframe: the keyframe itself
+            key,
+            key + 0.3,
+        ]
+    return [*times, 30.0]  # and one past the end
+
+
+@pytest.mark.parametrize("name", ["episode.mp4", "episode.mkv"])
+@pytest.mark.parametrize("walks", [2, 3, 5])
+def test_split_walks_give_the_same_frames_as_one_walk(videos, tmp_path, caplog, name, walks):
+    times = boundary_times(keyframe_seconds(videos[name]))
+    one = [(seconds, tmp_path / "one" / f"{i}.jpg") for i, seconds in enumerate(times)]
+    split = [(seconds, tmp_path / "split" / f"{i}.jpg") for i, seconds in enumerate(times)]
+
+    extract_frames(videos[name], one, walks=1, skip_loop_filter="default")
+    with caplog.at_level(logging.DEBUG, logger="importers.media"):
+        extract_frames(videos[name], split, walks=walks, skip_loop_filter="default")
+
+    assert any(f"{walks} walks starting at" in record.getMessage() for record in caplog.records)
+    last = int(DURATION_S * FPS) - 1
+    expected = [expected_frame(seconds, last=last) for seconds in times]
+    assert [read_index(path) for _, path in one] == expected
+    assert [read_index(path) for _, path in split] == expected
+    for (_, a), (_, b) in zip(one, split, strict=True):  # the very same decoded pictures
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_split_walks_report_progress_in_rising_order(videos, tmp_path):
+    requests = [(t / 4, tmp_path / f"{t}.jpg") for t in range(24)]
+    calls = []
+
+    extract_frames(
+        videos["episode.mkv"],
+        requests,
+        walks=3,
+        hook=lambda step, *, completed, total: calls.append((step, completed, total)),
+    )
+
+    assert calls[-1] == ("frames", 24, 24)
+    assert [completed for _, completed, _ in calls] == sorted(
+        completed for _, completed, _ in calls
+    )
+
+
+def test_an_error_in_a_later_walk_is_raised(videos, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder should be")
+    requests = [(t / 4, tmp_path / f"{t}.jpg") for t in range(24)]
+    requests[-1] = (requests[-1][0], blocker / "last.jpg")  # in the last walk
+
+    with pytest.raises(OSError):
+        extract_frames(videos["episode.mkv"], requests, walks=3)
+
+
+def test_walk_past_a_damaged_tail_falls_back_to_decoding_from_the_start(videos, tmp_path, caplog):
+    # An MP4 with its index in front, cut in half: the index names keyframes past the cut,
+    # so a later walk seeks to where there is nothing to decode.
+    whole = tmp_path / "front_index.mp4"
+    with (
+        av.open(str(videos["episode.mp4"])) as source,
+        av.open(str(whole), "w", options={"movflags": "faststart"}) as target,
+    ):
+        video = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                target.mux(packet)
+    data = whole.read_bytes()
+    path = tmp_path / "front_index_half.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    requests = [(1.0, tmp_path / "early.jpg"), (5.5, tmp_path / "late.jpg")]
+
+    with caplog.at_level(logging.WARNING, logger="importers.media"):
+        extract_frames(path, requests, walks=2)
+
+    assert any("decoding from the start" in record.getMessage() for record in caplog.records)
+    assert read_index(tmp_path / "early.jpg") == FPS
+    assert FPS < read_index(tmp_path / "late.jpg") < expected_frame(5.5, last=10**6)
+
+
+@pytest.mark.parametrize(
+    ("times", "keys", "walks", "starts"),
+    [
+        # four keyframe intervals of equal work, two walks: cut in the middle
+        ([0.5, 1.5, 2.5, 3.5], [0.0, 1.0, 2.0, 3.0], 2, [0, 2]),
+        # requests sharing a keyframe interval stay together
+        ([2.6, 2.7, 2.7, 2.9, 3.4], [0.0, 2.0, 4.0], 3, [0]),
+        # more walks than intervals: one walk per interval
+        ([0.9, 2.9, 4.9], [0.0, 2.0, 4.0], 8, [0, 1, 2]),
+        # the work is balanced by decoded seconds, not by request count
+        ([1.9, 11.0, 11.1, 11.2, 11.3, 11.4], [0.0, 10.0, 20.0], 2, [0, 1]),
+        # no keyframe index: a later walk could not seek to its start
+        ([0.5, 1.5, 2.5], [], 2, [0]),
+        ([0.5, 1.5, 2.5], [0.0, 1.0, 2.0], 1, [0]),
+    ],
+)
+def test_plan_walks_cuts_between_keyframe_intervals(times, keys, walks, starts):
+    assert plan_walks(times, keys, walks) == starts
+
+
+def test_plan_walks_balances_long_episodes():
+    keys = [10.0 * k for k in range(144)]  # 24 minutes, a keyframe every 10 s
+    times = sorted(3.6 * k + 1.7 for k in range(400))
+
+    starts = plan_walks(times, keys, 2)
+
+    assert len(starts) == 2 and 180 <= starts[1] <= 220
+    before = keys[int((times[starts[1]] - 0.5) // 10)]
+    assert times[starts[1] - 1] - 0.5 < before  # the cut is at a keyframe interval's start
+
+
+def test_plan_walks_rejects_no_walks():
+    with pytest.raises(ValueError, match="walks must be at least 1"):
+        plan_walks([1.0], [0.0], 0)
+
+
+@pytest.mark.parametrize("mode", LOOP_FILTER_SKIPS)
+def test_skipping_the_loop_filter_keeps_the_right_frame_and_a_close_picture(videos, tmp_path, mode):
+    times = [0.3, 1.2, 2.45, 3.9, 5.2]
+    exact = [(t, tmp_path / "exact" / f"{t}.jpg") for t in times]
+    fast = [(t, tmp_path / mode / f"{t}.jpg") for t in times]
+
+    extract_frames(videos["episode.mkv"], exact, skip_loop_filter="default", jpeg_quality=100)
+    extract_frames(videos["episode.mkv"], fast, skip_loop_filter=mode, jpeg_quality=100)
+
+    for (seconds, a), (_, b) in zip(exact, fast, strict=True):
+        assert read_index(b) == expected_frame(seconds, last=10**6)
+        luma_a = np.asarray(Image.open(a).convert("L"), dtype=np.float64)
+        luma_b = np.asarray(Image.open(b).convert("L"), dtype=np.float64)
+        mse = ((luma_a - luma_b) ** 2).mean()
+        assert mse == 0 or 10 * math.log10(255**2 / mse) >= 35
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"walks": 0}, "walks must be at least 1"),
+        ({"skip_loop_filter": "nonref"}, "skip_loop_filter must be one of"),
+    ],
+)
+def test_extract_frames_rejects_bad_decode_options(videos, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        extract_frames(videos["episode.mp4"], [(1.0, tmp_path / "a.jpg")], **kwargs)

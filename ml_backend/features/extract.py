@@ -315,15 +315,14 @@ def _embed_images(
     done = 0
     frames_per_line = max(len(line.frames) for line in lines)
     for batch in _batches(lines, max(1, batch_size // frames_per_line)):
-        pictures, counts, hashes = [], [], []
+        encoded, paths, counts, hashes = [], [], [], []
         for line in batch:
             data = [_read(path, "frame") for path in line.frames]
-            pictures += [
-                decode_frame(item, path) for item, path in zip(data, line.frames, strict=True)
-            ]
+            encoded += data
+            paths += line.frames
             counts.append(len(data))
             hashes.append(_frames_hash(data))
-        vectors = embedder.embed(pictures)
+        vectors = _embed_frames(embedder, encoded, paths)
         per_line = np.split(np.asarray(vectors), np.cumsum(counts)[:-1])
         store.add(
             [line.line_id for line in batch],
@@ -334,6 +333,24 @@ def _embed_images(
         done += len(batch)
         if hook is not None:
             hook("image", completed=done, total=len(lines))
+
+
+def _embed_frames(embedder: Embedder, encoded: list[bytes], paths: list[Path]) -> np.ndarray:
+    """Embedders that decode files themselves (anime-colour decodes in its workers, at the
+    scale it needs) get the bytes; the others get decoded frames."""
+    embed_encoded = getattr(embedder, "embed_encoded", None)
+    if embed_encoded is None:
+        return embedder.embed(
+            [decode_frame(data, path) for data, path in zip(encoded, paths, strict=True)]
+        )
+    from ml_backend.features.image import UnreadableImageError
+
+    try:
+        return embed_encoded(encoded)
+    except UnreadableImageError as error:
+        raise FeatureExtractionError(
+            f"{paths[error.index]}: not a readable image ({error.reason})"
+        ) from None
 
 
 def decode_frame(data: bytes, path: Path) -> np.ndarray:

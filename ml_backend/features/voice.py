@@ -16,11 +16,15 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version as package_version
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ml_backend.features.embedder import ModelUnavailableError, check_batch, normalise_rows
 from ml_backend.features.store import ModelInfo
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -106,18 +110,21 @@ class ResemblyzerEmbedder:
                 windows_per_clip = list(pool.map(self._partial_mels, batch))
                 owner = np.repeat(np.arange(len(batch)), [len(w) for w in windows_per_clip])
                 windows = np.concatenate(windows_per_clip)
-                starts = range(0, len(windows), self.batch_size)
+                # Every worker gets a share: 70 windows in calls of 64 and 6 would leave one
+                # core idle for most of the batch.
+                size = min(self.batch_size, -(-len(windows) // self.workers))
+                starts = range(0, len(windows), size)
 
                 def run(start: int) -> np.ndarray:
-                    chunk = torch.from_numpy(windows[start : start + self.batch_size])
+                    chunk = torch.from_numpy(windows[start : start + size])
                     with torch.inference_mode():
                         return encoder(chunk.to(encoder.device)).cpu().numpy()
 
                 sums = np.zeros((len(batch), RESEMBLYZER_DIM), dtype=np.float64)
                 for start, partials in zip(starts, pool.map(run, starts), strict=True):
-                    np.add.at(sums, owner[start : start + self.batch_size], partials)
+                    np.add.at(sums, owner[start : start + size], partials)
                     if hook is not None:
-                        done = min(start + self.batch_size, len(windows))
+                        done = min(start + size, len(windows))
                         hook("voice", completed=done, total=len(windows))
         finally:
             torch.set_num_threads(previous_threads)
@@ -140,7 +147,9 @@ class ResemblyzerEmbedder:
         try:
             rows = [
                 encoder.embed_utterance(
-                    self.prepare(clip), rate=PARTIAL_RATE, min_coverage=PARTIAL_MIN_COVERAGE
+                    self.prepare(clip, reference=True),
+                    rate=PARTIAL_RATE,
+                    min_coverage=PARTIAL_MIN_COVERAGE,
                 )
                 for clip in batch
             ]
@@ -148,9 +157,13 @@ class ResemblyzerEmbedder:
             torch.set_num_threads(previous_threads)
         return normalise_rows(np.nan_to_num(np.asarray(rows, dtype=np.float32)))
 
-    def prepare(self, clip: np.ndarray) -> np.ndarray:
-        """resemblyzer's ``preprocess_wav`` for a 16 kHz clip, made safe for silent clips."""
-        from resemblyzer.audio import audio_norm_target_dBFS, trim_long_silences
+    def prepare(self, clip: np.ndarray, *, reference: bool = False) -> np.ndarray:
+        """resemblyzer's ``preprocess_wav`` for a 16 kHz clip, made safe for silent clips.
+
+        reference : trim with resemblyzer's own ``trim_long_silences`` (the unbatched baseline)
+            rather than `trim_long_silences`, its equal that is 3-4x cheaper.
+        """
+        from resemblyzer.audio import audio_norm_target_dBFS
 
         wav = np.asarray(clip, dtype=np.float32)
         rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
@@ -159,7 +172,11 @@ class ResemblyzerEmbedder:
             if gain_db > 0:
                 wav = (wav * 10 ** (gain_db / 20)).astype(np.float32)
         if self.trim_silences:
-            trimmed = trim_long_silences(wav)
+            if reference:
+                from resemblyzer.audio import trim_long_silences as trim
+            else:
+                trim = trim_long_silences
+            trimmed = trim(wav)
             if len(trimmed) >= MIN_TRIMMED_SAMPLES:
                 wav = trimmed
         return wav
@@ -179,22 +196,60 @@ class ResemblyzerEmbedder:
         return np.stack([mel[window] for window in mel_slices])
 
 
+def trim_long_silences(wav: np.ndarray) -> np.ndarray:
+    """resemblyzer's ``trim_long_silences``, to the sample, without its per-sample Python call.
+
+    resemblyzer packs the PCM with ``struct.pack(*samples)``, which cost 5 ms of a 6 ms call on
+    a 3 s clip; the VAD, the smoothing and the dilation are the same code.
+    """
+    import webrtcvad
+    from resemblyzer.audio import int16_max
+    from resemblyzer.hparams import (
+        vad_max_silence_length,
+        vad_moving_average_width,
+        vad_window_length,
+    )
+    from scipy.ndimage import binary_dilation
+
+    samples_per_window = (vad_window_length * SAMPLE_RATE) // 1000
+    wav = wav[: len(wav) - (len(wav) % samples_per_window)]
+    pcm = np.round(wav * int16_max).astype(np.int16).tobytes()
+    vad = webrtcvad.Vad(mode=3)
+    step = 2 * samples_per_window
+    flags = np.array(
+        [
+            vad.is_speech(pcm[start : start + step], SAMPLE_RATE)
+            for start in range(0, len(pcm), step)
+        ]
+    )
+    width = vad_moving_average_width
+    padded = np.concatenate((np.zeros((width - 1) // 2), flags, np.zeros(width // 2)))
+    sums = np.cumsum(padded, dtype=float)
+    sums[width:] = sums[width:] - sums[:-width]
+    mask = np.round(sums[width - 1 :] / width).astype(bool)
+    mask = binary_dilation(mask, np.ones(vad_max_silence_length + 1))
+    return wav[np.repeat(mask, samples_per_window)]
+
+
 def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
-    """(num_frames, 40) float32: resemblyzer's ``wav_to_mel_spectrogram``, 20-30x faster.
+    """(num_frames, 40) float32: resemblyzer's ``wav_to_mel_spectrogram``, ~100x faster.
 
     resemblyzer calls ``librosa.feature.melspectrogram``, which cost more per line than the
     network itself here (hundreds of ms for a 3 s clip on a busy machine). This is the same
     computation (centred 25 ms Hann frames every 10 ms, zero padding, power spectrum, the
-    same Slaney mel filters) done directly with numpy; it agrees to about 1e-7 relative.
+    same Slaney mel filters) done with torch's single-precision FFT, 6x faster again than
+    numpy's double-precision one; it agrees to about 1e-6 of the largest value.
     """
-    from numpy.lib.stride_tricks import sliding_window_view
+    import torch
 
     window, basis = _mel_constants()
     n_fft = len(window)
     padded = np.pad(np.asarray(wav, dtype=np.float32), n_fft // 2)
-    frames = sliding_window_view(padded, n_fft)[:: _hop_length()] * window
-    power = np.square(np.abs(np.fft.rfft(frames, axis=1)))
-    return (power @ basis.T).astype(np.float32)
+    with torch.inference_mode():
+        frames = torch.from_numpy(padded).unfold(0, n_fft, _hop_length()) * window
+        spectrum = torch.fft.rfft(frames, dim=1)
+        power = spectrum.real.square() + spectrum.imag.square()
+        return (power @ basis).numpy()
 
 
 def _hop_length() -> int:
@@ -204,15 +259,17 @@ def _hop_length() -> int:
 
 
 @functools.cache
-def _mel_constants() -> tuple[np.ndarray, np.ndarray]:
-    """resemblyzer's analysis window and mel filterbank, built by librosa once per process."""
+def _mel_constants() -> tuple[torch.Tensor, torch.Tensor]:
+    """resemblyzer's analysis window and mel filterbank (transposed, (n_fft // 2 + 1, 40)),
+    built by librosa once per process."""
     import librosa
+    import torch
     from resemblyzer.hparams import mel_n_channels, mel_window_length
 
     n_fft = int(SAMPLE_RATE * mel_window_length / 1000)
     window = librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
     basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=mel_n_channels)
-    return window, basis
+    return torch.from_numpy(window), torch.from_numpy(basis.T.astype(np.float32).copy())
 
 
 def _resemblyzer_version() -> str:

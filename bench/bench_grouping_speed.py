@@ -1,0 +1,70 @@
+"""Speed and memory of the grouping on synthetic vectors (no media needed).
+
+    python -m bench.bench_grouping_speed [--season-lines 20000] [--repeats 3]
+
+Prints the median of ``--repeats`` runs of: `SpeakerGrouper.fit` on a 450-line episode with a
+third of it labelled (target < 0.3 s), `propose` on that episode (target <= 1 s), and `propose`
+on a season of ``--season-lines`` lines over 12 episodes (target <= 30 s and <= 2 GB), plus the
+process's peak resident memory. Shipped priors are used; the synthetic vectors come from
+another "model", so the grouper's warning about that is silenced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+from ml_backend.grouping import SpeakerGrouper
+from ml_backend.grouping.synthetic import synthetic_lines
+
+
+def _median_time(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_grouping_speed")
+    parser.add_argument("--season-lines", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+
+    priors = SpeakerGrouper().prior_models
+    episode, truth = synthetic_lines(
+        450, speakers=10, seed=1, voice_model=priors.voice_model, image_model=priors.image_model
+    )
+    labels = {episode.line_ids[i]: str(truth[i]) for i in range(0, len(truth), 3)}
+    grouper = SpeakerGrouper()
+    fit_s = _median_time(lambda: grouper.fit(episode, labels), args.repeats)
+    propose_s = _median_time(lambda: grouper.propose(episode, labels), args.repeats)
+    print(f"fit, 450 lines ({len(labels)} labelled): {fit_s:.3f} s (target < 0.3 s)")
+    print(f"propose, 450 lines: {propose_s:.3f} s (target <= 1 s)")
+
+    season, _ = synthetic_lines(
+        args.season_lines,
+        speakers=40,
+        episodes=12,
+        seed=2,
+        voice_model=priors.voice_model,
+        image_model=priors.image_model,
+    )
+    season_s = _median_time(lambda: SpeakerGrouper().propose(season), args.repeats)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"propose, {args.season_lines} lines over 12 episodes: {season_s:.2f} s "
+        f"(target <= 30 s); peak RSS of this process {peak_mb:.0f} MB (target <= 2048 MB)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,636 @@
+"""The simulated annotation loop (DESIGN.md §5) through the real HTTP backend, with the
+research prototype's 1-NN workflow as the baseline, on the same episodes and embeddings.
+
+    speaker-grouping bench loop [--episodes hard-seed1 standard-seed2 ...] [--out FILE]
+
+**Ours.** The backend (`ml_backend.server.create_app`) is served by werkzeug on 127.0.0.1 in a
+thread, with a fresh MODEL_DIR per episode and no Label Studio (nothing is pushed). Each task
+of the episode's ``tasks.json`` gets a running task id. The simulated annotator asks
+``/predict`` for the lines not yet reviewed and reviews them in score order, lowest first:
+
+- a right proposal is accepted: 0 corrections, but submitted as an ``ANNOTATION_CREATED``
+  webhook all the same, as Label Studio would;
+- a wrong one (a placeholder such as "Speaker 7" is always wrong: the first line of every
+  character needs its name) is corrected: 1 correction, a webhook with the true name (the
+  ``character`` column of truth.csv) in the ``speaker`` choices, or typed into ``new_speaker``
+  while the name is not yet a choice (a name becomes a choice once a prediction has shown it,
+  since the backend appends the names it proposes to the project's config). The annotator then
+  waits until a refit that includes every submitted label is visible as a new model version
+  on ``/versions`` (at most ``--wait`` seconds), and asks ``/predict`` again.
+
+The loop stops when every proposal not yet reviewed is right, checked once more after the
+backend has fitted every submitted label, so that it ends with every line's proposal right.
+The HTTP protocol does not say which labels a model version was fitted on, so that one check
+reads the project's state in-process (``fitted_labels``); everything else goes over HTTP.
+
+**The prototype.** Lines in file order, no scores; a line's proposal is the label of its
+nearest reviewed line (cosine on the stored voice embeddings), none before the first review;
+wrong ones are corrected, and the loop stops when every remaining line's 1-NN proposal is
+right.
+
+Both report corrections and reviews per 100 lines. Targets (issue 6): on ``hard`` ours needs at
+most half the prototype's corrections per 100 lines; on ``standard`` at most 5. Results go to
+``bench/results/loop.json`` with the machine's load, since walls on a shared machine vary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speaker_grouping.atomic import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROJECT = 1
+POLL_S = 0.01
+DEFAULT_WAIT_S = 30.0
+TARGET_HARD_RATIO = 0.5
+TARGET_STANDARD_PER_100 = 5.0
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------- episodes
+
+
+@dataclass(frozen=True)
+class LoopEpisode:
+    """One imported episode with its ground truth."""
+
+    name: str
+    preset: str
+    imported: Path
+    """The importer's folder: ``tasks.json`` and ``features.npz``."""
+    truth: Mapping[int, str]
+    """Cue index -> character (truth.csv's ``character`` column)."""
+
+    @classmethod
+    def from_folder(cls, name: str, imported: Path, truth_csv: Path, *, preset: str = "") -> Any:
+        from bench.voice_accuracy import read_truth
+
+        truth = {row.index: row.character for row in read_truth(truth_csv)}
+        return cls(name, preset or name.split("-")[0], Path(imported), truth)
+
+    def tasks(self, first_id: int = 1) -> list[dict[str, Any]]:
+        """The episode's tasks as Label Studio holds them: ``{"id", "data"}``, ids running."""
+        raw = json.loads((self.imported / "tasks.json").read_text(encoding="utf-8"))
+        tasks = [{"id": first_id + k, "data": task["data"]} for k, task in enumerate(raw)]
+        unknown = [t["data"]["index"] for t in tasks if t["data"]["index"] not in self.truth]
+        if unknown:
+            raise ValueError(f"{self.name}: lines {unknown[:5]} have no row in truth.csv")
+        return tasks
+
+    def true_name(self, task: Mapping[str, Any]) -> str:
+        return self.truth[int(task["data"]["index"])]
+
+
+_NAME = re.compile(r"^(?P<preset>[a-z]+)-seed(?P<seed>\d+)$")
+
+
+def cached_episodes(names: Sequence[str] | None, *, build: bool = False) -> list[LoopEpisode]:
+    """Named cache episodes (``hard-seed1``), or the evaluation split without the season.
+
+    Episodes not built yet are skipped with a warning unless ``build`` (minutes of CPU each).
+    """
+    from bench import episode_cache
+
+    if names:
+        wanted = []
+        for name in names:
+            match = _NAME.match(name)
+            if match is None:
+                raise ValueError(f"episode {name!r} is not '<preset>-seed<N>' (e.g. hard-seed1)")
+            wanted.append((match["preset"], int(match["seed"])))
+    else:
+        wanted = [(p, s) for p, s in episode_cache.EVALUATION if p != "season"]
+    chosen = []
+    for preset, seed in wanted:
+        folder = episode_cache.CACHE / f"{preset}-seed{seed}"
+        if not build and not (folder / episode_cache.READY).is_file():
+            logger.warning("%s-seed%d is not built yet; skipped", preset, seed)
+            continue
+        for cached in episode_cache.episodes(preset, seed):
+            chosen.append(
+                LoopEpisode.from_folder(cached.name, cached.imported, cached.truth, preset=preset)
+            )
+    if not chosen:
+        raise FileNotFoundError("no benchmark episode is built yet (python -m bench.episode_cache)")
+    return chosen
+
+
+# ---------------------------------------------------------------------------- the backend
+
+
+class RunningBackend:
+    """`create_app(config)` served by werkzeug on 127.0.0.1 in a thread."""
+
+    def __init__(self, config: Any) -> None:
+        from werkzeug.serving import make_server
+
+        from ml_backend.server import create_app
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self.config = config
+        self.app = create_app(config)
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+
+    def model(self, project: int = PROJECT) -> Any:
+        return self.app.extensions["speaker_grouping"].model(project)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(10)
+        self.app.extensions["speaker_grouping"].close()
+
+    def __enter__(self) -> RunningBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def backend_config(model_dir: Path, media_root: Path, **overrides: Any) -> Any:
+    """A backend without Label Studio: local media under the import folder, no pushes."""
+    from ml_backend.config import BackendConfig
+
+    return BackendConfig(
+        model_dir=model_dir, media_roots=(media_root,), push_predictions=False, **overrides
+    )
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a prediction shows the annotator for one task."""
+
+    name: str
+    score: float
+    version: str
+
+
+class Annotator:
+    """A simulated annotator talking to the backend over HTTP, as Label Studio would.
+
+    Keeps the project's speaker list as Label Studio would hold it (every name a prediction has
+    shown), the labels it submitted, and the refit latencies it waited through.
+    """
+
+    def __init__(self, backend: RunningBackend, *, project: int = PROJECT) -> None:
+        import requests
+
+        self.backend = backend
+        self.project = project
+        self.http = requests.Session()
+        self.listed: set[str] = set()
+        self.submitted: dict[str, str] = {}
+        self.typed_names = 0
+        self.predict_s: list[float] = []
+        self.refit_s: list[float] = []
+        self.refit_timeouts = 0
+        self._next_annotation = 1
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        answer = self.http.post(f"{self.backend.url}{path}", json=body, timeout=120)
+        if answer.status_code != 200:
+            raise RuntimeError(f"{path} answered {answer.status_code}: {answer.text[:300]}")
+        return answer.json()
+
+    def setup(self) -> str:
+        return self._post("/setup", {"project": self.project, "schema": self._config()})[
+            "model_version"
+        ]
+
+    def version(self) -> str:
+        answer = self.http.get(
+            f"{self.backend.url}/versions", params={"project": self.project}, timeout=30
+        )
+        answer.raise_for_status()
+        return answer.json()["versions"][0]
+
+    def _config(self) -> str:
+        from label_config import load_config
+
+        return load_config(sorted(self.listed))
+
+    def predict(self, tasks: Sequence[Mapping[str, Any]]) -> dict[int, Shown]:
+        """Task id -> what its prediction shows; every task must get one."""
+        body = {
+            "tasks": list(tasks),
+            "project": self.project,
+            "label_config": self._config(),
+            "params": {"login": None, "password": None, "context": None},
+        }
+        began = time.perf_counter()
+        answer = self._post("/predict", body)
+        self.predict_s.append(time.perf_counter() - began)
+        shown = {}
+        for task, result in zip(tasks, answer["results"], strict=True):
+            if not result:
+                raise RuntimeError(f"no prediction for task {task['id']}: {answer.get('errors')}")
+            name = result["result"][0]["value"]["choices"][0]
+            shown[int(task["id"])] = Shown(name, float(result["score"]), result["model_version"])
+            self.listed.add(name)
+        return shown
+
+    def annotate(self, task: Mapping[str, Any], name: str, shown: str) -> dict[str, Any]:
+        """Submit ``name`` for the task, whose prediction showed ``shown`` pre-filled."""
+        region = {"from_name": "speaker", "to_name": "audio", "type": "choices"}
+        result: list[dict[str, Any]]
+        if name in self.listed:
+            result = [{**region, "value": {"choices": [name]}}]
+        else:
+            # Not a choice yet: the drop-down keeps the pre-filled proposal, the name is typed.
+            self.typed_names += 1
+            result = [
+                {**region, "value": {"choices": [shown]}},
+                {
+                    "from_name": "new_speaker",
+                    "to_name": "audio",
+                    "type": "textarea",
+                    "value": {"text": [name]},
+                },
+            ]
+        annotation_id = self._next_annotation
+        self._next_annotation += 1
+        stamp = (_EPOCH + timedelta(seconds=annotation_id)).isoformat().replace("+00:00", "Z")
+        body = {
+            "action": "ANNOTATION_CREATED",
+            "annotation": {
+                "id": annotation_id,
+                "task": int(task["id"]),
+                "completed_by": 1,
+                "result": result,
+                "was_cancelled": False,
+                "ground_truth": False,
+                "lead_time": 3.0,
+                "created_at": stamp,
+                "updated_at": stamp,
+            },
+            "task": {"id": int(task["id"]), "data": task["data"], "project": self.project},
+            "project": {"id": self.project},
+        }
+        answer = self._post("/webhook", body)
+        if answer.get("status") != "queued":
+            raise RuntimeError(f"webhook not taken: {answer}")
+        self.submitted[str(task["data"]["line_id"])] = name
+        return answer
+
+    def wait_fitted(self, before: str | None, began: float, *, limit_s: float) -> float | None:
+        """Seconds from ``began`` until a version other than ``before`` that was fitted on every
+        submitted label shows on ``/versions``; None after ``limit_s`` (counted as a timeout)."""
+        state = self.backend.model(self.project).state
+        while True:
+            version = self.version()
+            if version != before or before is None:
+                fitted = state.fitted_labels
+                if all(fitted.get(k) == v for k, v in self.submitted.items()):
+                    return time.perf_counter() - began
+            if time.perf_counter() - began > limit_s:
+                self.refit_timeouts += 1
+                logger.warning("no refit with every label after %.0f s", limit_s)
+                return None
+            time.sleep(POLL_S)
+
+
+# ---------------------------------------------------------------------------- the two loops
+
+
+@dataclass
+class LoopResult:
+    method: str
+    lines: int
+    reviews: int
+    corrections: int
+    wall_s: float
+    typed_names: int = 0
+    refits: int = 0
+    refit_timeouts: int = 0
+    refit_s: list[float] = field(default_factory=list)
+    predict_s: list[float] = field(default_factory=list)
+    final_wrong: int | None = None
+    """Lines whose proposal is wrong once the loop stopped (re-asked after the last refit)."""
+
+    @property
+    def corrections_per_100(self) -> float:
+        return 100.0 * self.corrections / self.lines if self.lines else 0.0
+
+    @property
+    def reviews_per_100(self) -> float:
+        return 100.0 * self.reviews / self.lines if self.lines else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document.pop("refit_s")
+        document.pop("predict_s")
+        document["corrections_per_100"] = round(self.corrections_per_100, 2)
+        document["reviews_per_100"] = round(self.reviews_per_100, 2)
+        document["wall_s"] = round(self.wall_s, 2)
+        document["refit_visible_s"] = _stats(self.refit_s)
+        document["predict_s"] = _stats(self.predict_s)
+        return document
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "median": round(statistics.median(ordered), 3),
+        "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 3),
+        "max": round(ordered[-1], 3),
+    }
+
+
+def run_ours(
+    episode: LoopEpisode,
+    *,
+    work_dir: Path | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+    first_task_id: int = 1,
+    **config: Any,
+) -> LoopResult:
+    """The simulated annotator against a fresh backend (MODEL_DIR under ``work_dir``)."""
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="bench-loop-") as scratch:
+        settings = backend_config(Path(scratch) / "models", episode.imported.parent, **config)
+        with RunningBackend(settings) as backend:
+            annotator = Annotator(backend)
+            result = _annotate_in_score_order(episode, annotator, first_task_id, wait_s)
+    result.wall_s = time.perf_counter() - began
+    return result
+
+
+def _annotate_in_score_order(
+    episode: LoopEpisode, annotator: Annotator, first_task_id: int, wait_s: float
+) -> LoopResult:
+    tasks = {t["id"]: t for t in episode.tasks(first_task_id)}
+    truth = {task_id: episode.true_name(task) for task_id, task in tasks.items()}
+    remaining = set(tasks)
+    reviews = corrections = refits = 0
+    annotator.setup()
+
+    def ask() -> tuple[dict[int, Shown], list[int]]:
+        shown = annotator.predict([tasks[t] for t in sorted(remaining)])
+        order = sorted(remaining, key=lambda t: (shown[t].score, tasks[t]["data"]["index"]))
+        return shown, order
+
+    shown, order = ask()
+    while remaining:
+        if all(shown[t].name == truth[t] for t in remaining):
+            # Accepted labels since the last refit may still change proposals: look again
+            # once the backend has fitted them all, and stop only if nothing turned wrong.
+            if annotator.wait_fitted(None, time.perf_counter(), limit_s=wait_s) is None:
+                break
+            shown, order = ask()
+            if all(shown[t].name == truth[t] for t in remaining):
+                break
+            continue
+        task_id = order.pop(0)
+        remaining.discard(task_id)
+        reviews += 1
+        proposal = shown[task_id]
+        if proposal.name == truth[task_id]:
+            annotator.annotate(tasks[task_id], proposal.name, proposal.name)
+            continue
+        corrections += 1
+        sent = time.perf_counter()
+        answer = annotator.annotate(tasks[task_id], truth[task_id], proposal.name)
+        waited = annotator.wait_fitted(answer.get("model_version"), sent, limit_s=wait_s)
+        if waited is not None:
+            annotator.refit_s.append(waited)
+            refits += 1
+        if remaining:
+            shown, order = ask()
+    final = annotator.predict(list(tasks.values()))
+    final_wrong = sum(final[t].name != truth[t] for t in tasks)
+    return LoopResult(
+        method="ours",
+        lines=len(tasks),
+        reviews=reviews,
+        corrections=corrections,
+        wall_s=0.0,
+        typed_names=annotator.typed_names,
+        refits=refits,
+        refit_timeouts=annotator.refit_timeouts,
+        refit_s=list(annotator.refit_s),
+        predict_s=list(annotator.predict_s),
+        final_wrong=final_wrong,
+    )
+
+
+def prototype_loop(voice: np.ndarray, truth: Sequence[str]) -> tuple[int, int, int]:
+    """The prototype's workflow on ``voice : (n, d) float32`` (L2-normalised rows, file order).
+
+    Returns (reviews, corrections, wrong proposals left when it stopped, always 0).
+    """
+    n = len(truth)
+    codes = np.unique(np.asarray(truth, dtype=object), return_inverse=True)[1].reshape(-1)
+    best_sim = np.full(n, -np.inf)
+    best = np.full(n, -1)
+    reviews = corrections = 0
+    for i in range(n):
+        if np.array_equal(best[i:], codes[i:]):
+            break
+        reviews += 1
+        corrections += int(best[i] != codes[i])
+        similarity = voice @ voice[i]
+        closer = similarity > best_sim
+        closer[i] = True
+        best_sim[closer] = similarity[closer]
+        best[closer] = codes[i]
+    return reviews, corrections, int(np.sum(best[reviews:] != codes[reviews:]))
+
+
+def run_prototype(episode: LoopEpisode) -> LoopResult:
+    from ml_backend.grouping.lines import load_lines
+
+    began = time.perf_counter()
+    lines = load_lines([episode.imported])
+    names = [episode.truth[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids]
+    reviews, corrections, wrong = prototype_loop(lines.voice.astype(np.float64), names)
+    return LoopResult(
+        method="prototype",
+        lines=len(names),
+        reviews=reviews,
+        corrections=corrections,
+        wall_s=time.perf_counter() - began,
+        final_wrong=wrong,
+    )
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def machine_load() -> dict[str, Any]:
+    one, five, fifteen = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "load_1m": round(one, 2),
+        "load_5m": round(five, 2),
+        "load_15m": round(fifteen, 2),
+        "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-preset means and the targets."""
+    presets: dict[str, Any] = {}
+    for preset in dict.fromkeys(row["preset"] for row in rows):
+        chosen = [row for row in rows if row["preset"] == preset]
+
+        def mean(method: str, key: str, chosen: list = chosen) -> float:
+            return round(statistics.fmean(row[method][key] for row in chosen), 2)
+
+        entry: dict[str, Any] = {
+            "episodes": len(chosen),
+            "ours_corrections_per_100": mean("ours", "corrections_per_100"),
+            "ours_reviews_per_100": mean("ours", "reviews_per_100"),
+            "prototype_corrections_per_100": mean("prototype", "corrections_per_100"),
+            "prototype_reviews_per_100": mean("prototype", "reviews_per_100"),
+        }
+        if preset == "hard":
+            limit = TARGET_HARD_RATIO * entry["prototype_corrections_per_100"]
+            entry["target"] = f"ours <= {TARGET_HARD_RATIO:g} x prototype = {limit:.2f}"
+            entry["target_met"] = entry["ours_corrections_per_100"] <= limit
+        elif preset == "standard":
+            entry["target"] = f"ours <= {TARGET_STANDARD_PER_100:g}"
+            entry["target_met"] = entry["ours_corrections_per_100"] <= TARGET_STANDARD_PER_100
+        presets[preset] = entry
+    return presets
+
+
+def table(rows: Sequence[Mapping[str, Any]], presets: Mapping[str, Any]) -> str:
+    head = (
+        "| episode | lines | ours corr/100 | ours rev/100 | proto corr/100 | proto rev/100 "
+        "| typed | refit visible median s | wall s |"
+    )
+    out = [head, "|" + "---|" * 9]
+    for row in rows:
+        ours, proto = row["ours"], row["prototype"]
+        refit = ours["refit_visible_s"]
+        out.append(
+            f"| {row['episode']} | {ours['lines']} | {ours['corrections_per_100']:.2f} "
+            f"| {ours['reviews_per_100']:.2f} | {proto['corrections_per_100']:.2f} "
+            f"| {proto['reviews_per_100']:.2f} | {ours['typed_names']} "
+            f"| {refit['median'] if refit else '-'} | {ours['wall_s']:.0f} |"
+        )
+    for preset, entry in presets.items():
+        met = entry.get("target_met")
+        out.append(
+            f"| **{preset} mean** ({entry['episodes']}) | | "
+            f"{entry['ours_corrections_per_100']:.2f} | {entry['ours_reviews_per_100']:.2f} "
+            f"| {entry['prototype_corrections_per_100']:.2f} "
+            f"| {entry['prototype_reviews_per_100']:.2f} | | "
+            f"| {'' if met is None else ('target met' if met else 'target MISSED')} |"
+        )
+    return "\n".join(out)
+
+
+def run(
+    episodes: Sequence[LoopEpisode],
+    *,
+    wait_s: float = DEFAULT_WAIT_S,
+    report: Callable[[str], None] | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """Both loops on every episode; the document written to loop.json."""
+    load_before = machine_load()
+    cpu_before = time.process_time()
+    rows = []
+    first_task_id = 1
+    for episode in episodes:
+        ours = run_ours(episode, wait_s=wait_s, first_task_id=first_task_id, **config)
+        first_task_id += ours.lines
+        proto = run_prototype(episode)
+        row = {
+            "episode": episode.name,
+            "preset": episode.preset,
+            "ours": ours.to_json(),
+            "prototype": proto.to_json(),
+            "load_1m_after": round(os.getloadavg()[0], 2),
+        }
+        rows.append(row)
+        if report is not None:
+            report(
+                f"{episode.name}: ours {ours.corrections} corrections / {ours.reviews} reviews "
+                f"of {ours.lines} lines in {ours.wall_s:.0f} s; prototype "
+                f"{proto.corrections} / {proto.reviews}"
+            )
+    presets = summarise(rows)
+    from ml_backend.config import BackendConfig
+
+    return {
+        "benchmark": "simulated annotation loop (DESIGN.md §5), ours over HTTP vs prototype 1-NN",
+        "machine": {
+            "before": load_before,
+            "after": machine_load(),
+            "process_cpu_s": round(time.process_time() - cpu_before, 1),
+        },
+        "settings": {
+            "refit_delay_s": config.get("refit_delay_s", BackendConfig.refit_delay_s),
+            "priors": str(config.get("priors") or "packaged"),
+            "wait_limit_s": wait_s,
+        },
+        "episodes": rows,
+        "presets": presets,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="speaker-grouping bench loop", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--episodes",
+        nargs="+",
+        metavar="NAME",
+        help="cache episodes such as hard-seed1 (default: the evaluation split, season left out)",
+    )
+    parser.add_argument(
+        "--build", action="store_true", help="build cache episodes that are missing (slow)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "loop.json")
+    parser.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, help="refit wait limit, s")
+    parser.add_argument("--refit-delay", type=float, help="backend's burst delay (default 0.3 s)")
+    parser.add_argument("--priors", type=Path, help="priors file (default: the packaged ones)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    config: dict[str, Any] = {}
+    if args.refit_delay is not None:
+        config["refit_delay_s"] = args.refit_delay
+    if args.priors is not None:
+        config["priors"] = args.priors
+    episodes = cached_episodes(args.episodes, build=args.build)
+    document = run(
+        episodes, wait_s=args.wait, report=lambda line: print(line, flush=True), **config
+    )
+    atomic_write_json(args.out, document)
+    print(table(document["episodes"], document["presets"]))
+    before, after = document["machine"]["before"], document["machine"]["after"]
+    print(
+        f"load average (1 min) {before['load_1m']} before, {after['load_1m']} after, "
+        f"on {before['cpus']} CPUs; written to {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

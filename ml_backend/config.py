@@ -1,0 +1,122 @@
+"""The backend's settings, read once from the environment (or given directly in tests).
+
+Environment variables (all optional except that predictions need some media root or a Label
+Studio URL to reach the media):
+
+- ``MODEL_DIR``: where per-project state lives (default ``./model-dir``).
+- ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``: how the backend pushes refreshed predictions
+  and fetches media it cannot read locally. Without them the backend only answers ``/predict``;
+  Label Studio's ``/setup`` call also tells us a URL and a token, used when these are unset.
+- ``LOCAL_FILES_DOCUMENT_ROOT`` (or ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``): Label Studio's
+  document root, so ``/data/local-files/?d=...`` URLs are read from disk; ``SG_MEDIA_ROOTS``:
+  more allowed roots, separated by ``os.pathsep``. Nothing outside these roots is ever read.
+- ``BASIC_AUTH_USER`` / ``BASIC_AUTH_PASS``: require HTTP basic auth on every endpoint except
+  ``/health`` (Label Studio sends them when the ML backend is connected with basic auth).
+- ``SG_MAX_REQUEST_BYTES``: largest request body accepted (default 32 MiB).
+- ``SG_VOICE_MODEL`` / ``SG_IMAGE_MODEL``: embedders for media without stored features.
+- ``SG_PRIORS``: a priors file of your own (``bench/train_priors.py``) instead of the packaged one.
+- ``SG_REFIT_DELAY_S``: how long the refit worker waits to gather a burst of annotations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    model_dir: Path = Path("model-dir")
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = None
+    media_roots: tuple[Path, ...] = ()
+    """Allowed local media roots; the first is Label Studio's document root."""
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    voice_model: str | None = None
+    image_model: str | None = None
+    refit_delay_s: float = 0.3
+    """Wait after the first event of a burst, so 50 quick annotations cost one refit."""
+    push_predictions: bool = True
+    """Push refreshed predictions to Label Studio after a refit (needs URL and key)."""
+    priors: Path | None = None
+    """Cold-start priors file for the grouper (None: the packaged ones)."""
+    grouper_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_dir", Path(self.model_dir))
+        object.__setattr__(self, "media_roots", tuple(Path(root) for root in self.media_roots))
+        if self.max_request_bytes < 1024:
+            raise ValueError(
+                f"max_request_bytes must be at least 1024, got {self.max_request_bytes}"
+            )
+        if (self.basic_auth_user is None) != (self.basic_auth_pass is None):
+            raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if self.refit_delay_s < 0:
+            raise ValueError(f"refit_delay_s must be >= 0, got {self.refit_delay_s}")
+        if self.label_studio_url is not None:
+            object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))
+
+    def grouper_kwargs(self) -> dict[str, Any]:
+        return {"priors": self.priors, **dict(self.grouper_options)}
+
+    @property
+    def document_root(self) -> Path | None:
+        return self.media_roots[0] if self.media_roots else None
+
+    @property
+    def can_push(self) -> bool:
+        return bool(self.push_predictions and self.label_studio_url and self.label_studio_api_key)
+
+    def with_(self, **changes: Any) -> BackendConfig:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BackendConfig:
+        """Settings from ``environ`` (default ``os.environ``); keyword overrides win."""
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        roots: list[Path] = []
+        document_root = text("LOCAL_FILES_DOCUMENT_ROOT") or text(
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+        )
+        if document_root:
+            roots.append(Path(document_root))
+        roots.extend(Path(p) for p in (text("SG_MEDIA_ROOTS") or "").split(os.pathsep) if p)
+        values: dict[str, Any] = {
+            "model_dir": Path(text("MODEL_DIR") or "model-dir"),
+            "label_studio_url": text("LABEL_STUDIO_URL") or text("LABEL_STUDIO_HOST"),
+            "label_studio_api_key": text("LABEL_STUDIO_API_KEY"),
+            "media_roots": tuple(roots),
+            "basic_auth_user": text("BASIC_AUTH_USER"),
+            "basic_auth_pass": text("BASIC_AUTH_PASS"),
+            "max_request_bytes": _number(
+                env, "SG_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, int
+            ),
+            "voice_model": text("SG_VOICE_MODEL"),
+            "image_model": text("SG_IMAGE_MODEL"),
+            "refit_delay_s": _number(env, "SG_REFIT_DELAY_S", 0.3, float),
+            "priors": Path(text("SG_PRIORS")) if text("SG_PRIORS") else None,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def _number(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None

@@ -1,0 +1,7 @@
+"""Speaker grouping (DESIGN.md §4): confidence, gated clustering, merge model, KNN naming."""
+
+from ml_backend.grouping.grouper import SpeakerGrouper
+from ml_backend.grouping.lines import EpisodeLines, load_lines, select
+from ml_backend.grouping.proposal import Placeholders, Proposal
+
+__all__ = ["EpisodeLines", "Placeholders", "Proposal", "SpeakerGrouper", "load_lines", "select"]

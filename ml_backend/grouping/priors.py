@@ -1,0 +1,87 @@
+"""The shipped cold-start priors: models and thresholds trained by ``bench/train_priors.py``.
+
+One JSON file (no pickle): the confidence and merge models, the score calibrator, the tuned
+options (thresholds), and the voice and image models they were trained for, since a threshold
+belongs to an embedder (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml_backend.grouping.calibration import ScoreCalibrator
+from ml_backend.grouping.confidence import ConfidenceModel
+from ml_backend.grouping.merge import MergeClassifier
+from speaker_grouping.atomic import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "speaker-grouping-priors"
+FORMAT_VERSION = 1
+PACKAGED = Path(__file__).resolve().parent / "priors" / "default.json"
+
+
+class PriorsError(ValueError):
+    """A priors file is unreadable or not ours; one line naming the file."""
+
+
+@dataclass
+class Priors:
+    confidence: ConfidenceModel
+    merge: MergeClassifier
+    calibrator: ScoreCalibrator
+    options: dict[str, float]
+    voice_model: str
+    image_model: str | None
+    trained_on: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "voice_model": self.voice_model,
+            "image_model": self.image_model,
+            "trained_on": self.trained_on,
+            "options": self.options,
+            "confidence": self.confidence.to_json(),
+            "merge": self.merge.to_json(),
+            "calibrator": self.calibrator.to_json(),
+            "report": self.report,
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Priors:
+        if values.get("format") != FORMAT_NAME or values.get("version") != FORMAT_VERSION:
+            raise ValueError(f"not {FORMAT_NAME} version {FORMAT_VERSION}")
+        return cls(
+            confidence=ConfidenceModel.from_json(values["confidence"]),
+            merge=MergeClassifier.from_json(values["merge"]),
+            calibrator=ScoreCalibrator.from_json(values["calibrator"]),
+            options={str(k): float(v) for k, v in values["options"].items()},
+            voice_model=str(values["voice_model"]),
+            image_model=None if values.get("image_model") is None else str(values["image_model"]),
+            trained_on=[str(name) for name in values.get("trained_on", [])],
+            report=dict(values.get("report", {})),
+        )
+
+    def save(self, path: Path | str) -> None:
+        atomic_write_json(path, self.to_json())
+
+
+def load_priors(path: Path | str | None = None) -> Priors:
+    """Read a priors JSON file (default: the packaged one). A folder means its default.json."""
+    path = PACKAGED if path is None else Path(path)
+    if path.is_dir():
+        path = path / "default.json"
+    try:
+        return Priors.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise PriorsError(f"{path}: priors not found (run python -m bench.train_priors)") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise PriorsError(f"{path}: not a readable priors file ({error})") from None

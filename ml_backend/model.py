@@ -1,0 +1,755 @@
+"""Predict and fit for one Label Studio project, shaped like upstream ``LabelStudioMLBase``.
+
+``predict(tasks)`` groups every line of the tasks' episodes, plus the project's other episodes as
+a gallery (characters recur), and answers each task with its line's proposal. ``fit(event,
+data)`` records what a webhook says (labels, deletions) durably and at once, and leaves the
+refit to one background worker per project, which gathers bursts of events into one refit,
+saves the new model, bumps the model version and pushes the refreshed proposals into Label
+Studio (`ml_backend.refresh`).
+
+Heavy objects (the grouper, the episode lines, the proposals) are cached per project and per
+model version, so a ``/predict`` for one task after the first costs a lookup, not a grouping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from label_config import PLACEHOLDER_SPEAKER, speaker_prediction, speakers_in_config
+from ml_backend.config import BackendConfig
+from ml_backend.media_access import (
+    Credentials,
+    EpisodeCache,
+    MediaError,
+    episode_folder,
+    safe_episode_name,
+)
+from ml_backend.operation_log import OperationLog
+from ml_backend.project_state import ProjectState, rebuild_from_annotations
+from ml_backend.refresh import (
+    VERSION_PREFIX,
+    LabelStudioApi,
+    RefreshError,
+    ensure_speakers,
+    push_predictions,
+)
+
+logger = logging.getLogger(__name__)
+
+INITIAL_VERSION = f"{VERSION_PREFIX}0000-prior"
+RECONCILE_EVERY_S = 300.0
+ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
+EVENTS = (*ANNOTATION_EVENTS, "ANNOTATIONS_DELETED", "START_TRAINING")
+
+
+class BadRequest(ValueError):
+    """The request itself is wrong (shape, fields): answered 400 with this one line."""
+
+
+class Unprocessable(ValueError):
+    """Well-formed, but nothing can be predicted from it (media missing): answered 422."""
+
+
+def _grouping() -> tuple[Any, Any, Any]:
+    """SpeakerGrouper, Placeholders and load_lines, imported on first use (numpy, priors)."""
+    from ml_backend.grouping import SpeakerGrouper
+    from ml_backend.grouping.lines import load_lines
+    from ml_backend.grouping.proposal import Placeholders
+
+    return SpeakerGrouper, Placeholders, load_lines
+
+
+@dataclass(frozen=True)
+class ParsedTask:
+    task_id: int | None
+    line_id: str
+    episode: str
+    data: Mapping[str, Any]
+
+
+def parse_task(task: Any, position: int) -> ParsedTask:
+    """The fields predict needs; unknown fields are ignored, missing ones named."""
+    if not isinstance(task, Mapping):
+        raise BadRequest(f"tasks[{position}] is not an object")
+    data = task.get("data")
+    if not isinstance(data, Mapping):
+        raise BadRequest(f"tasks[{position}] has no data object")
+    task_id = task.get("id")
+    if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
+        raise BadRequest(f"tasks[{position}].id is not an integer")
+    line_id = data.get("line_id")
+    if not isinstance(line_id, str) or ":" not in line_id:
+        raise BadRequest(
+            f"tasks[{position}] has no data.line_id '<episode>:<index>' "
+            "(import the episode with speaker-grouping import)"
+        )
+    episode = data.get("episode", line_id.rsplit(":", 1)[0])
+    if not isinstance(episode, str):
+        raise BadRequest(f"tasks[{position}].data.episode is not a string")
+    try:
+        safe_episode_name(episode)
+    except MediaError as error:
+        raise BadRequest(f"tasks[{position}]: {error}") from None
+    return ParsedTask(task_id, line_id, episode, data)
+
+
+class SpeakerGroupingModel:
+    """One project's model: predictions, labels, refits. Thread-safe."""
+
+    def __init__(
+        self,
+        project: int,
+        *,
+        config: BackendConfig,
+        state: ProjectState | None = None,
+        credentials: Credentials | None = None,
+        metrics: Any = None,
+    ) -> None:
+        self.project = int(project)
+        self.config = config
+        self.state = state or ProjectState.open(config.model_dir, self.project)
+        self.oplog = OperationLog(self.state.folder)
+        self.credentials = credentials or Credentials(
+            config.label_studio_url, config.label_studio_api_key
+        )
+        self.metrics = metrics
+        self.cache = EpisodeCache(
+            self.state.folder / "episodes",
+            roots=config.media_roots,
+            credentials=self.credentials,
+            voice_model=config.voice_model,
+            image_model=config.image_model,
+        )
+        self._compute = threading.RLock()
+        self._config_lock = threading.Lock()
+        self._grouper: Any = None
+        self._grouper_version: str | None = None
+        self._lines: Any = None
+        self._line_set: set[str] = set()
+        self._lines_key: Any = None
+        self._proposals: dict[str, Any] = {}
+        self._proposals_key: Any = None
+        self._placeholders: Any = None
+        self._listed_speakers: set[str] = set()
+        self._last_reconcile = 0.0
+        self.worker = RefitWorker(self, delay=config.refit_delay_s)
+        self.last_push: Any = None
+
+    # ------------------------------------------------------------------ protocol
+
+    @property
+    def model_version(self) -> str:
+        return self.state.model_version or INITIAL_VERSION
+
+    def setup(self) -> str:
+        return self.model_version
+
+    def predict(
+        self,
+        tasks: Sequence[Any],
+        context: Any = None,
+        *,
+        label_config: str | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
+        """``{"results": [...], "model_version": v}``, one slot per task in order.
+
+        A task whose media cannot be used gets an empty list (Label Studio then stores no
+        prediction for it) and an entry in ``errors``; when no task at all can be answered,
+        `Unprocessable` is raised so the caller sees why.
+        """
+        if not isinstance(tasks, list) or not tasks:
+            raise BadRequest("tasks must be a non-empty list")
+        parsed = [parse_task(task, position) for position, task in enumerate(tasks)]
+        errors: dict[int, str] = {}
+        by_episode: dict[str, list[int]] = {}
+        for position, task in enumerate(parsed):
+            by_episode.setdefault(task.episode, []).append(position)
+        folders: dict[str, Path] = {}
+        for episode, positions in by_episode.items():
+            try:
+                folders[episode] = self._episode_folder(
+                    episode, [parsed[p] for p in positions], [tasks[p] for p in positions]
+                )
+            except MediaError as error:
+                for position in positions:
+                    errors[position] = str(error)
+        if folders:
+            self.state.add_episodes(folders)
+        self.state.remember_tasks({t.task_id: t.line_id for t in parsed if t.task_id is not None})
+        with self._compute:  # the version must be the one the proposals were made with
+            proposals = self.proposals() if folders else {}
+            version = self.model_version
+        results: list[Any] = []
+        for position, task in enumerate(parsed):
+            proposal = proposals.get(task.line_id)
+            if position in errors:
+                results.append([])
+            elif proposal is None:
+                errors[position] = f"line {task.line_id} is not in its episode's features"
+                results.append([])
+            else:
+                speaker, score = _shown(proposal)
+                results.append(
+                    {
+                        "result": speaker_prediction(speaker, score=score),
+                        "score": score,
+                        "model_version": version,
+                    }
+                )
+        if len(errors) == len(parsed):
+            raise Unprocessable("; ".join(dict.fromkeys(errors.values())))
+        names = [r["result"][0]["value"]["choices"][0] for r in results if r]
+        self._ensure_listed(names, label_config)
+        answer: dict[str, Any] = {"results": results, "model_version": version}
+        if errors:
+            answer["errors"] = [
+                {"task": parsed[p].task_id, "line_id": parsed[p].line_id, "error": message}
+                for p, message in sorted(errors.items())
+            ]
+        return answer
+
+    def fit(self, event: str, data: Mapping[str, Any], **_: Any) -> dict[str, Any]:
+        """Apply one webhook event now; the refit and the push follow in the background."""
+        if event in ANNOTATION_EVENTS:
+            annotations = data.get("annotation")
+            task_payload = data.get("task")
+            if event == "ANNOTATIONS_CREATED":
+                if not isinstance(annotations, list):
+                    raise BadRequest("ANNOTATIONS_CREATED needs an annotation list")
+                tasks_by_id = {t.get("id"): t for t in task_payload or [] if isinstance(t, Mapping)}
+                pairs = [(a, tasks_by_id.get(_task_id_of(a))) for a in annotations]
+            else:
+                pairs = [(annotations, task_payload)]
+            kinds = [self._on_annotation(annotation, task) for annotation, task in pairs]
+            self.worker.schedule()
+            return {"status": "queued", "kinds": kinds, "model_version": self.model_version}
+        if event == "ANNOTATIONS_DELETED":
+            items = data.get("annotations")
+            if not isinstance(items, list):
+                raise BadRequest("ANNOTATIONS_DELETED needs an annotations list")
+            ids = [_annotation_id(item) for item in items]
+            removed = self.state.forget_annotations(ids)
+            self.oplog.mark_deleted(ids)
+            if removed:
+                self.worker.schedule()
+            return {"status": "queued" if removed else "ignored", "forgotten": len(removed)}
+        if event == "START_TRAINING":
+            self.worker.schedule(force=True, reconcile=True)
+            return {"status": "queued", "model_version": self.model_version}
+        return {"status": "ignored", "action": event}
+
+    # ------------------------------------------------------------------ labels
+
+    def _on_annotation(self, annotation: Any, task: Any) -> str:
+        if not isinstance(annotation, Mapping):
+            raise BadRequest("webhook has no annotation object")
+        annotation_id = _annotation_id(annotation)
+        task_id = _task_id_of(annotation)
+        if task_id is None and isinstance(task, Mapping):
+            task_id = task.get("id")
+        if not isinstance(task_id, int):
+            raise BadRequest(f"annotation {annotation_id} names no task id")
+        if annotation.get("was_cancelled"):
+            # A skip arrives as a created annotation carrying the pre-filled result.
+            self.state.forget_annotations([annotation_id])
+            self.oplog.mark_deleted([annotation_id])
+            return "skipped"
+        data = task.get("data") if isinstance(task, Mapping) else None
+        line_id = data.get("line_id") if isinstance(data, Mapping) else None
+        if not isinstance(line_id, str):
+            line_id = self.state.line_of_task(task_id)
+        if not isinstance(line_id, str):
+            raise BadRequest(f"annotation {annotation_id}: task {task_id} has no data.line_id")
+        if isinstance(data, Mapping):
+            self._register_episode_of(data)
+        before = self.state.labels()
+        shown = self.state.proposal(line_id)
+        try:
+            entry = self.state.record_annotation(annotation, task_id=task_id, line_id=line_id)
+        except (TypeError, ValueError, KeyError) as error:
+            raise BadRequest(f"annotation {annotation_id}: {error}") from None
+        label = entry["speaker"]
+        named_elsewhere = label is not None and any(
+            name == label for other, name in before.items() if other != line_id
+        )
+        proposed = None if shown is None or shown[0] == PLACEHOLDER_SPEAKER else shown[0]
+        kind = self.oplog.record(
+            annotation_id,
+            episode=line_id.rsplit(":", 1)[0],
+            annotator=entry["annotator"],
+            line_id=line_id,
+            proposed=proposed,
+            label=label,
+            named_elsewhere=named_elsewhere,
+        )
+        if self.metrics is not None:
+            self.metrics.operation(kind)
+        return kind
+
+    def _register_episode_of(self, data: Mapping[str, Any]) -> None:
+        """A webhook may come before any /predict (a restarted backend): learn the episode."""
+        line_id = str(data.get("line_id"))
+        episode = data.get("episode", line_id.rsplit(":", 1)[0])
+        if not isinstance(episode, str) or episode in self.state.episodes():
+            return
+        try:
+            folder = episode_folder(data, self.config.media_roots)
+        except MediaError as error:
+            logger.info("project %d: episode %s not registered (%s)", self.project, episode, error)
+            return
+        if folder is not None and (folder / "features.npz").is_file():
+            self.state.add_episodes({episode: folder})
+
+    # ------------------------------------------------------------------ episodes and proposals
+
+    def _episode_folder(
+        self, episode: str, parsed: Sequence[ParsedTask], raw: Sequence[Mapping[str, Any]]
+    ) -> Path:
+        known = self.state.episodes().get(episode)
+        if known is not None:
+            folder = Path(known["folder"])
+            if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
+                return folder
+        folder = episode_folder(parsed[0].data, self.config.media_roots)
+        if folder is not None and (folder / "features.npz").is_file():
+            return folder
+        try:
+            if folder is not None:
+                return self.cache.from_import(folder)
+            return self._cached_from_tasks(episode, raw)
+        except MediaError:
+            raise
+        except (OSError, ValueError, RuntimeError) as error:
+            # Undecodable clips, a corrupt cache: this episode's media are unusable as given.
+            raise MediaError(
+                f"episode {episode}: features could not be computed ({error})"
+            ) from None
+
+    def _cached_from_tasks(self, episode: str, raw: Sequence[Mapping[str, Any]]) -> Path:
+        # Media only over HTTP: the whole episode's tasks come from Label Studio when it can
+        # be asked, so the grouping sees every line and not just the ones in this request.
+        tasks = list(raw)
+        api = self.api()
+        if api is not None:
+            try:
+                tasks = [
+                    t
+                    for t in api.tasks(self.project)
+                    if (t.get("data") or {}).get("episode", "") == episode
+                ] or tasks
+            except RefreshError as error:
+                logger.warning("project %d: listing tasks failed (%s)", self.project, error)
+            finally:
+                api.close()
+        for task in tasks:
+            data = task.get("data") or {}
+            if not isinstance(data.get("index"), int) or not isinstance(data.get("audio"), str):
+                raise MediaError(f"task of line {data.get('line_id')} has no data.index/audio")
+        return self.cache.from_tasks(episode, tasks)
+
+    def _folders(self) -> list[Path]:
+        folders = []
+        for entry in self.state.episodes().values():
+            folder = Path(entry["folder"])
+            if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
+                folders.append(folder)
+        return folders
+
+    def _load_lines(self, folders: Sequence[Path]) -> Any:
+        key = tuple(
+            (str(f), (f / "features.npz").stat().st_mtime_ns, (f / "tasks.json").stat().st_mtime_ns)
+            for f in folders
+        )
+        if key != self._lines_key:
+            _, _, load_lines = _grouping()
+            from ml_backend.grouping.lines import MixedEmbeddersError
+
+            try:
+                self._lines = load_lines(folders)
+            except MixedEmbeddersError as error:
+                # Episodes embedded with another model cannot share a space: group the newest
+                # episode's model only, and say so.
+                logger.warning(
+                    "project %d: %s; grouping the latest model only", self.project, error
+                )
+                self._lines = load_lines(folders[-1:])
+            self._line_set = set(self._lines.line_ids)
+            self._lines_key = key
+        return self._lines
+
+    def grouper(self) -> Any:
+        SpeakerGrouper, _, _ = _grouping()
+        version = self.state.model_version
+        if self._grouper is None or self._grouper_version != version:
+            folder = self.state.model_folder(version)
+            if folder is not None and folder.is_dir():
+                self._grouper = SpeakerGrouper.load(folder)
+            else:
+                self._grouper = SpeakerGrouper(**self.config.grouper_kwargs())
+            self._grouper_version = version
+        return self._grouper
+
+    def _placeholders_object(self) -> Any:
+        if self._placeholders is None:
+            _, Placeholders, _ = _grouping()
+            stored = self.state.load_placeholders()
+            self._placeholders = Placeholders.from_json(stored) if stored else Placeholders()
+        return self._placeholders
+
+    def proposals(self) -> dict[str, Any]:
+        """line id -> Proposal for every line of the project's episodes (cached)."""
+        with self._compute:
+            folders = self._folders()
+            if not folders:
+                return {}
+            lines = self._load_lines(folders)
+            labels = {k: v for k, v in self.state.labels().items() if k in self._line_set}
+            key = (self.model_version, self._lines_key, _digest(labels))
+            if key == self._proposals_key:
+                return self._proposals
+            began = time.perf_counter()
+            placeholders = self._placeholders_object()
+            proposals = self.grouper().propose(lines, labels, placeholders)
+            self.state.save_placeholders(placeholders.to_json())
+            self._proposals = {p.line_id: p for p in proposals}
+            self._proposals_key = key
+            self.state.save_proposals(self.model_version, {p.line_id: _shown(p) for p in proposals})
+            logger.info(
+                "project %d: %d proposals in %.2f s",
+                self.project,
+                len(proposals),
+                time.perf_counter() - began,
+            )
+            return self._proposals
+
+    # ------------------------------------------------------------------ refit and push
+
+    def refit(self, *, force: bool = False) -> bool:
+        """Fit on the current labels, save, bump the version. False when nothing changed."""
+        labels = self.state.labels()
+        if not force and labels == self.state.fitted_labels and self.state.model_version:
+            return False
+        SpeakerGrouper, _, _ = _grouping()
+        began = time.perf_counter()
+        with self._compute:
+            folders = self._folders()
+            if not folders:
+                logger.info("project %d: labels recorded, no episode to fit on yet", self.project)
+                return False
+            lines = self._load_lines(folders)
+            usable = {k: v for k, v in labels.items() if k in self._line_set}
+            grouper = SpeakerGrouper(**self.config.grouper_kwargs()).fit(lines, usable)
+            number = self.state.version_number + 1
+            digest = _digest({"instance": self.state.instance, **usable})
+            version = f"{VERSION_PREFIX}{number:04d}-{digest[:8]}"
+            grouper.save(self.state.new_model_folder(version))  # priors included: stands alone
+            self.state.set_model_version(version, number, labels)
+            self._grouper, self._grouper_version = grouper, version
+            self.proposals()
+        seconds = time.perf_counter() - began
+        if self.metrics is not None:
+            self.metrics.fitted(seconds, version)
+        logger.info(
+            "project %d: fitted %s on %d labels in %.2f s",
+            self.project,
+            version,
+            len(usable),
+            seconds,
+        )
+        return True
+
+    def push(self) -> Any:
+        """Push every line's current proposal to Label Studio (see `ml_backend.refresh`)."""
+        api = self.api()
+        if api is None or not self.config.push_predictions:
+            return None
+        try:
+            proposals = self.proposals()
+            version = self.model_version
+            info = api.project(self.project)
+            known = self.state.tasks()
+            # The task list costs a paged call; the stored map is enough while the count holds.
+            fresh = info.get("task_number") != len(known)
+            tasks = self._list_tasks(api) if fresh else known
+            if not proposals or not tasks:
+                return None
+            with self._config_lock:
+                try:
+                    result = push_predictions(
+                        api,
+                        self.project,
+                        self._predictions(tasks, proposals),
+                        model_version=version,
+                        project_info=info,
+                    )
+                except RefreshError:
+                    if fresh:
+                        raise
+                    # A task was replaced behind our back: list them all and try once more.
+                    logger.info("project %d: task map stale; listing tasks again", self.project)
+                    tasks = self._list_tasks(api)
+                    result = push_predictions(
+                        api,
+                        self.project,
+                        self._predictions(tasks, proposals),
+                        model_version=version,
+                    )
+                self._listed_speakers.update(_shown(p)[0] for p in proposals.values())
+        finally:
+            api.close()
+        self.last_push = result
+        if self.metrics is not None:
+            self.metrics.pushed(result.seconds, result.created)
+        return result
+
+    def _list_tasks(self, api: LabelStudioApi) -> dict[int, str]:
+        tasks = {}
+        for task in api.tasks(self.project):
+            line_id = (task.get("data") or {}).get("line_id")
+            if isinstance(line_id, str):
+                tasks[int(task["id"])] = line_id
+        self.state.replace_tasks(tasks)
+        return tasks
+
+    @staticmethod
+    def _predictions(tasks: Mapping[int, str], proposals: Mapping[str, Any]) -> list[dict]:
+        predictions = []
+        for task_id, line_id in sorted(tasks.items()):
+            proposal = proposals.get(line_id)
+            if proposal is not None:
+                speaker, score = _shown(proposal)
+                predictions.append(
+                    {
+                        "task": task_id,
+                        "result": speaker_prediction(speaker, score=score),
+                        "score": score,
+                    }
+                )
+        return predictions
+
+    def reconcile(self) -> tuple[int, int]:
+        """Match the stored annotations with Label Studio's: lost webhooks, lost MODEL_DIR.
+
+        Also learns the project's episodes from the tasks, so a backend whose MODEL_DIR was
+        lost can refit before Label Studio asks for any prediction.
+        """
+        api = self.api()
+        if api is None:
+            return (0, 0)
+        try:
+            tasks = list(api.tasks(self.project, annotations=True))
+        finally:
+            api.close()
+        counts = rebuild_from_annotations(self.state, tasks)
+        firsts: dict[str, Mapping[str, Any]] = {}
+        for task in tasks:
+            data = task.get("data") or {}
+            line_id = data.get("line_id")
+            if isinstance(line_id, str):
+                firsts.setdefault(str(data.get("episode", line_id.rsplit(":", 1)[0])), data)
+        for data in firsts.values():
+            self._register_episode_of(data)
+        self._last_reconcile = time.monotonic()
+        if counts != (0, 0):
+            logger.info("project %d: reconciled %d annotations, forgot %d", self.project, *counts)
+        return counts
+
+    def background_round(self, *, force: bool, reconcile: bool) -> None:
+        """One round of the worker: reconcile when due, refit, push."""
+        if reconcile or time.monotonic() - self._last_reconcile > RECONCILE_EVERY_S:
+            try:
+                self.reconcile()
+            except RefreshError as error:
+                logger.warning("project %d: reconcile failed: %s", self.project, error)
+        changed = self.refit(force=force)
+        if changed or force:
+            self.push()
+
+    def api(self) -> LabelStudioApi | None:
+        if not self.credentials.usable:
+            return None
+        return LabelStudioApi(str(self.credentials.url), str(self.credentials.api_key))
+
+    def _ensure_listed(self, names: Sequence[str], label_config: str | None) -> None:
+        """Names shown in predictions must be choices, or Label Studio drops the prediction."""
+        wanted = {n for n in names if n not in self._listed_speakers}
+        if not wanted:
+            return
+        if label_config:
+            try:
+                listed = set(speakers_in_config(label_config))
+            except ValueError as error:
+                raise BadRequest(f"label_config: {error}") from None
+            self._listed_speakers.update(wanted & listed)
+            wanted -= listed
+        api = self.api()
+        if not wanted or api is None:
+            return
+        try:
+            with self._config_lock:
+                ensure_speakers(api, self.project, sorted(wanted))
+                self._listed_speakers.update(wanted)
+        except RefreshError as error:
+            logger.warning("project %d: could not append speakers: %s", self.project, error)
+        finally:
+            api.close()
+
+
+class RefitWorker:
+    """One background thread per project: waits for events, gathers a burst, refits, pushes."""
+
+    def __init__(self, model: SpeakerGroupingModel, *, delay: float) -> None:
+        self._model = model
+        self._delay = delay
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stop = False
+        self._force = False
+        self._reconcile = False
+        self._thread: threading.Thread | None = None
+        self.rounds = 0
+        self.failures = 0
+
+    def schedule(self, *, force: bool = False, reconcile: bool = False) -> None:
+        with self._lock:
+            self._force |= force
+            self._reconcile |= reconcile
+            self._idle.clear()
+            self._wake.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"refit-{self._model.project}", daemon=True
+                )
+                self._thread.start()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """True once every scheduled round has finished (for tests and shutdown)."""
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._stop = True
+            self._wake.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stop:
+                return
+            time.sleep(self._delay)  # let the rest of a burst arrive
+            with self._lock:
+                self._wake.clear()
+                force, reconcile = self._force, self._reconcile
+                self._force = self._reconcile = False
+            try:
+                self._model.background_round(force=force, reconcile=reconcile)
+            except Exception:  # the worker must survive one bad round; the next retries
+                self.failures += 1
+                logger.exception("project %d: background refit failed", self._model.project)
+                if self._model.metrics is not None:
+                    self._model.metrics.fit_failed()
+            self.rounds += 1
+            with self._lock:
+                if not self._wake.is_set():
+                    self._idle.set()
+                if self._stop:
+                    return
+
+
+class Backend:
+    """Every project's model, created on first use; what the server holds."""
+
+    def __init__(self, config: BackendConfig, *, metrics: Any = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._models: dict[int, SpeakerGroupingModel] = {}
+        self._lock = threading.Lock()
+        self._setup_credentials: Credentials | None = None
+
+    def credentials(self) -> Credentials:
+        if self.config.label_studio_url and self.config.label_studio_api_key:
+            return Credentials(self.config.label_studio_url, self.config.label_studio_api_key)
+        return self._setup_credentials or Credentials(self.config.label_studio_url, None)
+
+    def learn_credentials(self, hostname: Any, token: Any) -> None:
+        """``/setup`` tells us Label Studio's address and a token; used when none configured."""
+        if isinstance(hostname, str) and isinstance(token, str) and hostname and token:
+            url = self.config.label_studio_url or hostname.rstrip("/")
+            self._setup_credentials = Credentials(url, self.config.label_studio_api_key or token)
+
+    def model(self, project: int, stamp: int | None = None) -> SpeakerGroupingModel:
+        with self._lock:
+            model = self._models.get(project)
+            if model is None:
+                model = self._open(project)
+            if not model.state.check_stamp(stamp):
+                model = self._replace(project, model)
+            if not model.credentials.usable and self.credentials().usable:
+                model.credentials = self.credentials()
+                model.cache.credentials = model.credentials
+            return model
+
+    def _open(self, project: int) -> SpeakerGroupingModel:
+        model = SpeakerGroupingModel(
+            project, config=self.config, credentials=self.credentials(), metrics=self.metrics
+        )
+        self._models[project] = model
+        return model
+
+    def _replace(self, project: int, old: SpeakerGroupingModel) -> SpeakerGroupingModel:
+        """Label Studio's project ``project`` is a new one (another database): start afresh."""
+        old.worker.stop()
+        folder = old.state.folder
+        archive = folder.with_name(f"{folder.name}.replaced-{int(time.time())}")
+        folder.rename(archive)
+        logger.warning(
+            "project %d was recreated in Label Studio; old state moved to %s", project, archive
+        )
+        return self._open(project)
+
+    def models(self) -> list[SpeakerGroupingModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    def close(self) -> None:
+        for model in self.models():
+            model.worker.stop()
+
+
+def _shown(proposal: Any) -> tuple[str, float]:
+    """The choice and score a proposal is shown with: no speaker reads "Unknown"."""
+    score = min(max(float(proposal.score), 0.0), 1.0)
+    return (proposal.speaker or PLACEHOLDER_SPEAKER), score
+
+
+def _digest(labels: Mapping[str, str]) -> str:
+    text = json.dumps(sorted(labels.items()), ensure_ascii=False)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _annotation_id(annotation: Any) -> int:
+    value = annotation.get("id") if isinstance(annotation, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest("annotation without an integer id")
+    return value
+
+
+def _task_id_of(annotation: Any) -> int | None:
+    task = annotation.get("task") if isinstance(annotation, Mapping) else None
+    if isinstance(task, Mapping):
+        task = task.get("id")
+    return task if isinstance(task, int) and not isinstance(task, bool) else None

@@ -1,0 +1,145 @@
+"""What each annotation cost, per episode and annotator (DESIGN.md §5, online).
+
+Every submitted annotation is compared with the proposal the annotator was shown for that line:
+
+- ``accepted``: the label is the proposed speaker (or both say "nobody"); no operation.
+- ``add``: the line was unassigned (proposed "Unknown") and now has a speaker.
+- ``remove``: the line was proposed as one named speaker and the annotator chose another (or
+  "Unknown"): it leaves a wrong cluster.
+- ``name``: the line was in an unnamed cluster ("Speaker 7") and got a name nobody else holds
+  yet: the cluster is named.
+- ``merge``: the line was in an unnamed cluster and got a name another cluster already holds:
+  the two clusters are one speaker.
+
+The log is keyed by annotation id: an updated annotation replaces its entry (counting one more
+revision), a deleted one is kept but marked, so the log always describes the work done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ml_backend.project_state import DurableJson
+
+OPERATIONS_FILE = "operations.json"
+KINDS = ("add", "remove", "merge", "name")
+PLACEHOLDER_PREFIX = "Speaker "
+"""How unnamed clusters are called (`ml_backend.grouping.Placeholders`)."""
+
+
+def classify(proposed: str | None, label: str | None, *, named_elsewhere: bool) -> str:
+    """``accepted`` or the kind of correction (see the module docstring).
+
+    proposed : the speaker shown (a human name or a placeholder), or None for "Unknown".
+    label : the speaker the annotator gave, or None for "Unknown"/flagged.
+    named_elsewhere : whether ``label`` already names other lines (a known name), which turns
+        a placeholder's naming into a merge; a proposed name that is not a known name is a
+        placeholder.
+    """
+    if proposed == label:
+        return "accepted"
+    if proposed is None:
+        return "add"
+    if label is None:
+        return "remove"
+    if _is_placeholder(proposed):
+        return "merge" if named_elsewhere else "name"
+    return "remove"
+
+
+def _is_placeholder(proposed: str) -> bool:
+    number = proposed.removeprefix(PLACEHOLDER_PREFIX)
+    return number != proposed and number.isdigit()
+
+
+class OperationLog:
+    """The log of one project, in ``<project folder>/operations.json``."""
+
+    def __init__(self, folder: Path) -> None:
+        self._doc = DurableJson(Path(folder) / OPERATIONS_FILE, {"annotations": {}})
+
+    def record(
+        self,
+        annotation_id: int,
+        *,
+        episode: str,
+        annotator: str,
+        line_id: str,
+        proposed: str | None,
+        label: str | None,
+        named_elsewhere: bool,
+    ) -> str:
+        """Log one submitted annotation; returns its kind."""
+        kind = classify(proposed, label, named_elsewhere=named_elsewhere)
+        key = str(int(annotation_id))
+        with self._doc.lock:
+            known = self._doc.data["annotations"].get(key)
+            if known is not None and not known.get("deleted"):
+                if known["label"] == label:
+                    return str(known["kind"])  # re-saved unchanged: no new work
+                # A revision is judged against what was shown the first time.
+                kind = classify(known["proposed"], label, named_elsewhere=named_elsewhere)
+            self._doc.data["annotations"][key] = {
+                "episode": episode,
+                "annotator": annotator,
+                "line_id": line_id,
+                "proposed": proposed if known is None else known["proposed"],
+                "label": label,
+                "kind": kind,
+                "revisions": 0 if known is None else int(known.get("revisions", 0)) + 1,
+                "time": time.time() if known is None else known["time"],
+                "updated": time.time(),
+            }
+        self._doc.commit()
+        return kind
+
+    def mark_deleted(self, annotation_ids: list[int]) -> None:
+        changed = False
+        with self._doc.lock:
+            for annotation_id in annotation_ids:
+                entry = self._doc.data["annotations"].get(str(int(annotation_id)))
+                if entry is not None and not entry.get("deleted"):
+                    entry["deleted"] = True
+                    changed = True
+        if changed:
+            self._doc.commit()
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every logged annotation, oldest first."""
+        with self._doc.lock:
+            rows = [
+                {"annotation": int(key), **entry}
+                for key, entry in self._doc.data["annotations"].items()
+            ]
+        return sorted(rows, key=lambda row: (row["time"], row["annotation"]))
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per (episode, annotator): reviewed, accepted, corrected and each kind."""
+        return summarize(self.entries())
+
+
+def summarize(entries: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(
+        lambda: (
+            {"reviewed": 0, "accepted": 0, "corrected": 0, "revisions": 0} | dict.fromkeys(KINDS, 0)
+        )
+    )
+    for entry in entries:
+        if entry.get("deleted"):
+            continue
+        row = counts[(str(entry["episode"]), str(entry["annotator"]))]
+        row["reviewed"] += 1
+        row["revisions"] += int(entry.get("revisions", 0))
+        if entry["kind"] == "accepted":
+            row["accepted"] += 1
+        else:
+            row["corrected"] += 1
+            row[entry["kind"]] += 1
+    return [
+        {"episode": episode, "annotator": annotator, **row}
+        for (episode, annotator), row in sorted(counts.items())
+    ]

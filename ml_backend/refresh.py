@@ -1,0 +1,202 @@
+"""Pushing refreshed proposals into Label Studio after a refit (DESIGN.md §6).
+
+Label Studio asks ``/predict`` only for tasks that hold no prediction of the version ``/setup``
+reports, never re-asks for a stale one, and sorts by score only when ``project.model_version``
+names the predictions' version. So after every refit the backend pushes all proposals itself:
+
+1. append the speakers the predictions use to the config's choices (append-only), because the
+   bulk import silently drops a prediction whose choice is not listed;
+2. import the predictions in bulk and check the ``created`` count;
+3. pin ``project.model_version`` to the new version;
+4. delete the project's older versions of ours (other models' predictions are left alone).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from label_config import append_speakers, speakers_in_config
+
+logger = logging.getLogger(__name__)
+
+VERSION_PREFIX = "sg-"
+IMPORT_BATCH = 1000
+PAGE_SIZE = 1000
+TIMEOUT_S = 60.0
+
+
+class RefreshError(RuntimeError):
+    """Label Studio refused or lost part of a push; one line saying what."""
+
+
+class LabelStudioApi:
+    """The few Label Studio REST calls the backend makes, with the legacy token."""
+
+    def __init__(self, url: str, api_key: str, *, timeout: float = TIMEOUT_S) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Token {api_key}"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            answer = self._session.request(
+                method, f"{self.url}{path}", timeout=self.timeout, **kwargs
+            )
+        except requests.RequestException as error:
+            raise RefreshError(
+                f"Label Studio at {self.url} is not reachable ({type(error).__name__})"
+            ) from None
+        if answer.status_code >= 400:
+            raise RefreshError(
+                f"Label Studio answered {method} {path} with HTTP {answer.status_code}: "
+                f"{' '.join(answer.text.split())[:300]}"
+            )
+        return answer.json() if answer.content else None
+
+    def project(self, project: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/projects/{int(project)}")
+
+    def update_project(self, project: int, **fields: Any) -> None:
+        self._call("PATCH", f"/api/projects/{int(project)}", json=fields)
+
+    def tasks(self, project: int, *, annotations: bool = False) -> Iterator[dict[str, Any]]:
+        """Every task of the project (id, data; with annotations when asked), paged."""
+        page, seen = 1, 0
+        while True:
+            params: dict[str, Any] = {"project": int(project), "page": page, "page_size": PAGE_SIZE}
+            params["fields"] = "all" if annotations else "task_only"
+            body = self._call("GET", "/api/tasks", params=params)
+            items = body.get("tasks", []) if isinstance(body, dict) else body
+            yield from items
+            seen += len(items)
+            total = body.get("total") if isinstance(body, dict) else None
+            if not items or total is None or seen >= total:
+                return
+            page += 1
+
+    def annotations(self, task: int) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/tasks/{int(task)}/annotations/")
+
+    def import_predictions(self, project: int, predictions: Sequence[Mapping[str, Any]]) -> int:
+        body = self._call(
+            "POST", f"/api/projects/{int(project)}/import/predictions", json=list(predictions)
+        )
+        return int((body or {}).get("created", 0))
+
+    def model_versions(self, project: int) -> dict[str, int]:
+        return dict(self._call("GET", f"/api/projects/{int(project)}/model-versions/") or {})
+
+    def delete_model_version(self, project: int, version: str) -> None:
+        self._call(
+            "DELETE",
+            f"/api/projects/{int(project)}/model-versions/",
+            json={"model_version": version},
+        )
+
+
+@dataclass(frozen=True)
+class PushResult:
+    model_version: str
+    created: int
+    expected: int
+    appended_speakers: tuple[str, ...]
+    deleted_versions: tuple[str, ...]
+    seconds: float
+
+
+def ensure_speakers(
+    api: LabelStudioApi,
+    project: int,
+    names: Sequence[str],
+    *,
+    project_info: Mapping[str, Any] | None = None,
+) -> tuple[str, ...]:
+    """Append the names the project's config lacks; returns the names appended.
+
+    project_info : the project as just read from Label Studio, to save a request.
+    """
+    info = project_info if project_info is not None else api.project(project)
+    config = info.get("label_config") or ""
+    listed = set(speakers_in_config(config))
+    wanted = [name for name in dict.fromkeys(names) if name and name not in listed]
+    if not wanted:
+        return ()
+    api.update_project(project, label_config=append_speakers(config, wanted))
+    logger.info("project %d: appended speakers %s to the config", project, wanted)
+    return tuple(wanted)
+
+
+def push_predictions(
+    api: LabelStudioApi,
+    project: int,
+    predictions: Sequence[Mapping[str, Any]],
+    *,
+    model_version: str,
+    project_info: Mapping[str, Any] | None = None,
+) -> PushResult:
+    """Replace the project's predictions of ours with ``predictions`` of ``model_version``.
+
+    predictions : ``{"task": id, "result": [...], "score": s}`` each.
+    Raises `RefreshError` when Label Studio created fewer predictions than sent (a speaker
+    missing from the config, a task deleted meanwhile); the version is then not pinned, so
+    annotators keep the previous, complete set.
+    """
+    began = time.perf_counter()
+    steps: dict[str, float] = {}
+    names = [
+        choice
+        for prediction in predictions
+        for region in prediction["result"]
+        for choice in (region.get("value") or {}).get("choices") or []
+    ]
+    appended = ensure_speakers(api, project, names, project_info=project_info)
+    steps["config"] = time.perf_counter() - began
+    created = 0
+    for start in range(0, len(predictions), IMPORT_BATCH):
+        batch = [
+            {**prediction, "model_version": model_version}
+            for prediction in predictions[start : start + IMPORT_BATCH]
+        ]
+        created += api.import_predictions(project, batch)
+    if created < len(predictions):
+        raise RefreshError(
+            f"project {project}: Label Studio created {created} of {len(predictions)} "
+            f"predictions of {model_version}; version not pinned"
+        )
+    steps["import"] = time.perf_counter() - began - sum(steps.values())
+    api.update_project(project, model_version=model_version)
+    steps["pin"] = time.perf_counter() - began - sum(steps.values())
+    deleted = []
+    for version in api.model_versions(project):
+        if version != model_version and version.startswith(VERSION_PREFIX):
+            api.delete_model_version(project, version)
+            deleted.append(version)
+    steps["cleanup"] = time.perf_counter() - began - sum(steps.values())
+    result = PushResult(
+        model_version=model_version,
+        created=created,
+        expected=len(predictions),
+        appended_speakers=appended,
+        deleted_versions=tuple(deleted),
+        seconds=time.perf_counter() - began,
+    )
+    logger.info(
+        "project %d: pushed %d predictions of %s in %.2f s (%s; deleted %s)",
+        project,
+        created,
+        model_version,
+        result.seconds,
+        ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()),
+        deleted,
+    )
+    return result

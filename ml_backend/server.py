@@ -1,0 +1,295 @@
+"""The Label Studio ML-backend protocol over HTTP (Flask): ``create_app(config)``.
+
+Endpoints (DESIGN.md §6):
+
+- ``GET /health``: ``{"status": "UP", ...}`` at once (no model is loaded for it).
+- ``POST /setup``: ``{"model_version": v}``; reads one small state file, never a model.
+- ``POST /predict``: ``{tasks, project, label_config, params}`` → ``{"results": [...]}`` in task
+  order (see `SpeakerGroupingModel.predict`).
+- ``POST /webhook``: Label Studio's webhook payloads; applied at once, refit in the background.
+- ``GET /versions``: the current model version, for Label Studio's version picker.
+- ``GET /metrics``: Prometheus text.
+
+Bad input (not JSON, wrong shapes, unknown top-level fields, media that cannot be read) is
+answered 4xx with ``{"error": "<one line>"}``; a 500 means a bug in the backend, and its
+traceback goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from werkzeug.exceptions import HTTPException
+
+from ml_backend.config import BackendConfig
+from ml_backend.features.embedder import ModelUnavailableError
+from ml_backend.features.store import FeatureStoreError
+from ml_backend.grouping.priors import PriorsError
+from ml_backend.media_access import MediaError
+from ml_backend.model import (
+    EVENTS,
+    Backend,
+    BadRequest,
+    Unprocessable,
+)
+from ml_backend.project_state import StateError
+
+logger = logging.getLogger(__name__)
+
+# What Label Studio 1.23 sends; anything else at the top level is refused as a likely mistake.
+PREDICT_FIELDS = frozenset(
+    {"tasks", "project", "label_config", "params", "model_version", "context"}
+)
+SETUP_FIELDS = frozenset(
+    {"project", "schema", "hostname", "access_token", "extra_params", "model_version"}
+)
+WEBHOOK_FIELDS = frozenset(
+    {"action", "annotation", "annotations", "task", "tasks", "project", "label_link"}
+)
+_ENDPOINTS = ("health", "setup", "predict", "webhook", "versions", "metrics")
+
+
+class Metrics:
+    """Prometheus metrics of one app (own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "sg_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "sg_request_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.fits = Counter("sg_fits", "Refits", ["outcome"], registry=self.registry)
+        self.fit_seconds = Histogram(
+            "sg_fit_seconds",
+            "Refit duration",
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
+        self.pushes = Counter("sg_pushed_predictions", "Predictions pushed", registry=self.registry)
+        self.push_seconds = Histogram(
+            "sg_push_seconds",
+            "Push duration",
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
+        self.model_version = Gauge(
+            "sg_model_version",
+            "Model version number per project",
+            ["project"],
+            registry=self.registry,
+        )
+        self.operations = Counter(
+            "sg_operations",
+            "Annotations by kind (accepted, add, remove, merge, name, skipped)",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def fitted(self, seconds: float, version: str) -> None:
+        self.fits.labels("ok").inc()
+        self.fit_seconds.observe(seconds)
+
+    def fit_failed(self) -> None:
+        self.fits.labels("failed").inc()
+
+    def pushed(self, seconds: float, count: int) -> None:
+        self.push_seconds.observe(seconds)
+        self.pushes.inc(count)
+
+    def operation(self, kind: str) -> None:
+        self.operations.labels(kind).inc()
+
+
+def create_app(config: BackendConfig | None = None) -> Flask:
+    """The backend as a Flask app; ``app.extensions["speaker_grouping"]`` holds the `Backend`."""
+    config = config or BackendConfig.from_env()
+    config.model_dir.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics()
+    backend = Backend(config, metrics=metrics)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions["speaker_grouping"] = backend
+    app.extensions["speaker_grouping_metrics"] = metrics
+
+    @app.before_request
+    def _start() -> Response | None:
+        g.began = time.perf_counter()
+        if (
+            config.basic_auth_user is not None
+            and request.endpoint != "health"
+            and not _authorised(request.headers.get("Authorization", ""), config)
+        ):
+            answer = jsonify(error="authentication required")
+            answer.status_code = 401
+            answer.headers["WWW-Authenticate"] = 'Basic realm="speaker-grouping"'
+            return answer
+        return None
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        endpoint = request.endpoint if request.endpoint in _ENDPOINTS else "other"
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        if "began" in g:
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - g.began)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> tuple[Response, int]:
+        message = error.description or error.name
+        if error.code == 413:
+            message = f"request body larger than {config.max_request_bytes} bytes"
+        return jsonify(error=message), int(error.code or 500)
+
+    @app.errorhandler(BadRequest)
+    def _bad_request(error: BadRequest) -> tuple[Response, int]:
+        return jsonify(error=str(error)), 400
+
+    @app.errorhandler(Unprocessable)
+    @app.errorhandler(MediaError)
+    @app.errorhandler(FeatureStoreError)
+    def _unprocessable(error: Exception) -> tuple[Response, int]:
+        return jsonify(error=str(error)), 422
+
+    @app.errorhandler(PriorsError)
+    @app.errorhandler(ModelUnavailableError)
+    def _not_ready(error: Exception) -> tuple[Response, int]:
+        # The deployment lacks a model file: not the client's fault, and not a crash either.
+        logger.error("backend not ready: %s", error)
+        return jsonify(error=f"backend not ready: {error}"), 503
+
+    @app.errorhandler(Exception)
+    def _bug(error: Exception) -> tuple[Response, int]:
+        logger.exception("unhandled error in %s", request.path)
+        if isinstance(error, StateError):
+            return jsonify(error=f"backend state unreadable: {error}"), 500
+        return jsonify(error=f"internal error ({type(error).__name__}); see the backend log"), 500
+
+    @app.get("/health")
+    @app.get("/")
+    def health() -> Response:
+        return jsonify(status="UP", model_class="SpeakerGroupingModel")
+
+    @app.post("/setup")
+    def setup() -> Response:
+        body = _json_object(SETUP_FIELDS)
+        project, stamp = _project(body.get("project"))
+        backend.learn_credentials(body.get("hostname"), body.get("access_token"))
+        model = backend.model(project, stamp)
+        return jsonify(model_version=model.setup())
+
+    @app.post("/predict")
+    def predict() -> Response:
+        body = _json_object(PREDICT_FIELDS)
+        project, stamp = _project(body.get("project"))
+        label_config = body.get("label_config")
+        if label_config is not None and not isinstance(label_config, str):
+            raise BadRequest("label_config is not a string")
+        params = body.get("params")
+        if params is not None and not isinstance(params, Mapping):
+            raise BadRequest("params is not an object")
+        context = (params or {}).get("context") or body.get("context")
+        model = backend.model(project, stamp)
+        answer = model.predict(body.get("tasks"), context, label_config=label_config)
+        metrics.model_version.labels(str(project)).set(model.state.version_number)
+        return jsonify(answer)
+
+    @app.post("/webhook")
+    def webhook() -> Response:
+        body = _json_object(None)
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequest("webhook without an action")
+        if action not in EVENTS:
+            # Label Studio's ML webhook is sent for every action; others are not ours.
+            return jsonify(status="ignored", action=action)
+        _check_fields(body, WEBHOOK_FIELDS)
+        project_info = body.get("project")
+        project_id = project_info.get("id") if isinstance(project_info, Mapping) else project_info
+        project, _ = _project(project_id)
+        model = backend.model(project)
+        return jsonify(model.fit(action, body))
+
+    @app.get("/versions")
+    @app.post("/versions")
+    def versions() -> Response:
+        project = request.args.get("project") or (request.get_json(silent=True) or {}).get(
+            "project"
+        )
+        if project is None:
+            return jsonify(versions=[])
+        return jsonify(versions=[backend.model(_project(project)[0]).model_version])
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _json_object(allowed: frozenset[str] | None) -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise BadRequest("request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    if allowed is not None:
+        _check_fields(body, allowed)
+    return body
+
+
+def _check_fields(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {unknown}; known: {sorted(allowed)}")
+
+
+def _project(value: Any) -> tuple[int, int | None]:
+    """Label Studio's project uid ``"<id>.<created stamp>"`` (or a bare id) -> (id, stamp)."""
+    if isinstance(value, bool) or value is None:
+        raise BadRequest("project is required (Label Studio's project id)")
+    if isinstance(value, int):
+        project, stamp = value, None
+    elif isinstance(value, str):
+        head, _, tail = value.partition(".")
+        if not head.isdigit() or (tail and not tail.isdigit()):
+            raise BadRequest(f"project {value[:40]!r} is not '<id>' or '<id>.<stamp>'")
+        project, stamp = int(head), int(tail) if tail else None
+    else:
+        raise BadRequest(f"project must be an id, not {type(value).__name__}")
+    if project < 1:
+        raise BadRequest(f"project id {project} is not positive")
+    return project, stamp
+
+
+def _authorised(header: str, config: BackendConfig) -> bool:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(user, str(config.basic_auth_user)) & hmac.compare_digest(
+        password, str(config.basic_auth_pass)
+    )

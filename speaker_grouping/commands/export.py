@@ -1,0 +1,166 @@
+"""Export a Label Studio project: speaker-tagged SRT/ASS, a CSV and a per-speaker clip dataset.
+
+Writes into OUT: ``<episode>.srt`` and ``<episode>.ass`` per episode, ``lines.csv`` for the
+whole project, and ``clips/<speaker>/*.wav`` with ``clips/metadata.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exporters.label_studio_export import EpisodeExport
+
+FORMATS = ("srt", "ass", "csv", "clips")
+DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("LABEL_STUDIO_URL"),
+        help="Label Studio URL (default: $LABEL_STUDIO_URL)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LABEL_STUDIO_API_KEY"),
+        help="Label Studio API token (default: $LABEL_STUDIO_API_KEY)",
+    )
+    parser.add_argument("--project", required=True, help="project title or id")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--format",
+        default=",".join(FORMATS),
+        help=f"comma-separated, any of {','.join(FORMATS)} (default: all)",
+    )
+    parser.add_argument(
+        "--media-root",
+        type=Path,
+        help="folder holding the import folders (<media-root>/<episode>/audio/0001.wav), to "
+        "find clips and the original subtitles",
+    )
+    parser.add_argument(
+        "--document-root",
+        type=Path,
+        default=os.environ.get(DOCUMENT_ROOT_ENV) or None,
+        help=f"Label Studio's local-files document root, to resolve /data/local-files/?d= "
+        f"URLs (default: ${DOCUMENT_ROOT_ENV})",
+    )
+    parser.add_argument(
+        "--include-predictions",
+        action="store_true",
+        help="lines nobody annotated take the backend's prediction (column source=prediction)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [item.strip().lower() for item in text.split(",") if item.strip()]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(
+            f"--format {text!r}: unknown format(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {','.join(FORMATS)}"
+        )
+    return [name for name in FORMATS if name in formats]
+
+
+def run(args: argparse.Namespace) -> int:
+    formats = parse_formats(args.format)
+    if not args.url:
+        raise ValueError("--url is needed (or LABEL_STUDIO_URL)")
+    if not args.api_key:
+        raise ValueError("--api-key is needed (or LABEL_STUDIO_API_KEY)")
+    for name, folder in (
+        ("--media-root", args.media_root),
+        ("--document-root", args.document_root),
+    ):
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{name} {folder}: no such folder")
+    if "clips" in formats and args.media_root is None and args.document_root is None:
+        raise ValueError(
+            "clips need --media-root or --document-root (or "
+            f"${DOCUMENT_ROOT_ENV}) to find the audio; or leave clips out of --format"
+        )
+
+    from exporters.clip_dataset import safe_path_names, write_clip_dataset
+    from exporters.label_studio_export import read_project
+    from exporters.table import write_table
+    from exporters.tagged_subtitles import write_tagged_srt
+    from speaker_grouping.progress import ProgressBars
+
+    exported = read_project(
+        url=args.url,
+        api_key=args.api_key,
+        project=args.project,
+        include_predictions=args.include_predictions,
+        media_root=args.media_root,
+        document_root=args.document_root,
+    )
+    if not exported.episodes:
+        raise ValueError(f"project {exported.title!r} (id {exported.project_id}) has no lines")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    file_names = safe_path_names(exported.episodes)
+    written: list[str] = []
+    with ProgressBars(disable=True if args.quiet else None) as bars:
+        for done, (episode, part) in enumerate(exported.episodes.items(), start=1):
+            stem = out / file_names[episode]
+            if "srt" in formats:
+                write_tagged_srt(part.lines, stem.with_name(stem.name + ".srt"))
+            if "ass" in formats:
+                _write_ass(part, stem.with_name(stem.name + ".ass"))
+            bars("episodes", completed=done, total=len(exported.episodes))
+        if "csv" in formats:
+            write_table(exported.lines, out / "lines.csv")
+            written.append(str(out / "lines.csv"))
+        if "clips" in formats:
+            clips = write_clip_dataset(exported.lines, out / "clips", hook=bars)
+    for name in ("srt", "ass"):
+        if name in formats:
+            written.append(f"{out}/*.{name} ({len(exported.episodes)} episode(s))")
+
+    lines = exported.lines
+    print(
+        f"project {exported.title!r} (id {exported.project_id}): {len(lines)} lines in "
+        f"{len(exported.episodes)} episode(s); {exported.count('annotation')} named by "
+        f"annotators, {exported.count('prediction')} by predictions, "
+        f"{exported.flagged} flagged (not one speaker), "
+        f"{sum(1 for line in lines if not line.speaker)} without a speaker"
+    )
+    for item in written:
+        print(f"wrote {item}")
+    if "clips" in formats:
+        print(
+            f"wrote {clips.clips_written} clips for {len(clips.per_speaker)} speaker(s) "
+            f"under {out / 'clips'} ({clips.metadata_path.name})"
+        )
+        if clips.missing_clips:
+            print(
+                f"warning: {len(clips.missing_clips)} clip(s) not found, e.g. "
+                f"{clips.missing_clips[0]}; check --media-root/--document-root",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def _write_ass(part: EpisodeExport, path: Path) -> None:
+    """Into the original ASS when it is there and matches; else a plain ASS, with a note."""
+    from exporters.tagged_subtitles import write_tagged_ass
+    from importers.subtitles import SubtitleError
+
+    source = part.subtitles
+    if source is not None and source.suffix.lower() in (".ass", ".ssa"):
+        try:
+            write_tagged_ass(part.lines, path, source)
+            return
+        except SubtitleError as error:
+            reason = str(error)
+    else:
+        reason = "original ASS subtitles not found"
+    print(f"note: {part.episode}: {reason}; its .ass has default styles", file=sys.stderr)
+    write_tagged_ass(part.lines, path)

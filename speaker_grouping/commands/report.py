@@ -1,0 +1,96 @@
+"""Show a project's operation log: what each annotator accepted and corrected, per episode.
+
+Prints a table (reviewed, accepted, corrected, and the corrections by kind: add, remove, merge,
+name, as DESIGN.md §5 counts them) and, with --png, draws the cumulative corrections against
+lines reviewed, one curve per episode and annotator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+from pathlib import Path
+
+COLUMNS = ("reviewed", "accepted", "corrected", "add", "remove", "merge", "name", "revisions")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True, type=int, help="Label Studio project id")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path(os.environ.get("MODEL_DIR") or "model-dir"),
+        help="the backend's state folder (default: $MODEL_DIR or ./model-dir)",
+    )
+    parser.add_argument("--png", type=Path, help="also draw the log into this PNG file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ml_backend.operation_log import OPERATIONS_FILE, OperationLog
+
+    folder = args.model_dir / str(args.project)
+    if not (folder / OPERATIONS_FILE).is_file():
+        raise FileNotFoundError(f"{folder / OPERATIONS_FILE}: no operation log for this project")
+    log = OperationLog(folder)
+    rows = log.summary()
+    print(format_table(rows))
+    if args.png:
+        draw(log.entries(), args.png)
+        print(f"chart: {args.png}")
+    return 0
+
+
+def format_table(rows: list[dict]) -> str:
+    header = ("episode", "annotator", *COLUMNS, "corrections/100")
+    body = []
+    for row in rows:
+        per_100 = 100.0 * row["corrected"] / row["reviewed"] if row["reviewed"] else 0.0
+        body.append(
+            (row["episode"], row["annotator"], *(str(row[c]) for c in COLUMNS), f"{per_100:.1f}")
+        )
+    if not body:
+        return "no annotations logged yet"
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *body, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) for line in body
+    )
+    return "\n".join(lines)
+
+
+def draw(entries: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from speaker_grouping.atomic import atomic_write_bytes
+
+    curves: dict[tuple[str, str], list[int]] = {}
+    kinds: dict[str, int] = {}
+    for entry in entries:
+        if entry.get("deleted"):
+            continue
+        curve = curves.setdefault((entry["episode"], entry["annotator"]), [0])
+        corrected = entry["kind"] != "accepted"
+        curve.append(curve[-1] + int(corrected))
+        if corrected:
+            kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=(3, 1))
+    for (episode, annotator), curve in sorted(curves.items()):
+        left.plot(range(len(curve)), curve, label=f"{episode} / {annotator}")
+    left.set_xlabel("lines reviewed")
+    left.set_ylabel("corrections")
+    left.set_title("Corrections as annotation proceeds")
+    if curves:
+        left.legend(fontsize="small")
+    names = ["add", "remove", "merge", "name"]
+    right.bar(names, [kinds.get(name, 0) for name in names], color="tab:orange")
+    right.set_title("Corrections by kind")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,213 @@
+"""`speaker-grouping export` against a real Label Studio holding a really imported episode."""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from pathlib import Path
+
+import pysrt
+import pysubs2
+import pytest
+from label_studio_sdk import LabelStudio
+
+from importers.pipeline import ImportResult
+from importers.push import push_tasks
+from label_config import append_speakers, load_config, speaker_prediction
+from speaker_grouping.cli import main as cli_main
+from tests.test_exporters import make_imported_episode, truth_characters
+
+pytestmark = pytest.mark.label_studio
+
+
+def _choices(control: str, values: list[str]) -> dict:
+    return {
+        "from_name": control,
+        "to_name": "audio",
+        "type": "choices",
+        "value": {"choices": values},
+    }
+
+
+def _typed(name: str) -> dict:
+    return {
+        "from_name": "new_speaker",
+        "to_name": "audio",
+        "type": "textarea",
+        "value": {"text": [name]},
+    }
+
+
+@pytest.fixture(scope="module")
+def project(label_studio, tmp_path_factory: pytest.TempPathFactory):
+    """An imported tiny episode pushed into a fresh project, then annotated:
+
+    - lines 1-8: the true character, picked from the drop-down;
+    - line 9: flagged "Two speakers", line 10: "Not speech" (a speaker picked too);
+    - line 11: a typed new name; line 12: "Unknown"; line 13: skipped (cancelled);
+    - line 14: first "Riku", then corrected in a later annotation;
+    - lines 13, 15 and 16: a prediction "Aoi"; the rest: nothing.
+    """
+    media = label_studio.document_root / f"export-{uuid.uuid4().hex[:8]}"
+    media.mkdir()
+    imported: ImportResult = make_imported_episode(
+        tmp_path_factory.mktemp("export-source"),
+        out_dir=media,
+        document_root=label_studio.document_root,
+    )
+    characters = truth_characters(imported)
+    title = f"export-{uuid.uuid4().hex[:8]}"
+    config = append_speakers(load_config(), sorted(set(characters.values())))
+    pushed = push_tasks(
+        imported.tasks,
+        url=label_studio.url,
+        api_key=label_studio.token,
+        project=title,
+        label_config=config,
+        document_root=label_studio.document_root,
+        media_dir=imported.episode_dir,
+    )
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    task_ids = {
+        task.data["index"]: task.id
+        for task in client.tasks.list(project=pushed.project_id, fields="task_only")
+    }
+
+    def annotate(index: int, result: list[dict], *, cancelled: bool = False) -> None:
+        client.annotations.create(id=task_ids[index], result=result, was_cancelled=cancelled)
+
+    for index in range(1, 9):
+        annotate(index, [_choices("speaker", [characters[index]])])
+    annotate(9, [_choices("line_flags", ["Two speakers"])])
+    annotate(10, [_choices("speaker", [characters[10]]), _choices("line_flags", ["Not speech"])])
+    annotate(11, [_choices("speaker", ["Unknown"]), _typed("Mysterious Girl")])
+    annotate(12, [_choices("speaker", ["Unknown"])])
+    annotate(13, [_choices("speaker", [characters[13]])], cancelled=True)
+    wrong = next(name for name in sorted(set(characters.values())) if name != characters[14])
+    annotate(14, [_choices("speaker", [wrong])])
+    annotate(14, [_choices("speaker", [characters[14]])])
+    for index in (13, 15, 16):
+        client.predictions.create(
+            task=task_ids[index], result=speaker_prediction("Aoi", score=0.6), model_version="t1"
+        )
+    expected: dict[int, str | None] = {index: characters[index] for index in (*range(1, 9), 14)}
+    expected[11] = "Mysterious Girl"
+    return {
+        "title": title,
+        "id": pushed.project_id,
+        "imported": imported,
+        "media": media,
+        "expected": expected,
+        "lines": len(imported.tasks),
+    }
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def _export(label_studio, project, out: Path, *extra: str) -> int:
+    args = ["export", "--url", label_studio.url, "--api-key", label_studio.token]
+    args += ["--project", str(project), "--out", str(out), "-q", *extra]
+    return cli_main(args)
+
+
+def test_export_writes_annotated_speakers_in_every_format(label_studio, project, tmp_path, capsys):
+    out = tmp_path / "export"
+    code = _export(
+        label_studio, project["title"], out, "--document-root", str(label_studio.document_root)
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    expected = project["expected"]
+    episode = project["imported"].episode_id
+    assert f"{project['lines']} lines in 1 episode(s); {len(expected)} named by annotators" in (
+        printed.out
+    )
+    assert "2 flagged" in printed.out
+
+    rows = _read_csv(out / "lines.csv")
+    assert [int(row["index"]) for row in rows] == list(range(1, project["lines"] + 1))
+    assert {int(row["index"]): row["speaker"] for row in rows} == {
+        index: expected.get(index) or "" for index in range(1, project["lines"] + 1)
+    }
+    by_index = {int(row["index"]): row for row in rows}
+    assert by_index[9]["flags"] == "Two speakers" and by_index[10]["flags"] == "Not speech"
+    assert {by_index[i]["source"] for i in expected} == {"annotation"}
+    assert by_index[15]["source"] == "" and by_index[13]["source"] == ""
+
+    subtitles = pysrt.open(str(out / f"{episode}.srt"), encoding="utf-8")
+    assert len(subtitles) == project["lines"]
+    assert subtitles[10].text == f"Mysterious Girl: {by_index[11]['text']}"
+    assert subtitles[8].text == by_index[9]["text"]  # flagged: no name
+
+    ass = pysubs2.load(str(out / f"{episode}.ass"), encoding="utf-8")
+    assert "Sign" in ass.styles  # the original file was found through the import report
+    assert any(event.is_comment for event in ass.events)
+    names = {event.start: event.name for event in ass.events if event.style == "Default"}
+    for index, speaker in expected.items():
+        assert names[round(float(by_index[index]["start"]) * 1000)] == speaker
+
+    clips = _read_csv(out / "clips" / "metadata.csv")
+    assert sorted(int(row["index"]) for row in clips) == sorted(expected)
+    for row in clips:
+        clip = out / "clips" / row["file"]
+        assert clip.parent.name == row["speaker"] == expected[int(row["index"])]
+        source = project["imported"].episode_dir / "audio" / f"{int(row['index']):04d}.wav"
+        assert clip.read_bytes() == source.read_bytes()
+    assert not (out / "clips" / "Unknown").exists()
+
+
+def test_export_with_predictions_and_a_media_root_by_project_id(
+    label_studio, project, tmp_path, capsys
+):
+    out = tmp_path / "export"
+    code = _export(
+        label_studio,
+        project["id"],
+        out,
+        "--media-root",
+        str(project["media"]),
+        "--include-predictions",
+        "--format",
+        "csv,clips",
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "3 by predictions" in printed.out
+    by_index = {int(row["index"]): row for row in _read_csv(out / "lines.csv")}
+    for index in (13, 15, 16):  # 13 was skipped by its annotator, so its prediction counts
+        assert (by_index[index]["speaker"], by_index[index]["source"]) == ("Aoi", "prediction")
+    assert by_index[9]["speaker"] == ""  # flagged lines never take the prediction
+    clips = {int(row["index"]): row for row in _read_csv(out / "clips" / "metadata.csv")}
+    assert clips[15]["source"] == "prediction" and clips[1]["source"] == "annotation"
+    assert not list(out.glob("*.srt")) and not list(out.glob("*.ass"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--project", "no such zz", "--format", "csv"], "no project titled 'no such zz'"),
+        (["--format", "srt,mp3"], "unknown format(s) mp3"),
+        (["--format", "clips"], "clips need --media-root or --document-root"),
+        (["--media-root", "/nonexistent/media"], "--media-root /nonexistent/media: no such folder"),
+    ],
+)
+def test_export_errors_are_one_line(
+    label_studio, project, tmp_path, capsys, extra, message, monkeypatch
+):
+    monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
+    args = ["export", "--url", label_studio.url, "--api-key", label_studio.token]
+    args += ["--project", project["title"], "--out", str(tmp_path / "x"), "-q", *extra]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_export_with_a_wrong_key_says_so(label_studio, project, tmp_path, capsys):
+    args = ["export", "--url", label_studio.url, "--api-key", "0" * 40]
+    args += ["--project", project["title"], "--out", str(tmp_path), "--format", "csv"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "rejected the API key" in err and err.count("\n") == 1

@@ -1,0 +1,145 @@
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from bench.train_priors import Episode, _identity_calibrator, _priors, edge_scores, fit_models
+from ml_backend.grouping import Placeholders, SpeakerGrouper, select
+from ml_backend.grouping.context import build_context
+from ml_backend.grouping.synthetic import synthetic_lines
+
+OPTIONS = {"threshold": 0.5, "gate": 0.2, "attach": 0.6, "weak_joins": 1.0}
+
+
+def _episode(seed, n=300, **kwargs):
+    lines, truth = synthetic_lines(n, seed=seed, **kwargs)
+    codes = np.unique(truth, return_inverse=True)[1].reshape(-1)
+    return Episode(f"syn{seed}", lines, truth, build_context(lines), codes)
+
+
+@pytest.fixture(scope="module")
+def priors():
+    """Priors trained on two synthetic episodes, as bench.train_priors does on real ones."""
+    train = [_episode(1), _episode(2, noise=0.9)]
+    confidence, merge = fit_models(train)
+    return _priors(confidence, merge, _identity_calibrator(), OPTIONS, train[0].lines)
+
+
+@pytest.fixture(scope="module")
+def episode():
+    return _episode(7, n=450)
+
+
+def test_one_proposal_per_line_in_order(priors, episode):
+    proposals = SpeakerGrouper(priors=priors).propose(episode.lines)
+    assert [p.line_id for p in proposals] == episode.lines.line_ids
+    for p in proposals:
+        assert (p.speaker is None) == (p.cluster == -1)
+        assert 0.0 <= p.score <= 1.0
+        if p.speaker is not None:
+            assert p.speaker == f"Speaker {p.cluster}"
+
+
+def test_cold_start_groups_precisely(priors, episode):
+    proposals = SpeakerGrouper(priors=priors).propose(episode.lines)
+    precision, recall, _ = edge_scores(np.array([p.cluster for p in proposals]), episode.truth)
+    assert precision >= 0.95
+    assert recall >= 0.5
+
+
+def test_labelled_lines_keep_their_label_and_name_their_cluster(priors, episode):
+    labels = {episode.lines.line_ids[i]: str(episode.truth[i]) for i in range(0, 450, 15)}
+    proposals = SpeakerGrouper(priors=priors).propose(episode.lines, labels)
+    named = 0
+    for p, truth in zip(proposals, episode.truth, strict=True):
+        if p.line_id in labels:
+            assert (p.speaker, p.score) == (labels[p.line_id], 1.0)
+        elif p.speaker is not None and not p.speaker.startswith("Speaker "):
+            named += 1
+            assert p.speaker == truth or p.score < 0.9
+    assert named > 300
+
+
+def test_placeholders_survive_reproposals(priors, episode):
+    grouper = SpeakerGrouper(priors=priors)
+    placeholders = Placeholders()
+    first = grouper.propose(episode.lines, placeholders=placeholders)
+    again = grouper.propose(
+        episode.lines, placeholders=Placeholders.from_json(placeholders.to_json())
+    )
+    assert [p.speaker for p in again] == [p.speaker for p in first]
+    # naming one cluster leaves the other clusters' numbers alone
+    target = next(p for p in first if p.speaker is not None)
+    labels = {target.line_id: "Aoi"}
+    after = grouper.propose(episode.lines, labels, placeholders)
+    for before, now in zip(first, after, strict=True):
+        if before.cluster != target.cluster and before.cluster >= 0 and now.speaker != "Aoi":
+            assert now.speaker in (before.speaker, None) or now.cluster == before.cluster
+
+
+def test_a_season_names_characters_consistently_across_episodes(priors):
+    season = _episode(11, n=600, episodes=3)
+    first = [i for i, e in enumerate(season.lines.episodes) if e == "ep0"]
+    labels = {season.lines.line_ids[i]: str(season.truth[i]) for i in first[::4]}
+    proposals = SpeakerGrouper(priors=priors).propose(season.lines, labels)
+    later = [i for i, e in enumerate(season.lines.episodes) if e == "ep2"]
+    named = [i for i in later if proposals[i].speaker in set(labels.values())]
+    right = [i for i in named if proposals[i].speaker == season.truth[i]]
+    assert len(named) > 0.6 * len(later)
+    assert len(right) >= 0.95 * len(named)
+
+
+def test_fit_refits_quickly_and_returns_self(priors, episode):
+    labels = {episode.lines.line_ids[i]: str(episode.truth[i]) for i in range(0, 450, 3)}
+    grouper = SpeakerGrouper(priors=priors)
+    started = time.perf_counter()
+    assert grouper.fit(episode.lines, labels) is grouper
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0  # the target is 0.3 s; bench/bench_grouping_speed.py measures it
+    assert grouper.n_labels_ == 150
+    assert grouper.merge_ is not priors.merge
+
+
+def test_fit_with_too_few_labels_keeps_the_priors(priors, episode):
+    grouper = SpeakerGrouper(priors=priors).fit(episode.lines, {episode.lines.line_ids[0]: "A"})
+    assert grouper.merge_ is priors.merge
+
+
+def test_save_and_load_round_trip_without_pickle(priors, episode, tmp_path):
+    labels = {episode.lines.line_ids[i]: str(episode.truth[i]) for i in range(0, 450, 5)}
+    grouper = SpeakerGrouper(priors=priors, threshold=0.6).fit(episode.lines, labels)
+    grouper.save(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["grouper.json"]
+    json.loads((tmp_path / "grouper.json").read_text())
+    loaded = SpeakerGrouper.load(tmp_path)
+    assert loaded.option("threshold") == 0.6
+    assert loaded.propose(episode.lines, labels) == grouper.propose(episode.lines, labels)
+
+
+def test_deterministic(priors, episode):
+    a = SpeakerGrouper(priors=priors, seed=3).propose(episode.lines)
+    b = SpeakerGrouper(priors=priors, seed=3).propose(episode.lines)
+    assert a == b
+
+
+def test_features_of_another_embedder_are_warned_about(priors, episode, caplog):
+    lines, _ = synthetic_lines(50, seed=3, voice_model="ecapa 1")
+    with caplog.at_level(logging.WARNING):
+        SpeakerGrouper(priors=priors).propose(lines)
+    assert "ecapa 1" in caplog.text and "trained for" in caplog.text
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(ValueError, match="thresold"):
+        SpeakerGrouper(thresold=0.5)
+
+
+def test_degenerate_inputs(priors, episode):
+    grouper = SpeakerGrouper(priors=priors)
+    assert grouper.propose(select(episode.lines, [])) == []
+    one = grouper.propose(select(episode.lines, [0]))
+    assert len(one) == 1 and one[0].speaker is None
+    labelled = grouper.propose(select(episode.lines, [0]), {episode.lines.line_ids[0]: "Yui"})
+    assert labelled[0].speaker == "Yui" and labelled[0].score == 1.0
