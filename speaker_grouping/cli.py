@@ -147,6 +147,10 @@ _COMMAND_MODULES: dict[str, tuple[str, str]] = {
         "speaker_grouping.commands.report",
         "a project's operation log: accepted and corrected lines, as a table and a chart",
     ),
+    "group": (
+        "speaker_grouping.commands.group",
+        "offline: episode(s) + subtitles → speaker-tagged CSV and subtitles, no Label Studio",
+    ),
     "eval": ("speaker_grouping.commands.eval", "score predicted speakers against ground truth"),
     "export": (
         "speaker_grouping.commands.export",
