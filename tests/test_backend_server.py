@@ -1,141 +1,60 @@
-"""The ML backend's HTTP protocol, state, operation log and media safety, without Label Studio.
+"""The ML backend's HTTP protocol, state, operation log and media safety, with the real grouper.
 
-The grouping itself is replaced by a small deterministic stand-in (nearest labelled line, else a
-placeholder per voice direction), so these tests pin the backend's own behaviour and run in
-seconds; tests/test_backend_label_studio.py runs the real grouper against a real Label Studio.
+Everything here runs the real code: the real `SpeakerGrouper` with its shipped priors, real
+feature stores, real feature extraction (real synthesised speech, the default embedders), and,
+for media that only Label Studio serves, a real Label Studio. The episodes are made so that the
+right grouping is not in doubt (`tests.backend_fixtures.write_episode`: each speaker's voice and
+image vectors far from the others'), so the tests can assert what the grouping must find without
+pinning the grouper's exact numbers. tests/test_backend_label_studio.py runs a whole annotation
+session against Label Studio on a generated episode.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import threading
-from dataclasses import dataclass
+import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
+import requests
 
-from label_config import load_config
+from label_config import PLACEHOLDER_SPEAKER, load_config
 from ml_backend import model as model_module
 from ml_backend.config import BackendConfig
-from ml_backend.features.store import FeatureStore, ModelInfo
-from ml_backend.grouping.lines import load_lines
+from ml_backend.features.store import FeatureStore
 from ml_backend.media_access import MediaError, episode_folder, local_path
 from ml_backend.operation_log import classify
 from ml_backend.project_state import ProjectState
 from ml_backend.server import create_app
+from tests.backend_fixtures import speakers_of, speech_wav, write_episode
 
 SPEAKERS = ("a", "b", "c")
 
 
-@dataclass(frozen=True)
-class FakeProposal:
-    line_id: str
-    speaker: str | None
-    cluster: int
-    score: float
-    alternatives: tuple = ()
-
-
-class FakePlaceholders:
-    def __init__(self, names: dict | None = None) -> None:
-        self.names = dict(names or {})
-
-    def to_json(self) -> dict:
-        return {"names": self.names}
-
-    @classmethod
-    def from_json(cls, values: dict) -> FakePlaceholders:
-        return cls(values.get("names"))
-
-
-class FakeGrouper:
-    """Nearest labelled line by voice; unlabelled and far: "Speaker <dominant axis>"."""
-
-    fits = 0
-
-    def __init__(self, **options) -> None:
-        self.fitted_ = False
-
-    def fit(self, lines, labels):
-        type(self).fits += 1
-        self.fitted_ = True
-        return self
-
-    def propose(self, lines, labels=None, placeholders=None):
-        labels = dict(labels or {})
-        named = [(lines.index_of(k), v) for k, v in labels.items()]
-        out = []
-        for i, line_id in enumerate(lines.line_ids):
-            if line_id in labels:
-                out.append(FakeProposal(line_id, labels[line_id], 0, 1.0))
-                continue
-            best = max(named, key=lambda p: float(lines.voice[i] @ lines.voice[p[0]]), default=None)
-            if best is not None and float(lines.voice[i] @ lines.voice[best[0]]) > 0.8:
-                sim = float(lines.voice[i] @ lines.voice[best[0]])
-                out.append(FakeProposal(line_id, best[1], 1, round(sim, 3)))
-            else:
-                axis = int(np.argmax(lines.voice[i]))
-                key = str(axis)
-                number = placeholders.names.setdefault(key, len(placeholders.names) + 1)
-                out.append(FakeProposal(line_id, f"Speaker {number}", number, 0.5))
-        return out
-
-    def save(self, folder: Path) -> None:
-        (Path(folder) / "fake.json").write_text("{}")
-
-    @classmethod
-    def load(cls, folder: Path) -> FakeGrouper:
-        assert (Path(folder) / "fake.json").exists()
-        grouper = cls()
-        grouper.fitted_ = True
-        return grouper
-
-
-@pytest.fixture(autouse=True)
-def fake_grouping(monkeypatch):
-    monkeypatch.setattr(
-        model_module, "_grouping", lambda: (FakeGrouper, FakePlaceholders, load_lines)
-    )
-
-
 def make_episode(root: Path, episode: str = "ep-1", lines: int = 12) -> tuple[Path, list[dict]]:
-    """An imported episode folder: tasks.json, placeholder clips, features.npz (3 speakers)."""
-    folder = root / episode
-    rng = np.random.default_rng(0)
-    tasks, ids, voice = [], [], []
-    for index in range(1, lines + 1):
-        speaker = (index - 1) % len(SPEAKERS)
-        clip = folder / "audio" / f"{index:04d}.wav"
-        clip.parent.mkdir(parents=True, exist_ok=True)
-        clip.write_bytes(b"RIFF")
-        line_id = f"{episode}:{index}"
-        ids.append(line_id)
-        vector = np.zeros(8, np.float32)
-        vector[speaker] = 1.0
-        vector += rng.normal(0, 0.05, 8).astype(np.float32)
-        voice.append(vector / np.linalg.norm(vector))
-        tasks.append(
-            {
-                "data": {
-                    "line_id": line_id,
-                    "episode": episode,
-                    "index": index,
-                    "start": float(index),
-                    "end": index + 0.8,
-                    "text": f"line {index}",
-                    "audio": f"/data/local-files/?d={episode}/audio/{index:04d}.wav",
-                    "image": f"/data/local-files/?d={episode}/frames/{index:04d}.jpg",
-                }
-            }
-        )
-    (folder / "tasks.json").write_text(json.dumps(tasks))
-    store = FeatureStore()
-    store.add(ids, voice=np.stack(voice), voice_model=ModelInfo("fake-voice", "1", 8))
-    store.save(folder / "features.npz")
-    return folder, tasks
+    """An imported episode folder: tasks.json, clips, features.npz; line i is SPEAKERS[(i-1)%3]."""
+    return write_episode(root, episode, speakers_of(lines, SPEAKERS))
+
+
+def truth_of(tasks: list[dict]) -> list[str]:
+    """The speaker of each task, as `make_episode` cast them."""
+    return [SPEAKERS[(task["data"]["index"] - 1) % len(SPEAKERS)] for task in tasks]
+
+
+def choices(results: list[dict]) -> list[str]:
+    return [result["result"][0]["value"]["choices"][0] for result in results]
+
+
+def assert_grouped_as(shown: list[str], truth: list[str]) -> None:
+    """Lines share a shown name exactly when they share a speaker, and nobody is unknown."""
+    assert PLACEHOLDER_SPEAKER not in shown, shown
+    for i in range(len(shown)):
+        for j in range(i):
+            assert (shown[i] == shown[j]) == (truth[i] == truth[j]), (i, j, shown, truth)
 
 
 @pytest.fixture
@@ -198,27 +117,36 @@ def annotation_event(annotation_id: int, task_id: int, task: dict, speaker: str,
 # ---------------------------------------------------------------------------- protocol
 
 
-def test_health_and_setup_are_fast_and_load_no_model(client):
+def test_health_and_setup_are_fast_and_load_no_model(app, client):
     assert client.get("/health").json["status"] == "UP"
     answer = client.post("/setup", json={"project": "7.1700000000", "schema": "<View/>"})
     assert answer.status_code == 200
     assert answer.json["model_version"] == model_module.INITIAL_VERSION
-    assert FakeGrouper.fits == 0
+    model = app.extensions["speaker_grouping"].model(7)
+    assert model._grouper is None and model._lines is None  # nothing loaded, nothing grouped
+    assert model.worker.rounds == 0
 
 
 def test_predict_answers_every_task_in_order_with_a_score(client, media):
     _, tasks = make_episode(media)
-    answer = client.post("/predict", json=predict_body(tasks[::-1]))
-    assert answer.status_code == 200, answer.json
-    results = answer.json["results"]
+    forward = client.post("/predict", json=predict_body(tasks))
+    backward = client.post("/predict", json=predict_body(tasks[::-1]))
+    assert forward.status_code == 200, forward.json
+    assert backward.status_code == 200, backward.json
+    results = backward.json["results"]
     assert len(results) == len(tasks)
     for result in results:
         assert 0.0 <= result["score"] <= 1.0
         assert result["model_version"] == model_module.INITIAL_VERSION
         assert result["result"][0]["from_name"] == "speaker"
-    # Task order is kept: the first answer is for line 12, the third voice.
-    assert results[0]["result"][0]["value"]["choices"] == ["Speaker 3"]
-    assert results[-1]["result"][0]["value"]["choices"] == ["Speaker 1"]
+    # The real grouper finds the three voices, before any label: one placeholder each.
+    shown = choices(forward.json["results"])
+    assert_grouped_as(shown, truth_of(tasks))
+    assert all(name.startswith("Speaker ") for name in shown)
+    assert all(result["score"] > 0.5 for result in forward.json["results"])
+    # Task order is kept: the first answer is for line 12 (speaker c), the last for line 1 (a).
+    assert choices(results) == shown[::-1]
+    assert choices(results)[0] != choices(results)[-1]
 
 
 @pytest.mark.parametrize(
@@ -363,20 +291,25 @@ def test_basic_auth_guards_everything_but_health(tmp_path, media):
 
 def test_a_correction_refits_and_changes_the_other_lines_of_that_speaker(app, client, media):
     _, tasks = make_episode(media)
-    before = client.post("/predict", json=predict_body(tasks)).json["results"]
-    assert before[3]["result"][0]["value"]["choices"] == ["Speaker 1"]  # line 4 is speaker a
+    truth = truth_of(tasks)
+    before = choices(client.post("/predict", json=predict_body(tasks)).json["results"])
+    assert_grouped_as(before, truth)
 
     answer = client.post("/webhook", json=annotation_event(1, 100, tasks[0], "Mika"))
     assert answer.status_code == 200
     assert answer.json["kinds"] == ["name"]  # a placeholder cluster got its name
     model = app.extensions["speaker_grouping"].model(7)
     assert model.worker.wait_idle(10)
+    assert model.worker.failures == 0
     assert model.model_version.startswith("sg-0001-")
 
     after = client.post("/predict", json=predict_body(tasks)).json["results"]
-    assert after[0]["result"][0]["value"]["choices"] == ["Mika"] and after[0]["score"] == 1.0
-    assert after[3]["result"][0]["value"]["choices"] == ["Mika"]  # same voice, now named
-    assert after[4]["result"][0]["value"]["choices"] == ["Speaker 2"]  # another voice, untouched
+    assert choices(after)[0] == "Mika" and after[0]["score"] == 1.0
+    for i, speaker in enumerate(truth):
+        if speaker == "a":  # the same voice as line 1: now named
+            assert choices(after)[i] == "Mika", (i, choices(after))
+        else:  # other voices keep their placeholders: numbers are stable across refits
+            assert choices(after)[i] == before[i], (i, before, choices(after))
     assert all(r["model_version"] == model.model_version for r in after)
 
 
@@ -631,66 +564,150 @@ def test_serve_refuses_a_port_out_of_range(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- media not in place
 
-
-def fake_extract(episode_dir, store_path, voice, image):
-    """Stands in for the embedders: a line's voice is one-hot on its clip's first byte."""
-    tasks = json.loads((Path(episode_dir) / "tasks.json").read_text())
-    ids, vectors = [], []
-    for task in tasks:
-        clip = Path(episode_dir) / task["data"]["audio"]
-        vector = np.zeros(8, np.float32)
-        vector[clip.read_bytes()[0] % 8] = 1.0
-        ids.append(task["data"]["line_id"])
-        vectors.append(vector)
-    store = FeatureStore()
-    store.add(ids, voice=np.stack(vectors), voice_model=ModelInfo("fake-voice", "1", 8))
-    store.save(store_path)
+LINES = (  # (voice, text): two recorded people, three lines each, interleaved
+    ("flite:slt", "I told you the train leaves at seven tonight."),
+    ("flite:awb", "Then we had better run if we want to catch it."),
+    ("flite:slt", "Nobody believed me when I said the lights were on."),
+    ("flite:awb", "Where did you put the map of the old harbour?"),
+    ("flite:slt", "It is under the table, next to the broken lamp."),
+    ("flite:awb", "We should have listened to the captain this morning."),
+)
 
 
-def loose_tasks(urls: list[str]) -> list[dict]:
-    return [
+@pytest.fixture(scope="module")
+def speech() -> list[bytes]:
+    """Each of `LINES` spoken: real 16 kHz WAV clips for the real embedders."""
+    return [speech_wav(voice, text) for voice, text in LINES]
+
+
+def loose_tasks(urls: list[str], images: list[str] | None = None) -> list[dict]:
+    tasks = [
         {"data": {"line_id": f"loose:{i}", "episode": "loose", "index": i, "audio": url}}
         for i, url in enumerate(urls, start=1)
     ]
+    for task, image in zip(tasks, images or [], strict=False):
+        task["data"]["image"] = image
+    return tasks
+
+
+def assert_embedded_in_the_cache(cached: Path, speech: list[bytes], results: list[dict]) -> None:
+    """The cache holds every clip as sent, embedded for real, and the grouping keeps the two
+    people apart: no shown name covers lines of both."""
+    for index, clip in enumerate(speech, start=1):
+        assert (cached / "audio" / f"{index:04d}.wav").read_bytes() == clip
+    store = FeatureStore.load(cached / "features.npz")
+    ids = [f"loose:{i}" for i in range(1, len(speech) + 1)]
+    assert store.missing(ids, "voice") == [] and store.missing(ids, "quality") == []
+    assert store.model("voice").name == "resemblyzer"
+    voice = store.voice(ids)
+    people = [voice_name for voice_name, _ in LINES]
+    same = [voice[i] @ voice[j] for i in range(6) for j in range(i) if people[i] == people[j]]
+    other = [voice[i] @ voice[j] for i in range(6) for j in range(i) if people[i] != people[j]]
+    assert min(same) > max(other)  # each row is its own clip's voice, in line order
+    shown = choices(results)
+    for i in range(len(shown)):
+        for j in range(i):
+            if shown[i] == shown[j] and shown[i] != PLACEHOLDER_SPEAKER:
+                assert people[i] == people[j], shown
 
 
 def test_local_media_outside_an_import_are_copied_and_embedded_in_the_cache(
-    client, media, config, monkeypatch
+    client, media, config, speech
 ):
-    monkeypatch.setattr("ml_backend.media_access._extract", fake_extract)
     clips = media / "clips"
     clips.mkdir()
-    for i, first in enumerate((0, 0, 5), start=1):
-        (clips / f"c{i}.wav").write_bytes(bytes([first]) + b"data")
-    urls = [f"/data/local-files/?d=clips/c{i}.wav" for i in (1, 2, 3)]
+    for i, clip in enumerate(speech, start=1):
+        (clips / f"c{i}.wav").write_bytes(clip)
+    urls = [f"/data/local-files/?d=clips/c{i}.wav" for i in range(1, len(speech) + 1)]
     answer = client.post("/predict", json=predict_body(loose_tasks(urls)))
     assert answer.status_code == 200, answer.json
-    shown = [r["result"][0]["value"]["choices"][0] for r in answer.json["results"]]
-    assert shown[0] == shown[1] != shown[2]
-    cached = config.model_dir / "7" / "episodes" / "loose"
-    assert (cached / "audio" / "0003.wav").read_bytes() == bytes([5]) + b"data"
-    assert (cached / "features.npz").is_file()
+    results = answer.json["results"]
+    assert len(results) == len(speech) and all(results)
+    assert_embedded_in_the_cache(config.model_dir / "7" / "episodes" / "loose", speech, results)
 
 
-def test_remote_media_are_fetched_from_label_studio_with_the_key(tmp_path, media, monkeypatch):
-    requests_mock = pytest.importorskip("requests_mock")
-    monkeypatch.setattr("ml_backend.media_access._extract", fake_extract)
-    config = BackendConfig(
-        model_dir=tmp_path / "m",
-        media_roots=(media,),
-        label_studio_url="http://ls.test:8080",
-        label_studio_api_key="k" * 40,
-        push_predictions=False,
+def upload(label_studio, project: int, name: str, content: bytes) -> str:
+    """Put a file into Label Studio's project through its import API; its /data/upload/ URL."""
+    headers = {"Authorization": f"Token {label_studio.token}"}
+    answer = requests.post(
+        f"{label_studio.url}/api/projects/{project}/import",
+        params={"commit_to_project": "false"},
+        files={"file": (name, content)},
+        headers=headers,
+        timeout=60,
     )
-    app = create_app(config)
-    urls = ["/data/upload/1/a.wav", "http://ls.test:8080/data/upload/1/b.wav"]
-    with requests_mock.Mocker() as server:
-        server.get("http://ls.test:8080/api/tasks", json={"tasks": [], "total": 0})
-        server.get("http://ls.test:8080/data/upload/1/a.wav", content=b"\x02wav")
-        server.get("http://ls.test:8080/data/upload/1/b.wav", content=b"\x02wav")
-        answer = app.test_client().post("/predict", json=predict_body(loose_tasks(urls)))
-        fetched = [r for r in server.request_history if "/data/" in r.url]
-    assert answer.status_code == 200, answer.json
-    assert len(fetched) == 2
-    assert all(r.headers["Authorization"] == "Token " + "k" * 40 for r in fetched)
+    assert answer.status_code == 201, answer.text
+    upload_id = answer.json()["file_upload_ids"][0]
+    listed = requests.get(
+        f"{label_studio.url}/api/projects/{project}/file-uploads",
+        params={"ids": json.dumps([upload_id])},
+        headers=headers,
+        timeout=60,
+    )
+    assert listed.status_code == 200, listed.text
+    (entry,) = [item for item in listed.json() if item["id"] == upload_id]
+    path = entry["file"]
+    return path if path.startswith("/") else f"/data/{path}"
+
+
+UPLOAD_CONFIG = (
+    '<View><Audio name="audio" value="$audio"/>'
+    '<Choices name="speaker" toName="audio"><Choice value="Unknown"/></Choices></View>'
+)
+"""One data key: what Label Studio's direct file upload needs."""
+
+
+def jpeg(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 36), colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.label_studio
+def test_remote_media_are_fetched_from_label_studio_with_the_key(label_studio, tmp_path, speech):
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    project = client.projects.create(
+        title=f"backend-media-{uuid.uuid4().hex[:8]}", label_config=UPLOAD_CONFIG
+    ).id
+    urls = [upload(label_studio, project, f"line{i}.wav", clip) for i, clip in enumerate(speech)]
+    frames = [jpeg((40 * i, 90, 160)) for i in range(len(speech))]
+    images = [upload(label_studio, project, f"line{i}.jpg", f) for i, f in enumerate(frames)]
+    client.projects.update(id=project, label_config=load_config(["a"]))
+    assert all(url.startswith("/data/upload/") for url in urls + images), urls + images
+    assert requests.get(label_studio.url + urls[0], timeout=30).status_code == 401  # key needed
+    urls[1] = label_studio.url + urls[1]  # an absolute URL on Label Studio's own host works too
+    body = predict_body(loose_tasks(urls, images), project=str(project))
+    body["label_config"] = load_config(["a"])
+
+    def backend(key: str, folder: str):
+        config = BackendConfig(
+            model_dir=tmp_path / folder,
+            media_roots=(tmp_path / "nothing-local",),
+            label_studio_url=label_studio.url,
+            label_studio_api_key=key,
+            push_predictions=False,
+        )
+        return create_app(config)
+
+    wrong = backend("0" * 40, "wrong-key")
+    refused = wrong.test_client().post("/predict", json=body)
+    wrong.extensions["speaker_grouping"].close()
+    assert refused.status_code == 422, refused.json
+    assert urls[0] in refused.json["error"] and "answered 401" in refused.json["error"]
+
+    app = backend(label_studio.token, "models")
+    answer = app.test_client().post("/predict", json=body)
     app.extensions["speaker_grouping"].close()
+    assert answer.status_code == 200, answer.json
+    results = answer.json["results"]
+    assert len(results) == len(speech) and all(results)
+    cached = tmp_path / "models" / str(project) / "episodes" / "loose"
+    assert_embedded_in_the_cache(cached, speech, results)
+    for index, frame in enumerate(frames, start=1):
+        assert (cached / "frames" / f"{index:04d}.jpg").read_bytes() == frame
+    ids = [f"loose:{i}" for i in range(1, len(speech) + 1)]
+    assert FeatureStore.load(cached / "features.npz").missing(ids, "image") == []
