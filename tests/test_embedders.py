@@ -39,7 +39,6 @@ from ml_backend.features.image import (
     AnimeColourEmbedder,
     AnimeColourOptions,
     UnreadableImageError,
-    decode_image,
     describe_frame,
     downscale,
 )
@@ -294,10 +293,6 @@ def _encoded(frame: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1)
-
-
 def test_histograms_are_measured_on_the_detection_size_frame():
     """Issue 4: full-resolution histograms cost more than the detection; a 720p frame must be
     described exactly as its downscale to the detection height is."""
@@ -312,14 +307,12 @@ def test_histograms_are_measured_on_the_detection_size_frame():
 
 def test_encoded_frames_give_the_vectors_of_decoded_ones():
     frames, _ = _shots(seed=14)
-    frames = frames[:4]
+    big = [np.asarray(Image.fromarray(f).resize((1280, 720), Image.BICUBIC)) for f in frames[:4]]
     embedder = AnimeColourEmbedder(workers=1)
-    lossless = embedder.embed_encoded([_encoded(frame, "PNG") for frame in frames])
-    np.testing.assert_allclose(lossless, embedder.embed(frames), atol=1e-6)
-    # A 720p JPEG is decoded at half scale: close to, not equal to, the full decode.
-    big = [np.asarray(Image.fromarray(f).resize((1280, 720), Image.BICUBIC)) for f in frames]
-    reduced = embedder.embed_encoded([_encoded(frame, "JPEG") for frame in big])
-    assert _cosines(reduced, embedder.embed(big)).min() > 0.95
+    for fmt in ("PNG", "JPEG"):
+        encoded = [_encoded(frame, fmt) for frame in big]
+        decoded = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in encoded]
+        np.testing.assert_array_equal(embedder.embed_encoded(encoded), embedder.embed(decoded))
 
 
 def test_encoded_frames_in_workers_match_inline():
@@ -332,13 +325,6 @@ def test_encoded_frames_in_workers_match_inline():
     finally:
         pooled_embedder.close()
     np.testing.assert_allclose(inline, pooled, atol=1e-6)
-
-
-def test_a_jpeg_decodes_at_the_smallest_scale_keeping_the_height():
-    frame = np.zeros((720, 1280, 3), np.uint8)
-    assert decode_image(_encoded(frame, "JPEG"), min_height=288).shape == (360, 640, 3)
-    assert decode_image(_encoded(frame, "JPEG"), min_height=400).shape == (720, 1280, 3)
-    assert decode_image(_encoded(frame, "PNG"), min_height=288).shape == (720, 1280, 3)
 
 
 def test_an_unreadable_encoded_frame_is_named():
