@@ -116,3 +116,20 @@ def test_threshold_decides(threshold, expected):
         context, confidence=_confidence(np.ones(5)), merge=model
     )
     assert estimator.n_clusters_ == expected
+
+
+@pytest.mark.parametrize("snr_db, expected", [(60.0, 1), (0.0, 5)])
+def test_noise_slope_raises_the_threshold_of_a_noisy_episode(snr_db, expected):
+    # every pair 20° apart would merge at P = 0.5 (threshold 0.3); a noisy episode adds 0.6
+    lines = _lines(_angles([0, 20, 40, 60, 80]))
+    lines.quality["snr_db"] = np.full(5, snr_db, np.float32)
+    model = single_linkage(np.cos(np.radians(20)) - 0.01)
+    labels = gated_clustering(
+        build_context(lines, k=4),
+        _confidence(np.ones(5)),
+        model,
+        threshold=0.3,
+        gate=0.0,
+        noise_slope=0.6,
+    )
+    assert len(set(labels.tolist())) == expected

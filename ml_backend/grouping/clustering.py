@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ml_backend.grouping.clusters import UNLABELLED, for_context
+from ml_backend.grouping.confidence import low_snr
 from ml_backend.grouping.context import LineContext
 from ml_backend.grouping.merge import (
     LINE_FEATURES,
@@ -48,6 +49,7 @@ def gated_clustering(
     weak_joins: bool = True,
     passes: int = 1,
     threshold_slope: float = 0.0,
+    noise_slope: float = 0.0,
 ) -> np.ndarray:
     """(n,) int64 cluster of every line (0-based, in order of first member; lone lines too).
 
@@ -58,6 +60,10 @@ def gated_clustering(
     threshold_slope : the threshold rises by this much per unit of voice confidence that the
         edge's episode averages below `REFERENCE_CONFIDENCE`: a noisy episode's similarities
         mean less, so its merges need more evidence (learned per prior, like the threshold).
+    noise_slope : the threshold rises by this much per unit of the edge's episode's mean
+        `low_snr` (0 when every line is clean, 1 when every line is at 0 dB SNR or below):
+        music and noise beds pull unrelated lines together, and an episode full of them can
+        still look confident on average (a second, label-free sign of a difficult episode).
     passes : how many times the edge list is walked. An edge refused while its clusters were
         small is asked again once they have grown and their centroids say more.
     """
@@ -88,9 +94,22 @@ def gated_clustering(
         image_conf_min = line_x[order, 4].tolist()
         weak = ((confidence["voice"] < gate) & (labels == UNLABELLED)).tolist()
         episode_confidence = line_x[order, LINE_FEATURES.index("episode_confidence")]
+        noisy = low_snr(lines.quality.get("snr_db", np.full(n, np.nan)))
+        episode_noise = np.bincount(context.episode, weights=noisy) / np.maximum(
+            np.bincount(context.episode), 1
+        )
+        noise = episode_noise[context.episode[pairs[order, 0]]]
         cuts = [
-            _logit(min(0.995, max(0.005, threshold + threshold_slope * (REFERENCE_CONFIDENCE - c))))
-            for c in episode_confidence.tolist()
+            _logit(
+                min(
+                    0.995,
+                    max(
+                        0.005,
+                        threshold + threshold_slope * (REFERENCE_CONFIDENCE - c) + noise_slope * x,
+                    ),
+                )
+            )
+            for c, x in zip(episode_confidence.tolist(), noise.tolist(), strict=True)
         ]
         weights = [float(w) for w in cluster_w]
         ordered = pairs[order].tolist()

@@ -40,10 +40,12 @@ DEFAULT_OPTIONS: dict[str, float] = {
     "attach": 0.5,  # a lone line joins its best cluster above this P
     "weak_joins": 1.0,  # 1: a line below the gate may join while alone; 0: only by attach
     "threshold_slope": 0.0,  # threshold + slope × (0.7 - the episode's mean voice confidence)
+    "noise_slope": 0.0,  # threshold + slope × the episode's mean low-SNR share (0 clean .. 1)
     "detach": 0.0,  # a clustered line that fits its cluster below this P is left unassigned
     "move_margin": 0.1,  # a clustered line moves to a cluster that fits it better by this much
     "refine": 2.0,  # how many rounds of moving and detaching lines after the clustering
-    "strength": 30.0,  # how many examples the priors count for when refitting
+    "strength": 3000.0,  # how many replay pairs the priors count for when refitting (few labels
+    # must not pull the models away from them: at 30 the 5%-label fit made grouping worse)
     "min_labels": 2.0,  # fewer labelled lines than this: keep the priors as they are
 }
 """Hyper-parameters; the priors file overrides these, constructor options override both."""
@@ -166,6 +168,7 @@ class SpeakerGrouper:
             labels=codes,
             weak_joins=self.option("weak_joins") >= 0.5,
             threshold_slope=self.option("threshold_slope"),
+            noise_slope=self.option("noise_slope"),
         )
         return self._name_and_score(
             context, confidence, merge, clusters, codes, names, placeholders
