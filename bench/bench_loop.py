@@ -243,7 +243,11 @@ class Annotator:
         shown = {}
         for task, result in zip(tasks, answer["results"], strict=True):
             if not result:
-                raise RuntimeError(f"no prediction for task {task['id']}: {answer.get('errors')}")
+                errors = answer.get("errors") or [{}]
+                raise RuntimeError(
+                    f"no prediction for task {task['id']} ({len(errors)} task(s) failed; "
+                    f"first: {errors[0].get('error')})"
+                )
             name = result["result"][0]["value"]["choices"][0]
             shown[int(task["id"])] = Shown(name, float(result["score"]), result["model_version"])
             self.listed.add(name)
@@ -290,6 +294,9 @@ class Annotator:
         if answer.get("status") != "queued":
             raise RuntimeError(f"webhook not taken: {answer}")
         self.submitted[str(task["data"]["line_id"])] = name
+        # The refit proposes the name on this very line, and the backend appends every name it
+        # proposes to the project's config: from now on it is a choice.
+        self.listed.add(name)
         return answer
 
     def wait_fitted(self, before: str | None, began: float, *, limit_s: float) -> float | None:
