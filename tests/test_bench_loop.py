@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.bench_loop import LoopEpisode, prototype_loop, run_ours
+from bench.bench_loop import LoopEpisode, prototype_loop, run_ours, simulate_direct
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:
@@ -58,3 +58,11 @@ def test_loop_over_http_ends_with_every_proposal_right(tiny, tmp_path):
     assert result.corrections >= 1 and result.typed_names >= 1
     assert result.refit_timeouts == 0 and result.refits == result.corrections
     assert len(result.predict_s) >= result.corrections + 1
+
+
+def test_direct_loop_ends_with_every_proposal_right(tiny):
+    result = simulate_direct(tiny)
+    assert result.lines == len(tiny.truth)
+    assert result.final_wrong == 0
+    assert 1 <= result.corrections <= result.reviews <= result.lines
+    assert result.refits >= result.corrections + 1

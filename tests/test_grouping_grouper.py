@@ -143,3 +143,30 @@ def test_degenerate_inputs(priors, episode):
     assert len(one) == 1 and one[0].speaker is None
     labelled = grouper.propose(select(episode.lines, [0]), {episode.lines.line_ids[0]: "Yui"})
     assert labelled[0].speaker == "Yui" and labelled[0].score == 1.0
+
+
+def test_cold_start_scores_lead_the_annotator_to_the_biggest_clusters_most_typical_line(
+    priors, episode
+):
+    proposals = SpeakerGrouper(priors=priors).propose(episode.lines)
+    placeholder = [p for p in proposals if p.speaker is not None]
+    # a placeholder is never the right name: its lines come first, before unassigned ones
+    assert all(p.score < 0.01 for p in placeholder)
+    assert all(p.score == 0.01 for p in proposals if p.speaker is None)
+    sizes = {c: sum(p.cluster == c for p in placeholder) for c in {p.cluster for p in placeholder}}
+    first = min(proposals, key=lambda p: p.score)
+    assert sizes[first.cluster] == max(sizes.values())
+
+
+def test_naming_the_most_typical_line_names_its_whole_cluster(priors, episode):
+    """Regression: names did not spread, and a placeholder cluster cost one correction per
+    line in the annotation loop."""
+    grouper = SpeakerGrouper(priors=priors)
+    placeholders = Placeholders()
+    before = grouper.propose(episode.lines, placeholders=placeholders)
+    first = min(before, key=lambda p: p.score)
+    truth = str(episode.truth[episode.lines.index_of(first.line_id)])
+    after = grouper.propose(episode.lines, {first.line_id: truth}, placeholders)
+    members = [k for k, p in enumerate(before) if p.cluster == first.cluster]
+    assert len(members) >= 10
+    assert sum(after[k].speaker == truth for k in members) >= 0.9 * len(members)
