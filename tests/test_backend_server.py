@@ -143,7 +143,10 @@ def test_predict_answers_every_task_in_order_with_a_score(client, media):
     shown = choices(forward.json["results"])
     assert_grouped_as(shown, truth_of(tasks))
     assert all(name.startswith("Speaker ") for name in shown)
-    assert all(result["score"] > 0.5 for result in forward.json["results"])
+    # A placeholder is never a right name, so it scores at most 0.01 (grouper.propose): an
+    # annotator sorting by score names every unnamed cluster first, through its most typical
+    # line, and the rest of the cluster follows.
+    assert all(result["score"] <= 0.01 for result in forward.json["results"])
     # Task order is kept: the first answer is for line 12 (speaker c), the last for line 1 (a).
     assert choices(results) == shown[::-1]
     assert choices(results)[0] != choices(results)[-1]
