@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-pytest_plugins = ["tests.ls_fixtures"]
+pytest_plugins = ["tests.ls_fixtures", "tests.episode_fixtures"]
 
 # Hub loads must fail in milliseconds, not after retries: CI and this machine are offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -28,25 +28,8 @@ def test_prototype_reviews_everything_when_voices_mislead():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> LoopEpisode:
-    from bench.make_episode import main as make_episode
-    from importers.pipeline import import_episode
-    from ml_backend.features.embedder import image_embedder, voice_embedder
-    from ml_backend.features.extract import extract_features
-    from ml_backend.features.quality import QualityMeter
-
-    made = tmp_path_factory.mktemp("loop-tiny")
-    assert make_episode(["--preset", "tiny", "--seed", "1", "--out", str(made)]) in (0, None)
-    result = import_episode(
-        made / "episode.mp4", subtitles=made / "episode.srt", out_dir=made / "import"
-    )
-    extract_features(
-        result.episode_dir,
-        voice_embedder=voice_embedder(),
-        image_embedder=image_embedder(),
-        quality_meter=QualityMeter(),
-    )
-    return LoopEpisode.from_folder("tiny-seed1", result.episode_dir, made / "truth.csv")
+def tiny(tiny_episode) -> LoopEpisode:
+    return LoopEpisode.from_folder("tiny-seed1", tiny_episode.imported, tiny_episode.truth)
 
 
 def test_loop_over_http_ends_with_every_proposal_right(tiny, tmp_path):

@@ -11,27 +11,10 @@ from ml_backend.grouping import Placeholders, SpeakerGrouper, load_lines
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    from bench.make_episode import main as make_episode
-    from importers.pipeline import import_episode
-    from ml_backend.features.embedder import image_embedder, voice_embedder
-    from ml_backend.features.extract import extract_features
-    from ml_backend.features.quality import QualityMeter
-
-    made = tmp_path_factory.mktemp("grouping-tiny")
-    assert make_episode(["--preset", "tiny", "--seed", "1", "--out", str(made)]) in (0, None)
-    result = import_episode(
-        made / "episode.mp4", subtitles=made / "episode.srt", out_dir=made / "import"
-    )
-    extract_features(
-        result.episode_dir,
-        voice_embedder=voice_embedder(),
-        image_embedder=image_embedder(),
-        quality_meter=QualityMeter(),
-    )
-    lines = load_lines([result.episode_dir])
-    with (made / "truth.csv").open(encoding="utf-8") as stream:
+@pytest.fixture(scope="module")
+def tiny(tiny_episode):
+    lines = load_lines([tiny_episode.imported])
+    with tiny_episode.truth.open(encoding="utf-8") as stream:
         character = {int(row["index"]): row["character"] for row in csv.DictReader(stream)}
     truth = [character[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids]
     return lines, truth

@@ -1,0 +1,44 @@
+"""Pytest plugin: the generated `tiny` episode, imported with default features, once a session.
+
+Generating, importing and embedding it costs about 30 s on 2 cores; several test modules need
+exactly this folder, so they share one read-only copy instead of building their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class TinyEpisode:
+    """Where the generated episode and its import landed. Tests must not modify it."""
+
+    made: Path
+    imported: Path
+
+    @property
+    def truth(self) -> Path:
+        return self.made / "truth.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_episode(tmp_path_factory: pytest.TempPathFactory) -> TinyEpisode:
+    from bench.make_episode import make_episode
+    from importers.pipeline import import_episode
+    from ml_backend.features.embedder import image_embedder, voice_embedder
+    from ml_backend.features.extract import extract_features
+    from ml_backend.features.quality import QualityMeter
+
+    made = tmp_path_factory.mktemp("tiny-episode")
+    files = make_episode("tiny", seed=1, out_dir=made)
+    result = import_episode(files.video, subtitles=files.subtitles, out_dir=made / "import")
+    extract_features(
+        result.episode_dir,
+        voice_embedder=voice_embedder(),
+        image_embedder=image_embedder(),
+        quality_meter=QualityMeter(),
+    )
+    return TinyEpisode(made=made, imported=result.episode_dir)
