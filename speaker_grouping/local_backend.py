@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,9 +17,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
-from speaker_grouping.local_label_studio import free_port, signal_group
+from speaker_grouping.local_label_studio import ChildServer, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +29,10 @@ class BackendStartError(RuntimeError):
     """The backend did not come up; the message ends with the last lines of its log."""
 
 
-class LocalBackend:
+class LocalBackend(ChildServer):
     """Our backend served by a child process; use it as a context manager."""
+
+    name = "the ML backend"
 
     def __init__(
         self,
@@ -63,21 +63,6 @@ class LocalBackend:
     @property
     def log_path(self) -> Path:
         return self.model_dir / LOG_FILE
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> LocalBackend:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self, timeout: float = 120.0) -> LocalBackend:
         """Launch the server and return once ``/health`` answers."""
@@ -117,19 +102,6 @@ class LocalBackend:
         logger.info("backend is up at %s after %.1f s", self.url, time.monotonic() - began)
         return self
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the server's process group, then SIGKILL whatever outlives ``timeout``."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            signal_group(process, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                signal_group(process, signal.SIGKILL)
-                process.wait()
-
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -166,14 +138,3 @@ class LocalBackend:
                     f"{self._log_tail(offset)}"
                 )
             time.sleep(0.3)
-
-    def _log_tail(self, offset: int, lines: int = 15) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                tail = log.read().decode("utf-8", errors="replace").strip().splitlines()[-lines:]
-        except OSError:
-            tail = []
-        if not tail:
-            return f"its log {self.log_path} is empty"
-        return f"last lines of {self.log_path}:\n" + "\n".join(tail)

@@ -80,13 +80,60 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
-class LocalLabelStudio:
+class ChildServer:
+    """What every server we run as a child process shares: a process group we own, a log
+    file, and a context manager that stops it. Subclasses set ``name`` and ``log_path``."""
+
+    name = "server"
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> ChildServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 120.0) -> ChildServer:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the server's process group, then SIGKILL whatever outlives ``timeout``."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s ignored SIGTERM for %.0f s; killing it", self.name, timeout)
+                signal_group(process, signal.SIGKILL)
+                process.wait()
+        logger.info("%s stopped (exit code %s)", self.name, process.returncode)
+
+
+class LocalLabelStudio(ChildServer):
     """A Label Studio server owned by this process; use it as a context manager.
 
     ``data_dir`` holds its database, log and stored credentials, and may be reused between runs
     (a migrated folder starts in seconds, a fresh one takes tens of seconds). ``document_root``
     is the only folder whose files Label Studio may serve through ``/data/local-files/?d=``.
     """
+
+    name = "Label Studio"
 
     def __init__(
         self,
@@ -136,21 +183,6 @@ class LocalLabelStudio:
     @property
     def log_path(self) -> Path:
         return self.data_dir / LOG_FILE
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> LocalLabelStudio:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self, timeout: float = 120.0) -> LocalLabelStudio:
         """Launch the server and return once its API accepts our token."""
@@ -203,21 +235,6 @@ class LocalLabelStudio:
         self._store_credentials()
         logger.info("Label Studio is up at %s after %.1f s", self.url, time.monotonic() - began)
         return self
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the server's process group, then SIGKILL whatever outlives ``timeout``."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            signal_group(process, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                logger.warning("Label Studio ignored SIGTERM for %.0f s; killing it", timeout)
-                signal_group(process, signal.SIGKILL)
-                process.wait()
-        logger.info("Label Studio stopped (exit code %s)", process.returncode)
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
