@@ -28,6 +28,7 @@ from ml_backend.grouping.confidence import ConfidenceModel
 from ml_backend.grouping.context import LineContext, build_context
 from ml_backend.grouping.lines import EpisodeLines
 from ml_backend.grouping.merge import MergeClassifier, replay_pairs
+from ml_backend.grouping.name_model import NameModel
 from ml_backend.grouping.naming import PLACEHOLDER_PREFIX, Placeholders, cluster_names, membership
 from ml_backend.grouping.priors import Priors, load_priors
 from ml_backend.grouping.proposal import Proposal
@@ -54,6 +55,13 @@ DEFAULT_OPTIONS: dict[str, float] = {
     # the name grouping's edge precision on standard training episodes from 0.98 to 0.83):
     "name_attach": 0.0,  # a lone line joins a NAMED cluster above this P (0: any evidence)
     "name_guess": 0.3,  # a cluster without labels takes a named cluster's name above this mean P
+    # The name model (`name_model.NameModel`), learned from the labels, overrides the cluster's
+    # proposal for a line when it is surer by this margin (a cluster's placeholder counts as 0):
+    "name_override": 0.0,
+    "name_none_margin": 0.0,  # a placeholder line takes the model's best name unless P(none)
+    # exceeds that name's P by more than this
+    "name_strength": 30.0,  # how many labelled lines the name model's prior weights count for
+    "name_min_labels": 2.0,  # fewer labelled lines than this: no name model
 }
 """Hyper-parameters; the priors file overrides these, constructor options override both."""
 SAVE_NAME = "grouper.json"
@@ -66,7 +74,8 @@ guess of that cluster, and placeholders below unassigned lines."""
 class SpeakerGrouper:
     """Propose a speaker for every line; refit from human labels.
 
-    Fitted attributes (after `fit`): confidence_, merge_, n_labels_.
+    Fitted attributes (after `fit`): confidence_, merge_, names_ (None until there are
+    enough labels), n_labels_.
     """
 
     def __init__(
@@ -133,6 +142,7 @@ class SpeakerGrouper:
         priors = self.prior_models
         self.n_labels_ = int((codes != UNLABELLED).sum())
         strength = self.option("strength")
+        self.names_ = self._fit_names(context, codes)
         if self.n_labels_ < self.option("min_labels"):
             self.confidence_, self.merge_ = priors.confidence, priors.merge
             return self
@@ -151,6 +161,13 @@ class SpeakerGrouper:
         else:
             self.merge_ = priors.merge
         return self
+
+    def _fit_names(self, context: LineContext, codes: np.ndarray) -> NameModel | None:
+        if self.n_labels_ < max(self.option("name_min_labels"), 1):
+            return None
+        prior = self.prior_models.names
+        model = NameModel(l2=prior.l2 if prior is not None else 1.0)
+        return model.fit(context, codes, prior=prior, strength=self.option("name_strength"))
 
     # ------------------------------------------------------------------ propose
 
@@ -190,9 +207,50 @@ class SpeakerGrouper:
             threshold_slope=self.option("threshold_slope"),
             noise_slope=self.option("noise_slope"),
         )
-        return self._name_and_score(
+        proposals = self._name_and_score(
             context, confidence, merge, clusters, codes, names, placeholders
         )
+        return self._names_from_labels(context, codes, names, proposals)
+
+    def _names_from_labels(
+        self,
+        context: LineContext,
+        codes: np.ndarray,
+        names: list[str],
+        proposals: list[Proposal],
+    ) -> list[Proposal]:
+        """Let the name model overrule the clusters' proposal where it is surer.
+
+        A cluster's name is only as good as the cluster; with enough labels the labelled lines
+        themselves (and who speaks around a line) say more about a noisy line than the cluster
+        it happened to join. A placeholder or no speaker counts as probability 0, since it is
+        never the right name, unless the model itself finds "none of the known names" likelier.
+        """
+        model = getattr(self, "names_", None)
+        if model is None or not names:
+            return proposals
+        rows = np.flatnonzero(codes == UNLABELLED)
+        if not len(rows):
+            return proposals
+        p = model.predict_proba(context, codes, rows)
+        margin, none_margin = self.option("name_override"), self.option("name_none_margin")
+        out = list(proposals)
+        for a, i in enumerate(rows.tolist()):
+            best = int(np.argmax(p[a, 1:]))
+            p_best, p_none = float(p[a, 1 + best]), float(p[a, 0])
+            old = proposals[i]
+            if old.speaker is not None and old.speaker in names:
+                if old.speaker == names[best] or p_best <= old.score + margin:
+                    continue
+            elif p_best <= p_none - none_margin:
+                continue
+            alternatives = tuple(
+                (names[j], round(float(p[a, 1 + j]), 4))
+                for j in np.argsort(-p[a, 1:])[1 : _ALTERNATIVES + 1].tolist()
+                if p[a, 1 + j] > 0.0
+            )
+            out[i] = Proposal(old.line_id, names[best], old.cluster, p_best, alternatives)
+        return out
 
     def _name_and_score(
         self,
@@ -347,6 +405,9 @@ class SpeakerGrouper:
                 "merge": self.merge_.to_json(),
                 "n_labels": self.n_labels_,
             }
+            names = getattr(self, "names_", None)
+            if names is not None:
+                state["fitted"]["names"] = names.to_json()
         atomic_write_json(Path(folder) / SAVE_NAME, state)
 
     @classmethod
@@ -362,6 +423,7 @@ class SpeakerGrouper:
             grouper.confidence_ = ConfidenceModel.from_json(fitted["confidence"])
             grouper.merge_ = MergeClassifier.from_json(fitted["merge"])
             grouper.n_labels_ = int(fitted["n_labels"])
+            grouper.names_ = NameModel.from_json(fitted["names"]) if "names" in fitted else None
         return grouper
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from ml_backend.grouping.calibration import ScoreCalibrator
 from ml_backend.grouping.confidence import ConfidenceModel
 from ml_backend.grouping.merge import MergeClassifier
+from ml_backend.grouping.name_model import NameModel
 from speaker_grouping.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -40,9 +41,11 @@ class Priors:
     image_model: str | None
     trained_on: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    names: NameModel | None = None
+    """Prior weights of the name model; None in priors trained before it existed."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "voice_model": self.voice_model,
@@ -54,6 +57,9 @@ class Priors:
             "calibrator": self.calibrator.to_json(),
             "report": self.report,
         }
+        if self.names is not None:
+            out["names"] = self.names.to_json()
+        return out
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> Priors:
@@ -68,6 +74,7 @@ class Priors:
             image_model=None if values.get("image_model") is None else str(values["image_model"]),
             trained_on=[str(name) for name in values.get("trained_on", [])],
             report=dict(values.get("report", {})),
+            names=NameModel.from_json(values["names"]) if "names" in values else None,
         )
 
     def save(self, path: Path | str) -> None:

@@ -1,0 +1,423 @@
+"""Which known name each unlabelled line most probably has, learned from the labels themselves.
+
+The clustering decides from the embeddings alone which lines belong together, and names follow
+clusters. Once annotators have named a few dozen lines, those labels are better evidence than
+any cluster: a noisy line may sit far from every cluster yet still be closest to the labelled
+lines of one character, and conversations take turns, so who was labelled in the lines around
+it says who is likely to speak. `NameModel` is a conditional logit over the names already given
+plus one "none of them" option:
+
+    P(name j | line i) ∝ exp(w · f(i, j)),   P(none | i) ∝ exp(b · g(i))
+
+``f`` is the line's evidence for name j (voice and image similarity to j's labelled lines,
+overall and within the scene around it; how often j was labelled close by, and on the line just
+before or after; how often j has been labelled at all); ``g`` is the evidence that the line's
+speaker has no label yet (how far it is from every labelled line). The weights are fitted on
+the labelled lines themselves, each one scored with itself left out, so a line whose name
+nobody else holds teaches the "none" option. That fit takes milliseconds and is pulled towards
+prior weights trained on the benchmark's training episodes, so a handful of labels cannot push
+it far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from ml_backend.grouping.clusters import UNLABELLED
+from ml_backend.grouping.context import LineContext
+
+NAME_FEATURES = (
+    "voice_best",
+    "voice_top3",
+    "voice_centroid",
+    "voice_local",
+    "image_best",
+    "image_top3",
+    "image_centroid",
+    "image_local",
+    "near_3",
+    "near_12",
+    "previous",
+    "following",
+    "log_count",
+)
+"""Evidence of one line for one name; ``*_local`` are the best similarity to that name's
+labelled lines within `LOCAL_WINDOW` cues of the line (0 where there is none)."""
+
+NONE_FEATURES = ("bias", "voice_best_any", "image_best_any", "near_12_any", "log_names")
+"""Evidence that the line's speaker has no label yet."""
+
+LOCAL_WINDOW = 12
+"""Cues either side that count as the line's scene for the local and nearby evidence."""
+
+_TOP = 3
+_BLOCK = 2048
+
+
+class NameModel:
+    """Conditional logit over the known names plus "none"; weights in ``coef_`` (fitted).
+
+    Parameters
+    ----------
+    l2 : ridge penalty on the weights (towards zero, or towards the prior's weights).
+    """
+
+    def __init__(self, *, l2: float = 1.0) -> None:
+        self.l2 = l2
+        self.refine_: NameModel | None = None
+
+    # ------------------------------------------------------------------ evidence
+
+    @staticmethod
+    def evidence(
+        context: LineContext,
+        codes: np.ndarray,
+        rows: np.ndarray | None = None,
+        soft: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features of ``rows`` (default: every line) against the labels ``codes`` ((n,) int,
+        `UNLABELLED` = -1), each labelled row with itself left out.
+
+        soft : (n, J) P(name) of every line; where given, the unlabelled lines around a row
+        count with these probabilities in the nearby features (labelled ones count fully).
+
+        Returns (F : (r, J, len(NAME_FEATURES)), G : (r, len(NONE_FEATURES)), valid : (r, J)
+        bool, False for a name whose only labelled line is the row itself).
+        """
+        lines = context.lines
+        n = len(lines)
+        rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+        labelled = np.flatnonzero(codes != UNLABELLED)
+        n_names = int(codes[labelled].max()) + 1 if len(labelled) else 0
+        r = len(rows)
+        F = np.zeros((r, n_names, len(NAME_FEATURES)))
+        G = np.zeros((r, len(NONE_FEATURES)))
+        G[:, 0] = 1.0
+        if not n_names or not r:
+            return F, G, np.zeros((r, n_names), dtype=bool)
+        label_of = codes[labelled]
+        counts = np.bincount(label_of, minlength=n_names).astype(np.float64)
+        own = codes[rows]  # the row's own label (-1 if none), to leave itself out
+        self_column = np.full(r, -1, dtype=np.int64)
+        position_in_labelled = {int(k): c for c, k in enumerate(labelled.tolist())}
+        for a, i in enumerate(rows.tolist()):
+            self_column[a] = position_in_labelled.get(i, -1)
+        left = counts[None, :] - (own[:, None] == np.arange(n_names)[None, :])
+        valid = left > 0
+        # positions: same episode and within the window
+        position = context.position
+        episode = context.episode
+        for kind, offset in (("voice", 0), ("image", 4)):
+            vectors = getattr(lines, kind)
+            if vectors is None:
+                continue
+            vectors = centred(vectors, episode)
+            bank = vectors[labelled]
+            sums = np.zeros((n_names, vectors.shape[1]))
+            np.add.at(sums, label_of, bank.astype(np.float64))
+            for start in range(0, r, _BLOCK):
+                block = slice(start, min(r, start + _BLOCK))
+                idx = rows[block]
+                sims = vectors[idx] @ bank.T  # (b, L)
+                cols = self_column[block]
+                has_self = cols >= 0
+                sims[np.flatnonzero(has_self), cols[has_self]] = -np.inf
+                local = (episode[idx][:, None] == episode[labelled][None, :]) & (
+                    np.abs(position[idx][:, None] - position[labelled][None, :]) <= LOCAL_WINDOW
+                )
+                local_sims = np.where(local, sims, -np.inf)
+                for j in range(n_names):
+                    columns = label_of == j
+                    part = sims[:, columns]
+                    take = min(_TOP, part.shape[1])
+                    top = -np.sort(-part, axis=1)[:, :take]
+                    best = top[:, 0]
+                    finite = np.isfinite(top)
+                    top3 = np.where(
+                        finite.any(axis=1),
+                        np.where(finite, top, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1),
+                        0.0,
+                    )
+                    loc = local_sims[:, columns].max(axis=1)
+                    F[block, j, offset + 0] = np.where(np.isfinite(best), best, 0.0)
+                    F[block, j, offset + 1] = top3
+                    F[block, j, offset + 3] = np.where(np.isfinite(loc), loc, 0.0)
+                # centroid of the name's labelled lines, minus the row itself:
+                # |S - v|² = |S|² - 2 S·v + |v|² and (S - v)·v = S·v - |v|²
+                v = vectors[idx].astype(np.float64)
+                dot = v @ sums.T  # (b, J)
+                mine = (own[block][:, None] == np.arange(n_names)[None, :]).astype(np.float64)
+                vv = np.einsum("bd,bd->b", v, v)[:, None]
+                squared = (sums * sums).sum(axis=1)[None, :] - mine * (2 * dot - vv)
+                cosine = dot - mine * vv
+                norm = np.sqrt(np.maximum(squared, 0.0))
+                F[block, :, offset + 2] = np.where(
+                    norm > 1e-6, cosine / np.maximum(norm, 1e-6), 0.0
+                )
+            G[:, 1 + offset // 4] = np.where(valid, F[:, :, offset], -1.0).max(axis=1)
+        # who speaks around the line: the labels, or (second stage) everyone's probabilities
+        around = np.zeros((n, n_names))
+        around[labelled, label_of] = 1.0
+        if soft is not None:
+            around = np.where((codes == UNLABELLED)[:, None], soft, around)
+        F[:, :, 8:12] = _around(context, around, rows)
+        F[:, :, 12] = np.log1p(np.maximum(left, 0))
+        G[:, 3] = np.log1p(np.where(valid, np.expm1(F[:, :, 9]), 0.0).sum(axis=1))
+        G[:, 4] = np.log1p(valid.sum(axis=1))
+        F[~valid] = 0.0
+        return F, G, valid
+
+    # ------------------------------------------------------------------ fit / predict
+
+    def fit(
+        self,
+        context: LineContext,
+        codes: np.ndarray,
+        *,
+        prior: NameModel | None = None,
+        strength: float = 0.0,
+    ) -> NameModel:
+        """Fit on the labelled lines of one call (each scored with itself left out).
+
+        Two stages when the prior has them (or without a prior): the second sees, around each
+        line, the first stage's probabilities for the unlabelled lines as well as the labels.
+        """
+        rows = np.flatnonzero(codes != UNLABELLED)
+        F, G, valid = self.evidence(context, codes, rows)
+        own = codes[rows]
+        target = np.where(valid[np.arange(len(rows)), own], own + 1, 0)  # 0 = none
+        self.fit_features([(F, G, valid, target)], prior=prior, strength=strength)
+        self.refine_ = None
+        if prior is None or prior.refine_ is not None:
+            soft = self._first_stage(context, codes)
+            F2, G2, valid2 = self.evidence(context, codes, rows, soft=soft)
+            self.refine_ = NameModel(l2=self.l2).fit_features(
+                [(F2, G2, valid2, target)],
+                prior=None if prior is None else prior.refine_,
+                strength=strength,
+            )
+        return self
+
+    @classmethod
+    def fit_prior(
+        cls,
+        subsets: Sequence[tuple[LineContext, np.ndarray, np.ndarray]],
+        *,
+        l2: float = 1.0,
+    ) -> NameModel:
+        """Prior weights, both stages, from (context, codes, truth) label subsets of episodes
+        whose every speaker is known (see `examples` for ``truth``)."""
+        first = [cls.examples(context, codes, truth) for context, codes, truth in subsets]
+        model = cls(l2=l2).fit_features(first)
+        second = []
+        for (context, codes, truth), (F, G, valid, _) in zip(subsets, first, strict=True):
+            soft = model.proba_from(F, G, valid)[:, 1:]
+            second.append(cls.examples(context, codes, truth, soft=soft))
+        model.refine_ = cls(l2=l2).fit_features(second)
+        return model
+
+    def fit_features(
+        self,
+        groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+        *,
+        prior: NameModel | None = None,
+        strength: float = 0.0,
+    ) -> NameModel:
+        """Fit on precomputed (F, G, valid, target) groups; target 0 = none, j + 1 = name j.
+
+        Several groups (episodes, label subsets) are pooled; their name counts may differ."""
+        size = len(NAME_FEATURES) + len(NONE_FEATURES)
+        if prior is not None:
+            self.scale_, self.none_scale_ = prior.scale_.copy(), prior.none_scale_.copy()
+            theta0 = np.concatenate([prior.coef_ * prior.scale_, prior.none_ * prior.none_scale_])
+        else:
+            self.scale_, self.none_scale_ = _scales(groups)
+            theta0 = np.zeros(size)
+        groups = [
+            (F / self.scale_, G / self.none_scale_, valid, target) for F, G, valid, target in groups
+        ]
+        pull = float(strength) if prior is not None else 0.0
+        l2 = self.l2
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[: len(NAME_FEATURES)], theta[len(NAME_FEATURES) :]
+            total, grad = 0.0, np.zeros_like(theta)
+            for F, G, valid, target in groups:
+                if not len(target):
+                    continue
+                logits = np.concatenate([(G @ b)[:, None], np.where(valid, F @ w, -np.inf)], axis=1)
+                top = logits.max(axis=1, keepdims=True)
+                p = np.exp(logits - top)
+                z = p.sum(axis=1, keepdims=True)
+                p /= z
+                picked = logits[np.arange(len(target)), target]
+                total -= float((picked - top[:, 0] - np.log(z[:, 0])).sum())
+                err = p.copy()
+                err[np.arange(len(target)), target] -= 1.0
+                grad[: len(NAME_FEATURES)] += np.einsum("rj,rjf->f", err[:, 1:], F)
+                grad[len(NAME_FEATURES) :] += err[:, 0] @ G
+            gap = theta - theta0
+            total += 0.5 * (l2 + pull) * float(gap @ gap) if prior is not None else 0.0
+            grad += (l2 + pull) * gap if prior is not None else 0.0
+            if prior is None:
+                total += 0.5 * l2 * float(theta @ theta)
+                grad += l2 * theta
+            return total, grad
+
+        result = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 200})
+        # weights are kept on the raw features, so that predicting needs no scaling step
+        self.coef_ = result.x[: len(NAME_FEATURES)] / self.scale_
+        self.none_ = result.x[len(NAME_FEATURES) :] / self.none_scale_
+        return self
+
+    @classmethod
+    def examples(
+        cls,
+        context: LineContext,
+        codes: np.ndarray,
+        truth: np.ndarray,
+        soft: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One `fit_features` group for every line, from known truth: (F, G, valid, target).
+
+        truth : (n,) int code of every line's speaker in ``codes``' numbering where that
+        speaker is labelled, else -1 (so its target is "none"). Unlabelled lines are what a
+        proposal faces; only truth can say whom they belong to, so this is for training the
+        prior on benchmark episodes.
+        """
+        F, G, valid = cls.evidence(context, codes, soft=soft)
+        rows = np.arange(len(truth))
+        known = (truth >= 0) & valid[rows, np.maximum(truth, 0)]
+        return F, G, valid, np.where(known, truth + 1, 0)
+
+    def predict_proba(
+        self, context: LineContext, codes: np.ndarray, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(r, 1 + J): P(none), then P(name j) for j = 0..J-1 (the codes' order)."""
+        if getattr(self, "refine_", None) is None:
+            F, G, valid = self.evidence(context, codes, rows)
+            return self.proba_from(F, G, valid)
+        soft = self._first_stage(context, codes)
+        F, G, valid = self.evidence(context, codes, rows, soft=soft)
+        return self.refine_.proba_from(F, G, valid)
+
+    def _first_stage(self, context: LineContext, codes: np.ndarray) -> np.ndarray:
+        """(n, J) the first stage's P(name) of every line (labelled ones with themselves out)."""
+        F, G, valid = self.evidence(context, codes)
+        return self.proba_from(F, G, valid)[:, 1:]
+
+    def proba_from(self, F: np.ndarray, G: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        logits = np.concatenate(
+            [(G @ self.none_)[:, None], np.where(valid, F @ self.coef_, -np.inf)], axis=1
+        )
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    # ------------------------------------------------------------------ files
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "l2": self.l2,
+            "name_features": list(NAME_FEATURES),
+            "none_features": list(NONE_FEATURES),
+            "coef": [float(v) for v in self.coef_],
+            "none": [float(v) for v in self.none_],
+            "scale": [float(v) for v in self.scale_],
+            "none_scale": [float(v) for v in self.none_scale_],
+            "refine": None if self.refine_ is None else self.refine_.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> NameModel:
+        if (
+            tuple(values.get("name_features", ())) != NAME_FEATURES
+            or tuple(values.get("none_features", ())) != NONE_FEATURES
+        ):
+            raise ValueError("name model features differ from this version's")
+        model = cls(l2=float(values.get("l2", 1.0)))
+        model.coef_ = np.asarray(values["coef"], dtype=np.float64)
+        model.none_ = np.asarray(values["none"], dtype=np.float64)
+        model.scale_ = np.asarray(values["scale"], dtype=np.float64)
+        model.none_scale_ = np.asarray(values["none_scale"], dtype=np.float64)
+        refine = values.get("refine")
+        model.refine_ = None if refine is None else cls.from_json(refine)
+        return model
+
+
+def _around(context: LineContext, around: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(r, J, 4): near_3, near_12, previous, following of ``rows`` from ``around`` ((n, J),
+    how much each line counts for each name), the row itself left out.
+
+    Window sums come from cumulative sums along each episode's cue order, so the cost is
+    n·J, whatever the window or the season's length.
+    """
+    n, n_names = around.shape
+    order = np.lexsort((context.position, context.episode))
+    seq = around[order]
+    cumulative = np.vstack([np.zeros((1, n_names)), np.cumsum(seq, axis=0)])
+    where = np.empty(n, dtype=np.int64)
+    where[order] = np.arange(n)
+    first = np.zeros(n, dtype=np.int64)  # sequence index of each line's episode start
+    episode_sorted = context.episode[order]
+    starts = np.flatnonzero(np.r_[True, episode_sorted[1:] != episode_sorted[:-1]])
+    ends = np.r_[starts[1:], n]
+    run = np.repeat(np.arange(len(starts)), ends - starts)
+    first[order] = starts[run]
+    last = np.zeros(n, dtype=np.int64)
+    last[order] = ends[run]
+    at = where[rows]
+    out = np.zeros((len(rows), n_names, 4))
+    for column, window in ((0, 3), (1, LOCAL_WINDOW)):
+        lo = np.maximum(at - window, first[rows])
+        hi = np.minimum(at + window + 1, last[rows])
+        total = cumulative[hi] - cumulative[lo] - seq[at]
+        out[:, :, column] = np.log1p(np.maximum(total, 0.0))
+    previous, following = context.cue_neighbours()
+    for column, neighbour in ((2, previous[rows]), (3, following[rows])):
+        has = neighbour >= 0
+        out[has, :, column] = around[neighbour[has]]
+    return out
+
+
+def centred(vectors: np.ndarray, episode: np.ndarray) -> np.ndarray:
+    """Unit rows minus their episode's mean row, renormalised (missing rows stay zero).
+
+    Every line of an episode shares its recording chain, and a speaker embedding carries some
+    of it; the mean over an episode's lines is mostly that shared part, so removing it leaves
+    more of what tells speakers apart (mean normalisation, as speaker verification does).
+    """
+    out = vectors.astype(np.float32).copy()
+    present = np.abs(out).sum(axis=1) > 0
+    for code in np.unique(episode):
+        rows = np.flatnonzero((episode == code) & present)
+        if len(rows) > 1:
+            out[rows] -= out[rows].mean(axis=0)
+    norm = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.where(norm > 1e-9, out / np.maximum(norm, 1e-9), 0.0).astype(np.float32)
+
+
+def _scales(
+    groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """How much each feature varies where it matters, so one ridge penalty fits all of them.
+
+    A name feature only matters relative to the same line's other names (a softmax ignores
+    what all of them share), so its scale is the spread around each line's mean over its
+    names; a none feature's is its plain spread over lines (the bias keeps scale 1).
+    """
+    deviations, nones = [], []
+    for F, G, valid, _ in groups:
+        if F.size:
+            count = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+            mean = np.where(valid[..., None], F, 0.0).sum(axis=1, keepdims=True) / count[..., None]
+            deviations.append((F - mean)[valid])
+        nones.append(G)
+    spread = np.vstack(deviations).std(axis=0) if deviations else np.ones(len(NAME_FEATURES))
+    none_spread = np.vstack(nones).std(axis=0) if nones else np.ones(len(NONE_FEATURES))
+    none_spread[0] = 1.0
+    return np.where(spread > 1e-9, spread, 1.0), np.where(none_spread > 1e-9, none_spread, 1.0)
