@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import json
 import logging
 import time
 from collections import Counter
@@ -378,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from bench.episode_cache import split
-    from ml_backend.grouping.priors import load_priors
+    from ml_backend.grouping.priors import PACKAGED
 
     episodes = [
         read_episode(cached.name, cached.folder, cached.imported)
@@ -386,7 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cached.name not in args.hold_out
     ]
     if args.names_only:
-        priors = load_priors(args.out if args.out.exists() else None)
+        source = args.out if args.out.exists() else PACKAGED
+        values = json.loads(source.read_text(encoding="utf-8"))
+        values.pop("names", None)  # an older name model may not even load: it is replaced
+        priors = Priors.from_json(values)
         priors.names = fit_name_prior(episodes)
         priors.save(args.out)
         logger.info("name model prior %s; wrote %s", priors.names.to_json(), args.out)

@@ -58,7 +58,7 @@ DEFAULT_OPTIONS: dict[str, float] = {
     # The name model (`name_model.NameModel`), learned from the labels, overrides the cluster's
     # proposal for a line when it is surer by this margin (a cluster's placeholder counts as 0):
     "name_override": 0.0,
-    "name_none_margin": 0.0,  # a placeholder line takes the model's best name unless P(none)
+    "name_none_margin": 0.2,  # a placeholder line takes the model's best name unless P(none)
     # exceeds that name's P by more than this
     "name_strength": 30.0,  # how many labelled lines the name model's prior weights count for
     "name_min_labels": 2.0,  # fewer labelled lines than this: no name model
@@ -234,21 +234,34 @@ class SpeakerGrouper:
             return proposals
         p = model.predict_proba(context, codes, rows)
         margin, none_margin = self.option("name_override"), self.option("name_none_margin")
+        # a placeholder cluster is judged as a whole: its members' mean probabilities
+        cluster_of = np.array(
+            [
+                proposals[i].cluster
+                if proposals[i].speaker is not None and proposals[i].speaker not in names
+                else -1
+                for i in rows.tolist()
+            ]
+        )
+        pooled = p.copy()
+        for cluster in np.unique(cluster_of[cluster_of >= 0]).tolist():
+            members = cluster_of == cluster
+            pooled[members] = p[members].mean(axis=0)
         out = list(proposals)
         for a, i in enumerate(rows.tolist()):
-            best = int(np.argmax(p[a, 1:]))
-            p_best, p_none = float(p[a, 1 + best]), float(p[a, 0])
+            best = int(np.argmax(pooled[a, 1:]))
+            p_best, p_none = float(p[a, 1 + best]), float(pooled[a, 0])
             old = proposals[i]
             if old.speaker is not None and old.speaker in names:
                 if old.speaker == names[best] or p_best <= old.score + margin:
                     continue
-            elif p_best <= p_none - none_margin:
+            elif float(pooled[a, 1 + best]) <= p_none - none_margin:
                 continue
             alternatives = tuple(
                 (names[j], round(float(p[a, 1 + j]), 4))
-                for j in np.argsort(-p[a, 1:])[1 : _ALTERNATIVES + 1].tolist()
-                if p[a, 1 + j] > 0.0
-            )
+                for j in np.argsort(-p[a, 1:]).tolist()
+                if j != best and p[a, 1 + j] > 0.0
+            )[:_ALTERNATIVES]
             out[i] = Proposal(old.line_id, names[best], old.cluster, p_best, alternatives)
         return out
 
