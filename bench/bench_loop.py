@@ -464,7 +464,9 @@ def simulate_direct(
     order_key = {line_id: k for k, line_id in enumerate(lines.line_ids)}
     placeholders = Placeholders()
     labels: dict[str, str] = {}
-    options = dict(grouper_options or {})
+    from ml_backend.config import ANNOTATION_OPTIONS
+
+    options = {**ANNOTATION_OPTIONS, **dict(grouper_options or {})}
     refit_s: list[float] = []
     predict_s: list[float] = []
 

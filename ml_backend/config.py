@@ -27,6 +27,17 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+ANNOTATION_OPTIONS: dict[str, float] = {"name_none_margin": 0.2}
+"""Grouper options of the backend, where proposals feed an annotator rather than a file.
+
+A placeholder ("Speaker 7") is never a right answer to an annotator, so the backend lets the
+name model give a placeholder cluster the known name its members most probably have, even on
+weak evidence: at worst it costs the same one correction, and it is shown with its low score
+(on the training episodes this cut the annotation loop's corrections on `hard` from 23.1 to
+20.3 per 100 lines). Offline grouping keeps the placeholder (the grouper's default), since a
+guessed name that is wrong merges two speakers in the output (with 5 % random labels it cost
+one `standard` training-split-sized episode 28 more operations per 100 lines).
+"""
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,7 @@ class BackendConfig:
             object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))
 
     def grouper_kwargs(self) -> dict[str, Any]:
-        return {"priors": self.priors, **dict(self.grouper_options)}
+        return {"priors": self.priors, **ANNOTATION_OPTIONS, **dict(self.grouper_options)}
 
     @property
     def document_root(self) -> Path | None:

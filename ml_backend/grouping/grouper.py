@@ -58,8 +58,9 @@ DEFAULT_OPTIONS: dict[str, float] = {
     # The name model (`name_model.NameModel`), learned from the labels, overrides the cluster's
     # proposal for a line when it is surer by this margin (a cluster's placeholder counts as 0):
     "name_override": 0.0,
-    "name_none_margin": 0.2,  # a placeholder line takes the model's best name unless P(none)
-    # exceeds that name's P by more than this
+    "name_none_margin": -1.0,  # a placeholder cluster takes the known name its members most
+    # probably have unless their mean P(none) exceeds that name's mean P by more than this (-1:
+    # never, placeholders stay; the backend uses 0.2, see ml_backend.config.ANNOTATION_OPTIONS)
     "name_strength": 30.0,  # how many labelled lines the name model's prior weights count for
     "name_min_labels": 2.0,  # fewer labelled lines than this: no name model
 }
