@@ -21,7 +21,7 @@ it far.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -339,7 +339,6 @@ def _similarities(
     labelled lines, a labelled row never compared with itself."""
     r = len(rows)
     out = np.zeros((r, n_names, len(_SIMILARITIES)))
-    position, episode = context.position, context.episode
     bank = vectors[labelled]
     sums = np.zeros((n_names, vectors.shape[1]))
     np.add.at(sums, label_of, bank.astype(np.float64))
@@ -352,10 +351,6 @@ def _similarities(
         cols = self_column[block]
         has_self = cols >= 0
         sims[np.flatnonzero(has_self), cols[has_self]] = -np.inf
-        local = (episode[idx][:, None] == episode[labelled][None, :]) & (
-            np.abs(position[idx][:, None] - position[labelled][None, :]) <= LOCAL_WINDOW
-        )
-        local_sims = np.where(local, sims, -np.inf)[:, order]
         sims = sims[:, order]
         for j in range(n_names):
             part = sims[:, bounds[j] : bounds[j + 1]]
@@ -366,8 +361,6 @@ def _similarities(
             count = finite.sum(axis=1)
             out[block, j, 0] = np.where(np.isfinite(best), best, 0.0)
             out[block, j, 1] = np.where(finite, top, 0.0).sum(axis=1) / np.maximum(count, 1)
-            loc = local_sims[:, bounds[j] : bounds[j + 1]].max(axis=1, initial=-np.inf)
-            out[block, j, 3] = np.where(np.isfinite(loc), loc, 0.0)
         # centroid of the name's labelled lines, minus the row itself:
         # |S - v|² = |S|² - 2 S·v + |v|² and (S - v)·v = S·v - |v|²
         v = vectors[idx].astype(np.float64)
@@ -377,7 +370,38 @@ def _similarities(
         squared = (sums * sums).sum(axis=1)[None, :] - mine * (2 * dot - vv)
         norm = np.sqrt(np.maximum(squared, 0.0))
         out[block, :, 2] = np.where(norm > 1e-6, (dot - mine * vv) / np.maximum(norm, 1e-6), 0.0)
+    # local: the best similarity to each name's labelled lines within the window, found by
+    # walking the cue offsets (2·window + 1 of them) instead of comparing every pair
+    codes = np.full(len(vectors), UNLABELLED, dtype=np.int64)
+    codes[labelled] = label_of
+    local = np.full((r, n_names), -np.inf)
+    for offset, neighbour in _cue_offsets(context, rows):
+        ok = (neighbour >= 0) & (offset != 0)
+        ok[ok] &= codes[neighbour[ok]] != UNLABELLED
+        if not ok.any():
+            continue
+        at, other = np.flatnonzero(ok), neighbour[ok]
+        similarity = np.einsum("ij,ij->i", vectors[rows[at]], vectors[other])
+        name = codes[other]
+        np.maximum.at(local, (at, name), similarity)
+    out[:, :, 3] = np.where(np.isfinite(local), local, 0.0)
     return out
+
+
+def _cue_offsets(context: LineContext, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, (r,) the line ``offset`` cues from each row in its episode, -1 past the ends)
+    for every offset within `LOCAL_WINDOW`."""
+    n = len(context.position)
+    order = np.lexsort((context.position, context.episode))
+    where = np.empty(n, dtype=np.int64)
+    where[order] = np.arange(n)
+    episode_sorted = context.episode[order]
+    at = where[rows]
+    for offset in range(-LOCAL_WINDOW, LOCAL_WINDOW + 1):
+        target = at + offset
+        inside = (target >= 0) & (target < n)
+        inside[inside] &= episode_sorted[target[inside]] == context.episode[rows[inside]]
+        yield offset, np.where(inside, order[np.clip(target, 0, n - 1)], -1)
 
 
 def _whitened(vectors: np.ndarray, labelled: np.ndarray, label_of: np.ndarray) -> np.ndarray:
