@@ -116,10 +116,9 @@ class NameModel:
         label_of = codes[labelled]
         counts = np.bincount(label_of, minlength=n_names).astype(np.float64)
         own = codes[rows]  # the row's own label (-1 if none), to leave itself out
-        self_column = np.full(r, -1, dtype=np.int64)
-        position_in_labelled = {int(k): c for c, k in enumerate(labelled.tolist())}
-        for a, i in enumerate(rows.tolist()):
-            self_column[a] = position_in_labelled.get(i, -1)
+        column_of = np.full(n, -1, dtype=np.int64)  # line -> its column among the labelled
+        column_of[labelled] = np.arange(len(labelled))
+        self_column = column_of[rows]
         left = counts[None, :] - (own[:, None] == np.arange(n_names)[None, :])
         valid = left > 0
         spaces = [("voice", centred(lines.voice, context.episode))]
