@@ -133,16 +133,33 @@ class NameModel:
         for column, kind in ((1, "voice"), (2, "image")):
             best = F[:, :, NAME_FEATURES.index(f"{kind}_best")]
             G[:, column] = np.where(valid, best, -1.0).max(axis=1)
-        # who speaks around the line: the labels, or (second stage) everyone's probabilities
-        around = np.zeros((n, n_names))
-        around[labelled, label_of] = 1.0
+        F[:, :, NAME_FEATURES.index("log_count")] = np.log1p(np.maximum(left, 0))
+        G[:, 4] = np.log1p(valid.sum(axis=1))
+        return NameModel.with_context(context, codes, rows, F, G, valid, soft)
+
+    @staticmethod
+    def with_context(
+        context: LineContext,
+        codes: np.ndarray,
+        rows: np.ndarray,
+        F: np.ndarray,
+        G: np.ndarray,
+        valid: np.ndarray,
+        soft: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(F, G, valid) of `evidence` with the who-speaks-around features (re)computed: from
+        the labels alone, or with ``soft`` (n, J) for the unlabelled lines. The similarities
+        stay, so the second stage costs no second pass over the vectors."""
+        F, G = F.copy(), G.copy()
+        n_names = F.shape[1]
+        labelled = np.flatnonzero(codes != UNLABELLED)
+        around = np.zeros((len(codes), n_names))
+        around[labelled, codes[labelled]] = 1.0
         if soft is not None:
             around = np.where((codes == UNLABELLED)[:, None], soft, around)
         F[:, :, [NAME_FEATURES.index(name) for name in _AROUND]] = _around(context, around, rows)
-        F[:, :, NAME_FEATURES.index("log_count")] = np.log1p(np.maximum(left, 0))
         near = np.expm1(F[:, :, NAME_FEATURES.index("near_12")])
         G[:, 3] = np.log1p(np.where(valid, near, 0.0).sum(axis=1))
-        G[:, 4] = np.log1p(valid.sum(axis=1))
         F[~valid] = 0.0
         return F, G, valid
 
@@ -161,17 +178,19 @@ class NameModel:
         Two stages when the prior has them (or without a prior): the second sees, around each
         line, the first stage's probabilities for the unlabelled lines as well as the labels.
         """
+        everyone = np.arange(len(codes))
+        F_all, G_all, valid_all = self.evidence(context, codes, everyone)
         rows = np.flatnonzero(codes != UNLABELLED)
-        F, G, valid = self.evidence(context, codes, rows)
+        F, G, valid = F_all[rows], G_all[rows], valid_all[rows]
         own = codes[rows]
         target = np.where(valid[np.arange(len(rows)), own], own + 1, 0)  # 0 = none
         self.fit_features([(F, G, valid, target)], prior=prior, strength=strength)
         self.refine_ = None
         if prior is None or prior.refine_ is not None:
-            soft = self._first_stage(context, codes)
-            F2, G2, valid2 = self.evidence(context, codes, rows, soft=soft)
+            soft = self.proba_from(F_all, G_all, valid_all)[:, 1:]
+            second = self.with_context(context, codes, rows, F, G, valid, soft)
             self.refine_ = NameModel(l2=self.l2).fit_features(
-                [(F2, G2, valid2, target)],
+                [(*second, target)],
                 prior=None if prior is None else prior.refine_,
                 strength=strength,
             )
@@ -189,9 +208,10 @@ class NameModel:
         first = [cls.examples(context, codes, truth) for context, codes, truth in subsets]
         model = cls(l2=l2).fit_features(first)
         second = []
-        for (context, codes, truth), (F, G, valid, _) in zip(subsets, first, strict=True):
+        for (context, codes, _), (F, G, valid, target) in zip(subsets, first, strict=True):
             soft = model.proba_from(F, G, valid)[:, 1:]
-            second.append(cls.examples(context, codes, truth, soft=soft))
+            everyone = np.arange(len(codes))
+            second.append((*cls.with_context(context, codes, everyone, F, G, valid, soft), target))
         model.refine_ = cls(l2=l2).fit_features(second)
         return model
 
@@ -235,12 +255,9 @@ class NameModel:
                 err[np.arange(len(target)), target] -= 1.0
                 grad[: len(NAME_FEATURES)] += np.einsum("rj,rjf->f", err[:, 1:], F)
                 grad[len(NAME_FEATURES) :] += err[:, 0] @ G
-            gap = theta - theta0
-            total += 0.5 * (l2 + pull) * float(gap @ gap) if prior is not None else 0.0
-            grad += (l2 + pull) * gap if prior is not None else 0.0
-            if prior is None:
-                total += 0.5 * l2 * float(theta @ theta)
-                grad += l2 * theta
+            gap = theta - theta0  # theta0 is 0 without a prior, where pull is 0 too
+            total += 0.5 * (l2 + pull) * float(gap @ gap)
+            grad += (l2 + pull) * gap
             return total, grad
 
         result = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 200})
@@ -255,7 +272,6 @@ class NameModel:
         context: LineContext,
         codes: np.ndarray,
         truth: np.ndarray,
-        soft: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One `fit_features` group for every line, from known truth: (F, G, valid, target).
 
@@ -264,7 +280,7 @@ class NameModel:
         proposal faces; only truth can say whom they belong to, so this is for training the
         prior on benchmark episodes.
         """
-        F, G, valid = cls.evidence(context, codes, soft=soft)
+        F, G, valid = cls.evidence(context, codes)
         rows = np.arange(len(truth))
         known = (truth >= 0) & valid[rows, np.maximum(truth, 0)]
         return F, G, valid, np.where(known, truth + 1, 0)
@@ -273,17 +289,13 @@ class NameModel:
         self, context: LineContext, codes: np.ndarray, rows: np.ndarray | None = None
     ) -> np.ndarray:
         """(r, 1 + J): P(none), then P(name j) for j = 0..J-1 (the codes' order)."""
-        if getattr(self, "refine_", None) is None:
-            F, G, valid = self.evidence(context, codes, rows)
-            return self.proba_from(F, G, valid)
-        soft = self._first_stage(context, codes)
-        F, G, valid = self.evidence(context, codes, rows, soft=soft)
-        return self.refine_.proba_from(F, G, valid)
-
-    def _first_stage(self, context: LineContext, codes: np.ndarray) -> np.ndarray:
-        """(n, J) the first stage's P(name) of every line (labelled ones with themselves out)."""
+        rows = np.arange(len(codes)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if self.refine_ is None:
+            return self.proba_from(*self.evidence(context, codes, rows))
         F, G, valid = self.evidence(context, codes)
-        return self.proba_from(F, G, valid)[:, 1:]
+        soft = self.proba_from(F, G, valid)[:, 1:]
+        second = self.with_context(context, codes, rows, F[rows], G[rows], valid[rows], soft)
+        return self.refine_.proba_from(*second)
 
     def proba_from(self, F: np.ndarray, G: np.ndarray, valid: np.ndarray) -> np.ndarray:
         logits = np.concatenate(
