@@ -35,8 +35,8 @@ name model give a placeholder cluster the known name its members most probably h
 weak evidence: at worst it costs the same one correction, and it is shown with its low score
 (on the training episodes this cut the annotation loop's corrections on `hard` from 23.1 to
 20.3 per 100 lines). Offline grouping keeps the placeholder (the grouper's default), since a
-guessed name that is wrong merges two speakers in the output (with 5 % random labels it cost
-one `standard` training-split-sized episode 28 more operations per 100 lines).
+guessed name that is wrong merges two speakers in the output: with 5 % random labels, guessing
+cost `standard-seed1` 39.1 operations per 100 lines against 11.5 without the name model.
 """
 
 

@@ -55,8 +55,8 @@ DEFAULT_OPTIONS: dict[str, float] = {
     # the name grouping's edge precision on standard training episodes from 0.98 to 0.83):
     "name_attach": 0.0,  # a lone line joins a NAMED cluster above this P (0: any evidence)
     "name_guess": 0.3,  # a cluster without labels takes a named cluster's name above this mean P
-    # The name model (`name_model.NameModel`), learned from the labels, overrides the cluster's
-    # proposal for a line when it is surer by this margin (a cluster's placeholder counts as 0):
+    # The name model (`name_model.NameModel`), learned from the labels, overrides a named
+    # cluster's proposal for a line when its own P is higher by this margin:
     "name_override": 0.0,
     "name_none_margin": -1.0,  # a placeholder cluster takes the known name its members most
     # probably have unless their mean P(none) exceeds that name's mean P by more than this (-1:
@@ -224,8 +224,9 @@ class SpeakerGrouper:
 
         A cluster's name is only as good as the cluster; with enough labels the labelled lines
         themselves (and who speaks around a line) say more about a noisy line than the cluster
-        it happened to join. A placeholder or no speaker counts as probability 0, since it is
-        never the right name, unless the model itself finds "none of the known names" likelier.
+        it happened to join. A placeholder cluster (and a line with no speaker) takes the model's
+        best known name, judged on its members' mean probabilities, unless "none of the known
+        names" is likelier by more than ``name_none_margin``.
         """
         model = getattr(self, "names_", None)
         if model is None or not names:
@@ -235,11 +236,12 @@ class SpeakerGrouper:
             return proposals
         p = model.predict_proba(context, codes, rows)
         margin, none_margin = self.option("name_override"), self.option("name_none_margin")
+        known = set(names)
         # a placeholder cluster is judged as a whole: its members' mean probabilities
         cluster_of = np.array(
             [
                 proposals[i].cluster
-                if proposals[i].speaker is not None and proposals[i].speaker not in names
+                if proposals[i].speaker is not None and proposals[i].speaker not in known
                 else -1
                 for i in rows.tolist()
             ]
@@ -253,7 +255,7 @@ class SpeakerGrouper:
             best = int(np.argmax(pooled[a, 1:]))
             p_best, p_none = float(p[a, 1 + best]), float(pooled[a, 0])
             old = proposals[i]
-            if old.speaker is not None and old.speaker in names:
+            if old.speaker in known:
                 if old.speaker == names[best] or p_best <= old.score + margin:
                     continue
             elif float(pooled[a, 1 + best]) <= p_none - none_margin:
