@@ -51,7 +51,7 @@ NAME_FEATURES = (
 )
 """Evidence of one line for one name. Similarities are cosines between episode-centred vectors
 (`centred`); ``voice_white_*`` are the same in a voice space whitened by the labels' own
-within-speaker spread (`_whitened`); ``*_local`` are the best similarity to that name's
+within-speaker spread (`whitened`); ``*_local`` are the best similarity to that name's
 labelled lines within `LOCAL_WINDOW` cues of the line (0 where there is none)."""
 _SIMILARITIES = ("best", "top3", "centroid", "local")
 _AROUND = ("near_3", "near_12", "previous", "following")
@@ -124,7 +124,7 @@ class NameModel:
         spaces = [("voice", centred(lines.voice, context.episode))]
         if lines.image is not None:
             spaces.append(("image", centred(lines.image, context.episode)))
-        spaces.append(("voice_white", _whitened(spaces[0][1], labelled, label_of)))
+        spaces.append(("voice_white", whitened(spaces[0][1], labelled, label_of)))
         for kind, vectors in spaces:
             columns = [NAME_FEATURES.index(f"{kind}_{part}") for part in _SIMILARITIES]
             F[:, :, columns] = _similarities(
@@ -415,7 +415,7 @@ def _cue_offsets(context: LineContext, rows: np.ndarray) -> Iterator[tuple[int, 
         yield offset, np.where(inside, order[np.clip(target, 0, n - 1)], -1)
 
 
-def _whitened(vectors: np.ndarray, labelled: np.ndarray, label_of: np.ndarray) -> np.ndarray:
+def whitened(vectors: np.ndarray, labelled: np.ndarray, label_of: np.ndarray) -> np.ndarray:
     """Unit rows in a space where the labelled lines' within-speaker spread is a sphere.
 
     What varies within one speaker's lines (noise beds, shouting, pitch) is what makes two

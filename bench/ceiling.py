@@ -1,0 +1,154 @@
+"""How far do the embeddings themselves go? Leave-one-out 1-NN accuracy in several spaces.
+
+The grouping can only be as sure as its evidence. This measures that evidence on the imported
+benchmark episodes, with the vectors the product uses (``features.npz``), before any clustering:
+each line takes the character of its most similar other line, and the share taken right is
+reported per space:
+
+- ``voice``: the stored voice vectors as they are;
+- ``voice centred``: minus the episode's mean (what the name model uses);
+- ``voice adapted``: centred, then whitened by the within-cluster spread of our own cold-start
+  clusters of 3 or more lines (a label-free adaptation the grouping could do by itself);
+- ``voice oracle``: centred, then whitened by the within-speaker spread of the *true*
+  speakers: an upper bound for any linear re-weighting of these vectors, optimistic since the
+  line's own label is in it;
+- ``image``, ``voice + image``: centred image vectors, and both modalities averaged.
+
+Lines of a character who speaks only once cannot have a right neighbour and are not scored.
+
+Usage: ``python -m bench.ceiling [--episodes hard-seed1 ...] [--out bench/results/ceiling.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ml_backend.grouping.knn_graph import ABSENT, knn
+from ml_backend.grouping.name_model import centred, whitened
+from speaker_grouping.atomic import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ceiling.json"
+ADAPT_MIN_CLUSTER = 3
+"""Smallest cold-start cluster that counts as one pseudo-speaker for ``voice adapted``."""
+SPACES = ("voice", "voice centred", "voice adapted", "voice oracle", "image", "voice + image")
+
+
+def nn_accuracy(vectors: np.ndarray, codes: np.ndarray) -> float:
+    """Share of scorable lines whose most similar other line has the same code.
+
+    vectors : (n, d) float32 unit rows (zero = no vector, never right); codes : (n,) int.
+    A line is scorable when its code occurs at least twice. NaN when none is.
+    """
+    counts = np.bincount(codes)
+    scorable = counts[codes] >= 2
+    if not scorable.any():
+        return float("nan")
+    nearest = knn(vectors, 1)[0][:, 0]
+    right = (nearest != ABSENT) & (codes[np.maximum(nearest, 0)] == codes)
+    return float(right[scorable].mean())
+
+
+def spaces(
+    voice: np.ndarray,
+    image: np.ndarray | None,
+    episode: np.ndarray,
+    codes: np.ndarray,
+    clusters: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The vectors of each space in `SPACES` (``image`` ones only with an image model).
+
+    clusters : (n,) our cold-start cluster per line, -1 unassigned.
+    """
+    centred_voice = centred(voice, episode)
+    ids, members = np.unique(clusters, return_counts=True)
+    size = dict(zip(ids.tolist(), members.tolist(), strict=True))
+    pseudo = np.array([c >= 0 and size[c] >= ADAPT_MIN_CLUSTER for c in clusters.tolist()])
+    rows = np.flatnonzero(pseudo)
+    pseudo_codes = np.unique(clusters[rows], return_inverse=True)[1].reshape(-1)
+    out = {
+        "voice": voice.astype(np.float32),
+        "voice centred": centred_voice,
+        "voice adapted": whitened(centred_voice, rows, pseudo_codes),
+        "voice oracle": whitened(centred_voice, np.arange(len(codes)), codes),
+    }
+    if image is not None:
+        centred_image = centred(image, episode)
+        out["image"] = centred_image
+        both = np.hstack([centred_voice, centred_image]) / np.sqrt(2.0)
+        norm = np.linalg.norm(both, axis=1, keepdims=True)
+        out["voice + image"] = np.where(norm > 1e-9, both / np.maximum(norm, 1e-9), 0.0)
+    return out
+
+
+def measure(names: Sequence[str]) -> list[dict]:
+    """One row per built single-episode evaluation set (a season is several episodes)."""
+    from bench.episode_cache import CACHE, EVALUATION, READY, episodes
+    from bench.train_priors import read_episode
+    from ml_backend.grouping import SpeakerGrouper
+
+    rows = []
+    for preset, seed in EVALUATION:
+        name = f"{preset}-seed{seed}"
+        if preset == "season" or (names and name not in names):
+            continue
+        if not (CACHE / name / READY).is_file():
+            logger.warning("%s is not built; skipped (python -m bench.episode_cache)", name)
+            continue
+        cached = episodes(preset, seed)[0]
+        episode = read_episode(cached.name, cached.folder, cached.imported)
+        clusters = np.array([p.cluster for p in SpeakerGrouper().propose(episode.lines)])
+        lines = episode.lines
+        vectors = spaces(lines.voice, lines.image, episode.context.episode, episode.codes, clusters)
+        row = {
+            "episode": name,
+            "lines": len(lines),
+            "speakers": int(episode.codes.max()) + 1,
+            "accuracy": {space: nn_accuracy(v, episode.codes) for space, v in vectors.items()},
+        }
+        logger.info("%s: %s", name, row["accuracy"])
+        rows.append(row)
+    return rows
+
+
+def table(rows: Sequence[dict]) -> str:
+    header = ["episode", "lines", "speakers", *SPACES]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["episode"], str(row["lines"]), str(row["speakers"])]
+        cells += [f"{row['accuracy'].get(name, float('nan')):.3f}" for name in SPACES]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ceiling", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--episodes", nargs="*", default=[], help="names (default: every built one)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rows = measure(args.episodes)
+    if not rows:
+        print(
+            "no built evaluation episode; build them with python -m bench.episode_cache",
+            file=sys.stderr,
+        )
+        return 1
+    atomic_write_json(args.out, {"episodes": rows, "spaces": list(SPACES)})
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
