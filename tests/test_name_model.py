@@ -156,3 +156,28 @@ def test_no_labels_gives_no_names(episode):
     codes = np.full(len(context.lines), UNLABELLED, dtype=np.int64)
     F, _, valid = NameModel.evidence(context, codes)
     assert F.shape[1] == 0 and valid.shape == (len(codes), 0)
+
+
+def test_sure_lines_count_as_labels_for_a_second_look_at_the_rest(episode):
+    _, truth, context = episode
+    chosen = np.arange(0, 240, 12)  # few labels: 20 of 240
+    codes, _ = _codes_for(truth, chosen)
+    model = NameModel().fit(context, codes, prior=_prior(), strength=50.0)
+    rows = np.flatnonzero(codes == UNLABELLED)
+    plain = model.predict_proba(context, codes, rows)
+    np.testing.assert_array_equal(model.predict_proba(context, codes, rows, sure=1.0), plain)
+    widened = model.predict_proba(context, codes, rows, sure=0.7)
+    best = plain[:, 1:].argmax(axis=1)
+    sure = plain[np.arange(len(rows)), 1 + best] >= 0.7
+    assert 0 < sure.sum() < len(rows)
+    # the sure rows keep their probabilities; the others are what the model says once the
+    # sure rows are labelled with their best name
+    np.testing.assert_array_equal(widened[sure], plain[sure])
+    expanded = codes.copy()
+    expanded[rows[sure]] = best[sure]
+    np.testing.assert_allclose(
+        widened[~sure], model.predict_proba(context, expanded, rows[~sure]), atol=1e-12
+    )
+    assert not np.allclose(widened[~sure], plain[~sure])
+    # with every row sure there is nothing left for a second look
+    np.testing.assert_array_equal(model.predict_proba(context, codes, rows, sure=0.0), plain)

@@ -63,6 +63,9 @@ DEFAULT_OPTIONS: dict[str, float] = {
     # never, placeholders stay; the backend uses 0.2, see ml_backend.config.ANNOTATION_OPTIONS)
     "name_strength": 30.0,  # how many labelled lines the name model's prior weights count for
     "name_min_labels": 2.0,  # fewer labelled lines than this: no name model
+    "name_sure": 0.7,  # lines the name model names at this P or above count as labelled for a
+    # second look at the rest (1: off). Chosen with the annotation loop on the training episodes:
+    # 18.8 / 4.7 corrections per 100 lines on hard / standard, against 20.4 / 4.85 without it
 }
 """Hyper-parameters; the priors file overrides these, constructor options override both."""
 SAVE_NAME = "grouper.json"
@@ -234,7 +237,7 @@ class SpeakerGrouper:
         rows = np.flatnonzero(codes == UNLABELLED)
         if not len(rows):
             return proposals
-        p = model.predict_proba(context, codes, rows)
+        p = model.predict_proba(context, codes, rows, sure=self.option("name_sure"))
         margin, none_margin = self.option("name_override"), self.option("name_none_margin")
         known = set(names)
         # a placeholder cluster is judged as a whole: its members' mean probabilities

@@ -286,10 +286,35 @@ class NameModel:
         return F, G, valid, np.where(known, truth + 1, 0)
 
     def predict_proba(
-        self, context: LineContext, codes: np.ndarray, rows: np.ndarray | None = None
+        self,
+        context: LineContext,
+        codes: np.ndarray,
+        rows: np.ndarray | None = None,
+        *,
+        sure: float = 1.0,
     ) -> np.ndarray:
-        """(r, 1 + J): P(none), then P(name j) for j = 0..J-1 (the codes' order)."""
+        """(r, 1 + J): P(none), then P(name j) for j = 0..J-1 (the codes' order).
+
+        sure : where below 1, unlabelled rows whose best name reaches this P count as labelled
+            with it in a second pass over the other rows. With few labels a character's lines
+            are mostly far from its labelled ones, and the lines the model is sure of bring its
+            evidence closer (self-training, without refitting the weights). The sure rows keep
+            their first-pass probabilities.
+        """
         rows = np.arange(len(codes)) if rows is None else np.asarray(rows, dtype=np.int64)
+        p = self._proba(context, codes, rows)
+        if sure >= 1.0 or p.shape[1] < 2 or not len(rows):
+            return p
+        best = p[:, 1:].argmax(axis=1)
+        confident = (p[np.arange(len(rows)), 1 + best] >= sure) & (codes[rows] == UNLABELLED)
+        if not confident.any() or confident.all():
+            return p
+        widened = codes.copy()
+        widened[rows[confident]] = best[confident]
+        p[~confident] = self._proba(context, widened, rows[~confident])
+        return p
+
+    def _proba(self, context: LineContext, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.refine_ is None:
             return self.proba_from(*self.evidence(context, codes, rows))
         F, G, valid = self.evidence(context, codes)
