@@ -68,10 +68,8 @@ def spaces(
     clusters : (n,) our cold-start cluster per line, -1 unassigned.
     """
     centred_voice = centred(voice, episode)
-    ids, members = np.unique(clusters, return_counts=True)
-    size = dict(zip(ids.tolist(), members.tolist(), strict=True))
-    pseudo = np.array([c >= 0 and size[c] >= ADAPT_MIN_CLUSTER for c in clusters.tolist()])
-    rows = np.flatnonzero(pseudo)
+    _, inverse, size = np.unique(clusters, return_inverse=True, return_counts=True)
+    rows = np.flatnonzero((clusters >= 0) & (size[inverse.reshape(-1)] >= ADAPT_MIN_CLUSTER))
     pseudo_codes = np.unique(clusters[rows], return_inverse=True)[1].reshape(-1)
     out = {
         "voice": voice.astype(np.float32),

@@ -489,6 +489,22 @@ def _keyframe_times(
     ]
 
 
+def keyframe_index(path: str | Path) -> tuple[list[float], float]:
+    """(sorted keyframe seconds on the subtitle timeline, frame rate) of a file's video stream,
+    from the demuxer's index that `extract_frames` plans its walks with; no frame is decoded.
+
+    Raises MediaError for a file that cannot be opened or has no video stream.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container)
+        if stream is None:
+            raise MediaError(path, "no video stream")
+        rate = float(stream.average_rate or stream.guessed_rate or 0.0)
+        keyframes = _keyframe_times(container, stream, _timeline_origin(container))
+    return [seconds for seconds, _ in keyframes], rate
+
+
 def _frame_jpeg(frame: av.VideoFrame, jpeg_quality: int, max_width: int | None) -> bytes:
     """Convert (and shrink, when wider than max_width) one frame to JPEG bytes."""
     size: dict[str, object] = {}
