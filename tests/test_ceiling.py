@@ -46,3 +46,12 @@ def test_oracle_whitening_helps_where_one_direction_carries_only_noise() -> None
     assert nn_accuracy(out["voice oracle"], codes) >= nn_accuracy(out["voice"], codes) + 0.02
     # cold-start clusters equal to the truth make the adapted space the oracle one
     np.testing.assert_allclose(out["voice adapted"], out["voice oracle"], atol=1e-6)
+
+
+def test_no_built_episode_is_a_clear_error_and_writes_nothing(tmp_path, capsys) -> None:
+    from bench.ceiling import main
+
+    out = tmp_path / "ceiling.json"
+    assert main(["--episodes", "no-such-episode", "--out", str(out)]) == 1
+    assert "no built evaluation episode" in capsys.readouterr().err
+    assert not out.exists()
