@@ -33,7 +33,7 @@ def tiny_episode(tmp_path_factory: pytest.TempPathFactory) -> TinyEpisode:
     from ml_backend.features.quality import QualityMeter
 
     made = tmp_path_factory.mktemp("tiny-episode")
-    files = make_episode("tiny", seed=1, out_dir=made)
+    files = make_episode("tiny", seed=1, out_dir=made, allow_mbrola=False)
     result = import_episode(files.video, subtitles=files.subtitles, out_dir=made / "import")
     extract_features(
         result.episode_dir,

@@ -1,6 +1,5 @@
 import json
 import logging
-import time
 
 import numpy as np
 import pytest
@@ -91,13 +90,11 @@ def test_a_season_names_characters_consistently_across_episodes(priors):
     assert len(right) >= 0.95 * len(named)
 
 
-def test_fit_refits_quickly_and_returns_self(priors, episode):
+def test_fit_refits_and_returns_self(priors, episode):
+    # How fast it refits is measured by bench/bench_grouping_speed.py, never asserted here.
     labels = {episode.lines.line_ids[i]: str(episode.truth[i]) for i in range(0, 450, 3)}
     grouper = SpeakerGrouper(priors=priors)
-    started = time.perf_counter()
     assert grouper.fit(episode.lines, labels) is grouper
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0  # the target is 0.3 s; bench/bench_grouping_speed.py measures it
     assert grouper.n_labels_ == 150
     assert grouper.merge_ is not priors.merge
 
