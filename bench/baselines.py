@@ -1,4 +1,4 @@
-"""The baselines of DESIGN.md §5, run on the same embeddings as our method.
+"""The baselines of docs/architecture.md §5, run on the same embeddings as our method.
 
 Each is a plain function on (num_lines, dim) L2-normalised vectors returning (num_lines,) labels,
 -1 for a line it leaves unassigned (HDBSCAN's noise, or a line with no vector):

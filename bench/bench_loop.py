@@ -1,4 +1,4 @@
-"""The simulated annotation loop (DESIGN.md §5) through the real HTTP backend, with the
+"""The simulated annotation loop (docs/architecture.md §5) through the real HTTP backend, with the
 research prototype's 1-NN workflow as the baseline, on the same episodes and embeddings.
 
     speaker-grouping bench loop [--episodes hard-seed1 standard-seed2 ...] [--out FILE]
@@ -655,7 +655,9 @@ def run(
     from ml_backend.config import BackendConfig
 
     return {
-        "benchmark": "simulated annotation loop (DESIGN.md §5), ours over HTTP vs prototype 1-NN",
+        "benchmark": (
+            "simulated annotation loop (docs/architecture.md §5), ours over HTTP vs prototype 1-NN"
+        ),
         "machine": {
             "before": load_before,
             "after": machine_load(),

@@ -1,4 +1,4 @@
-"""Grouping quality on the held-out episodes: our method against every baseline of DESIGN.md §5.
+"""Quality on held-out episodes: our method against every baseline of docs/architecture.md §5.
 
 Every method sees the same lines and the same embeddings (the default voice model; ours may also
 use the image vectors). An episode is one grouping; a season (six episodes sharing a cast) is

@@ -109,7 +109,7 @@ def edge_scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, floa
 
 
 def operations(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """DESIGN.md §5 operation count; ``pred`` -1 = unassigned."""
+    """docs/architecture.md §5 operation count; ``pred`` -1 = unassigned."""
     pred = np.asarray(pred)
     truth = np.asarray(truth)
     removals, mapped = 0, Counter()

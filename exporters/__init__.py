@@ -2,7 +2,7 @@
 
 Every exporter takes the same rows, `SpeakerLine`, so one list of lines (from the offline
 ``group`` command or from a Label Studio project, :mod:`exporters.label_studio_export`) feeds
-every format the same way (STYLE.md example 4). The writers live in their own modules:
+every format the same way (docs/style.md). The writers live in their own modules:
 
 - :mod:`exporters.tagged_subtitles`: ``write_tagged_srt(rows, path)``,
   ``write_tagged_ass(rows, path, source=None)``;
@@ -25,7 +25,7 @@ SOURCE_PREDICTION = "prediction"
 class SpeakerLine:
     """One subtitle line and who speaks it; ``speaker`` None means nobody is named (yet)."""
 
-    index: int  # 1-based cue number, as the importer numbers lines (DESIGN.md §3)
+    index: int  # 1-based cue number, as the importer numbers lines (docs/architecture.md §3)
     start: float  # seconds
     end: float  # seconds
     text: str

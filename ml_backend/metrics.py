@@ -1,4 +1,4 @@
-"""Grouping quality: the one definition of every metric of DESIGN.md §5, used everywhere.
+"""Grouping quality: the one definition of every metric of docs/architecture.md §5, used everywhere.
 
 A *grouping* gives each line a predicted cluster (any hashable label) or leaves it unassigned;
 the truth gives each line its speaker. All metrics compare the two partitions of the lines:
@@ -65,7 +65,7 @@ class BCubedScores:
 
 @dataclass(frozen=True)
 class Operations:
-    """Corrections that turn a grouping into the truth (DESIGN.md §5).
+    """Corrections that turn a grouping into the truth (docs/architecture.md §5).
 
     Each predicted cluster maps to its majority speaker (ties: the speaker seen first in line
     order). ``removals``: members not of that speaker; ``adds``: the removed lines plus the

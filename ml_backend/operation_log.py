@@ -1,4 +1,4 @@
-"""What each annotation cost, per episode and annotator (DESIGN.md §5, online).
+"""What each annotation cost, per episode and annotator (docs/architecture.md §5, online).
 
 Every submitted annotation is compared with the proposal the annotator was shown for that line:
 

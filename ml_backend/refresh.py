@@ -1,4 +1,4 @@
-"""Pushing refreshed proposals into Label Studio after a refit (DESIGN.md §6).
+"""Pushing refreshed proposals into Label Studio after a refit (docs/architecture.md §7).
 
 Label Studio asks ``/predict`` only for tasks that hold no prediction of the version ``/setup``
 reports, never re-asks for a stale one, and sorts by score only when ``project.model_version``

@@ -1,6 +1,6 @@
 """The Label Studio ML-backend protocol over HTTP (Flask): ``create_app(config)``.
 
-Endpoints (DESIGN.md §6):
+Endpoints (docs/architecture.md §7):
 
 - ``GET /health``: ``{"status": "UP", ...}`` at once (no model is loaded for it).
 - ``POST /setup``: ``{"model_version": v}``; reads one small state file, never a model.

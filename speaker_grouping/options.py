@@ -1,4 +1,4 @@
-"""Options given as a dataclass or as a plain dict (STYLE.md example 5), checked one way.
+"""Options given as a dataclass or as a plain dict (docs/style.md), checked one way.
 
 A dict comes from JSON, a CLI or an env var, where a typo would otherwise be dropped silently;
 so every unknown key is named in the error, with the keys that are known.

@@ -1,7 +1,7 @@
 """A progress hook that draws one tqdm bar per step.
 
 Library code reports progress through ``hook(step, completed=i, total=n)`` and never draws
-anything itself (STYLE.md); only the command line turns those calls into bars.
+anything itself (docs/style.md); only the command line turns those calls into bars.
 """
 
 from __future__ import annotations

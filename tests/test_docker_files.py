@@ -252,7 +252,7 @@ def test_label_studio_serves_local_files_and_may_call_a_private_backend(compose)
     assert env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
     root = env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
     assert env["SSRF_PROTECTION_ENABLED"] == "false"
-    assert env["ML_BLOCK_LOCAL_IP"] == "false"  # DESIGN.md §6: both are needed
+    assert env["ML_BLOCK_LOCAL_IP"] == "false"  # docs/architecture.md §7: both are needed
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     assert "LABEL_STUDIO_API_KEY" in env["LABEL_STUDIO_USER_TOKEN"]  # one token for both sides
     mounts = mounts_of(compose["services"]["label-studio"])

@@ -1,6 +1,6 @@
 """How usable each line's clip is for telling voices apart: duration, speech share, loudness, SNR.
 
-The confidence model (DESIGN.md §4) learns from these which lines' embeddings to trust: a
+The confidence model (docs/architecture.md §4) learns from these which lines' embeddings to trust: a
 0.4 s line, a clip that is mostly music, or a whisper under a noise bed gives a voice vector
 that says little about the speaker.
 

@@ -1,6 +1,6 @@
 """Per-episode feature store: every line's vectors and quality stats in one ``.npz`` file.
 
-The backend looks features up by ``line_id`` (DESIGN.md §3), and an import of a 450-line
+The backend looks features up by ``line_id`` (docs/architecture.md §3), and an import of a 450-line
 episode must not pay for the encoders twice, so each episode keeps one file,
 ``<episode>/features.npz``, holding:
 

@@ -1,4 +1,4 @@
-"""Speaker grouping (DESIGN.md §4): confidence, gated clustering, merge model, KNN naming."""
+"""Speaker grouping (docs/architecture.md §4): confidence, gated clustering, merges, naming."""
 
 from ml_backend.grouping.grouper import SpeakerGrouper
 from ml_backend.grouping.lines import EpisodeLines, load_lines, select

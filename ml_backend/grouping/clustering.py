@@ -1,4 +1,4 @@
-"""Gated clustering over the kNN graph (DESIGN.md §4): union-find, cost about n·k.
+"""Gated clustering over the kNN graph (docs/architecture.md §4): union-find, cost about n·k.
 
 Candidate edges (`LineContext.edges`) are taken in order of the merge probability they would
 have between two lone lines. Each is re-scored with the clusters it would actually join (their

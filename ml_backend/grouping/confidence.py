@@ -1,4 +1,4 @@
-"""How far a line's vector can be trusted, learned from labelled episodes (DESIGN.md §4).
+"""How far a line's vector can be trusted, learned from labelled episodes (docs/architecture.md §4).
 
 The target is the exact cross-validated kNN-vote probability of `confidence_target`; the
 inputs are what is known without labels: the line's place in its embedding neighbourhood

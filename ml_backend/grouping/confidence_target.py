@@ -1,4 +1,4 @@
-"""The confidence target of a labelled line (DESIGN.md §4), computed exactly.
+"""The confidence target of a labelled line (docs/architecture.md §4), computed exactly.
 
 For a labelled line i, order the other labelled lines by similarity to i (most similar first,
 at most ``length`` of them). Keep each independently with probability ``q``, as N-fold

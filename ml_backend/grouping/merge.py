@@ -1,4 +1,4 @@
-"""P(same speaker) for a candidate edge between two clusters (DESIGN.md §4).
+"""P(same speaker) for a candidate edge between two clusters (docs/architecture.md §4).
 
 Inputs: the two lines' voice and image similarity, their voice and image confidences, the
 voice similarity measured against the two lines' own neighbourhood level (a dense speaker's

@@ -1,4 +1,4 @@
-"""Names for clusters and lone lines (DESIGN.md §4: KNN naming), and stable placeholder ids.
+"""Names for clusters and lone lines (KNN naming, docs/architecture.md §4), and placeholder ids.
 
 - A cluster takes the name most of its labelled members hold.
 - A lone line (a cluster of one, unlabelled) joins the cluster it most probably belongs to,

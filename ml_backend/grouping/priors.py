@@ -2,7 +2,7 @@
 
 One JSON file (no pickle): the confidence and merge models, the score calibrator, the tuned
 options (thresholds), and the voice and image models they were trained for, since a threshold
-belongs to an embedder (DESIGN.md §4).
+belongs to an embedder (docs/architecture.md §4).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Show a project's operation log: what each annotator accepted and corrected, per episode.
 
 Prints a table (reviewed, accepted, corrected, and the corrections by kind: add, remove, merge,
-name, as DESIGN.md §5 counts them) and, with --png, draws the cumulative corrections against
-lines reviewed, one curve per episode and annotator.
+name, as docs/architecture.md §5 counts them) and, with --png, draws the cumulative corrections
+against lines reviewed, one curve per episode and annotator.
 """
 
 from __future__ import annotations
