@@ -8,10 +8,10 @@ origin is fetched over HTTP with the API key; a URL on another host is refused, 
 must never be sent elsewhere and the backend must not become a proxy to arbitrary addresses.
 
 Episodes are what the grouping reads (``tasks.json`` + ``features.npz``, see
-docs/architecture.md §3). An imported episode folder under a root is used as it is. When it has no features, or the media are
-only reachable over HTTP, the backend builds a cache folder under ``MODEL_DIR/<project>/episodes``
-with the tasks (and downloaded media), and computes the features there with the configured
-embedders.
+docs/architecture.md §3). An imported episode folder under a root is used as it is. When it
+has no features, or the media are only reachable over HTTP, the backend builds a cache folder
+under ``MODEL_DIR/<project>/episodes`` with the tasks (and downloaded media), and computes the
+features there with the configured embedders.
 """
 
 from __future__ import annotations
