@@ -446,7 +446,8 @@ def read_subtitle_track(
         raise _unreadable_tracks_error(video, [track])
     with _open(video) as container:
         stream = container.streams[track.index]
-        header = bytes(stream.codec_context.extradata or b"")
+        # Only ASS/SSA keep text there (the script header); mov_text keeps binary defaults.
+        header = bytes(stream.codec_context.extradata or b"") if track.codec == "ass" else b""
         origin_ms = _timeline_origin(container) * 1000
         time_base = stream.time_base
         _discard_other_streams(container, stream)
