@@ -67,14 +67,9 @@ which a player skips when a full dialogue track exists."""
 def language_key(code: str) -> str | None:
     """The language of an ISO 639-1/-2 code or BCP 47 tag ("en", "eng", "en-US" → "en");
     None for "und" (undetermined). Raises ValueError for a code that is not a language."""
-    try:
-        if not langcodes.tag_is_valid(code):
-            raise ValueError
-        return langcodes.Language.get(code).language
-    except ValueError:
-        raise ValueError(
-            f"{code!r} is not an ISO 639 language code (e.g. jpn, eng, ja, en)"
-        ) from None
+    if not langcodes.tag_is_valid(code):
+        raise ValueError(f"{code!r} is not an ISO 639 language code (e.g. jpn, eng, ja, en)")
+    return langcodes.Language.get(code).language
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from importers.tracks import (
     language_key,
     list_tracks,
     read_subtitle_track,
+    track_table,
 )
 from speaker_grouping.cli import main as cli_main
 
@@ -190,13 +191,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         made["two"],
     )  # fmt: skip
 
-    made["pgs"] = folder / "pgs" / "episode.mkv"
-    made["pgs"].parent.mkdir()
-    ffmpeg(
-        *PICTURE, *tone(JAPANESE_HZ), "-f", "sup", "-i", folder / "pgs.sup",
-        "-map", "0:v", "-map", "1:a", "-map", "2:s", *H264, "-c:a", "libopus", "-c:s", "copy",
-        "-metadata:s:s:0", "language=eng", made["pgs"],
-    )  # fmt: skip
+    # Image subtitles: the PGS stream as written, and FFmpeg's VobSub and DVB re-encodings of
+    # its decoded bitmaps (which also shows the .sup stream is valid).
+    for name, codec in (("pgs", "copy"), ("vobsub", "dvdsub"), ("dvb", "dvbsub")):
+        made[name] = folder / name / "episode.mkv"
+        made[name].parent.mkdir()
+        ffmpeg(
+            *PICTURE, *tone(JAPANESE_HZ), "-f", "sup", "-i", folder / "pgs.sup",
+            "-map", "0:v", "-map", "1:a", "-map", "2:s", *H264, "-c:a", "libopus",
+            "-c:s", codec, "-metadata:s:s:0", "language=eng", made[name],
+        )  # fmt: skip
 
     made["bare"] = folder / "bare" / "episode.mkv"
     made["bare"].parent.mkdir()
@@ -396,6 +400,9 @@ def test_file_beside_the_video_wins_over_embedded_tracks(files, tmp_path):
     )
 
     assert [line.text for line in beside.subtitles.lines] == ["From the file."]
+    listing = track_table(video, list_tracks(video))
+    assert listing[-1] == f"subtitles: {tmp_path / 'episode.srt'} (found beside the video)"
+    assert not any("subtitles used" in row for row in listing)
     report = json.loads(beside.report_path.read_text())
     assert report["subtitle_track"] == {
         "source": "file",
@@ -418,18 +425,23 @@ def test_subs_file_always_wins(files, tmp_path):
 # --------------------------------------------------------------------------- refusals
 
 
-def test_pgs_only_video_needs_ocr_or_a_text_file(files, tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "import", files["pgs"], "--list-tracks")
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [("pgs", "hdmv_pgs_subtitle"), ("vobsub", "dvd_subtitle"), ("dvb", "dvb_subtitle")],
+)
+def test_image_subtitles_only_need_ocr_or_a_text_file(files, tmp_path, capsys, name, codec):
+    video = files[name]
+    code, out, _ = run_cli(capsys, "import", video, "--list-tracks")
     assert code == 0
-    assert "hdmv_pgs_subtitle" in out and "image: needs OCR" in out
+    assert codec in out and "image: needs OCR" in out
     assert "subtitles: would stop" in out
 
-    code, _, err = run_cli(capsys, "import", files["pgs"], "--out", tmp_path, "--no-features")
-    assert_one_line_error(code, err, str(files["pgs"]), "hdmv_pgs_subtitle", "OCR", "--subs")
+    code, _, err = run_cli(capsys, "import", video, "--out", tmp_path, "--no-features")
+    assert_one_line_error(code, err, str(video), codec, "OCR", "--subs")
 
     subs = tmp_path / "typed.srt"
     subs.write_text("1\n00:00:00,500 --> 00:00:01,500\nTyped out.\n")
-    result = import_episode(files["pgs"], subtitles=subs, out_dir=tmp_path / "ok")
+    result = import_episode(video, subtitles=subs, out_dir=tmp_path / "ok")
     assert [line.text for line in result.subtitles.lines] == ["Typed out."]
 
 
