@@ -102,6 +102,9 @@ def import_episode(
 ) -> ImportResult:
     """Cut ``video`` into one task per dialogue line under ``out_dir/<episode_id>/``.
 
+    ``subtitles`` is a file; None takes a file beside the video, else the video's own text
+    subtitle track (``options.tracks`` chooses tracks; see importers/tracks.py).
+
     Raises `MediaError` or `SubtitleError` (one line, naming the file) when a whole input is
     unusable; single bad cues are skipped and listed in the report instead.
     """

@@ -173,68 +173,41 @@ def list_tracks(video: str | Path) -> list[Track]:
 
 def _track(stream: av.stream.Stream) -> Track:
     metadata = {key.lower(): value for key, value in (stream.metadata or {}).items()}
-    language = (metadata.get("language") or "").strip() or None
-    title = (metadata.get("title") or "").strip() or None
+    language = (metadata.get("language") or "").strip()
     disposition = stream.disposition
-    flags = {
+    common = {
+        "index": stream.index,
+        "kind": stream.type,
+        "language": None if language in ("", "und") else language,
+        "title": (metadata.get("title") or "").strip() or None,
         "default": bool(disposition & av.stream.Disposition.default),
         "forced": bool(disposition & av.stream.Disposition.forced),
     }
-    language = None if language in (None, "und") else language
-    if stream.type == "attachment":
-        name = getattr(stream, "name", None) or metadata.get("filename") or ""
+    if stream.type == "attachment":  # fonts: listed, never used
         mimetype = getattr(stream, "mimetype", None) or metadata.get("mimetype") or "unknown"
-        return Track(
-            stream.index,
-            "attachment",
-            mimetype,
-            None,
-            title,
-            decodable=False,
-            details=name,
-            **flags,
-        )
+        name = getattr(stream, "name", None) or metadata.get("filename") or ""
+        return Track(**common, codec=mimetype, decodable=False, details=name)
     context = stream.codec_context
     codec = context.codec if context is not None else None
-    codec_name = (
-        codec.canonical_name if codec is not None else (context.name if context else None)
-    ) or "unknown"
-    details = ""
-    if stream.type == "video" and context is not None:
-        profile = getattr(context, "profile", None)
-        details = ", ".join(
-            part
-            for part in (
-                profile if isinstance(profile, str) else "",
-                f"{context.width}x{context.height}" if context.width else "",
-                "cover art" if disposition & av.stream.Disposition.attached_pic else "",
-            )
-            if part
-        )
-    elif stream.type == "audio" and context is not None:
-        details = f"{context.channels} ch, {context.sample_rate} Hz"
+    if codec is not None:
+        codec_name = codec.canonical_name  # "ass", not the decoder's name "ssa"
+    else:
+        codec_name = (context.name if context is not None else None) or "unknown"
     if stream.type == "subtitle":
         image = bool(codec is not None and codec.bitmap_sub)
-        readable = codec_name in EMBEDDED_TEXT_CODECS
         return Track(
-            stream.index,
-            "subtitle",
-            codec_name,
-            language,
-            title,
-            decodable=readable,
-            image=image,
-            **flags,
+            **common, codec=codec_name, decodable=codec_name in EMBEDDED_TEXT_CODECS, image=image
         )
+    details: list[str] = []
+    if stream.type == "video" and context is not None:
+        profile = getattr(context, "profile", None)
+        details += [profile] if isinstance(profile, str) else []
+        details += [f"{context.width}x{context.height}"] if context.width else []
+        details += ["cover art"] if disposition & av.stream.Disposition.attached_pic else []
+    elif stream.type == "audio" and context is not None:
+        details.append(f"{context.channels} ch, {context.sample_rate} Hz")
     return Track(
-        stream.index,
-        stream.type,
-        codec_name,
-        language,
-        title,
-        decodable=_decodable(stream),
-        details=details,
-        **flags,
+        **common, codec=codec_name, decodable=_decodable(stream), details=", ".join(details)
     )
 
 
