@@ -355,6 +355,39 @@ def test_mp4_mov_text_track_is_read_without_its_gap_samples(files, tmp_path):
     ]
 
 
+OLD_SSA = """[Script Info]
+ScriptType: v4.00
+
+[V4 Styles]
+Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, TertiaryColour, BackColour, \
+Bold, Italic, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, AlphaLevel, \
+Encoding
+Style: Default,Arial,20,16777215,65535,65535,-2147483640,-1,0,1,3,0,2,30,30,30,0,0
+Style: Songs,Arial,20,16777215,65535,65535,-2147483640,-1,0,1,3,0,2,30,30,30,0,0
+
+[Events]
+Format: Marked, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+Dialogue: Marked=0,0:00:00.50,0:00:01.50,Default,Aki,0000,0000,0000,,Old style line.
+Dialogue: Marked=0,0:00:02.00,0:00:03.00,Songs,,0000,0000,0000,,la la
+"""
+
+
+def test_ssa_track_is_read_by_its_own_format_line(tmp_path):
+    (tmp_path / "old.ssa").write_text(OLD_SSA, encoding="utf-8")
+    video = tmp_path / "old.mkv"
+    ffmpeg(*PICTURE, "-i", tmp_path / "old.ssa", "-map", "0:v", "-map", "1:s", *H264,
+           "-c:s", "ssa", video)  # fmt: skip
+
+    tracks = list_tracks(video)
+    parsed = read_subtitle_track(video, tracks[1], media_duration=DURATION_S)
+
+    assert parsed.format == "ssa"
+    assert [(line.text, line.actor, line.start) for line in parsed.lines] == [
+        ("Old style line.", "Aki", 0.5)
+    ]
+    assert [line.style for line in parsed.non_dialogue] == ["Songs"]
+
+
 def test_full_dialogue_wins_over_a_default_signs_track(files, tmp_path):
     tracks = list_tracks(files["two"])
     source = choose_subtitles(files["two"], tracks)
