@@ -12,7 +12,8 @@ one-line error that lists what the file holds:
   decodable one;
 - subtitles: ``--subs FILE`` always; else ``--subtitle-track N`` / ``--subtitle-language LANG``;
   else a file beside the video with its name (players load it over the embedded tracks, and
-  putting it there is a deliberate act); else the embedded text track a player would show:
+  putting it there is a deliberate act), unless it is tagged forced (signs only) and the video
+  has a full dialogue track; else the embedded text track a player would show:
   full dialogue before signs/songs or forced tracks, the default-flagged one first, then the
   first. Image subtitles (PGS, VobSub, DVB) need OCR, which we do not do.
 
@@ -366,6 +367,10 @@ def choose_subtitles(
         track = choose_subtitle_track(video, tracks, choice)
         return SubtitleSource(None, track, "chosen with --subtitle-track/--subtitle-language")
     beside = find_subtitles_for(video)
+    full_tracks = [track for track in tracks if track.text and not track.signs_only]
+    if beside is not None and _forced_tag(video, beside) and full_tracks:
+        logger.info("%s: %s is forced (signs) only; reading the embedded track", video, beside)
+        beside = None
     if beside is not None:
         embedded = [track for track in tracks if track.text]
         if embedded:
@@ -390,6 +395,11 @@ def choose_subtitles(
         f"{video}: no subtitles given with --subs, none found beside it (looked for the same "
         f"name with {', '.join(SUBTITLE_EXTENSIONS)}) and no embedded text subtitle track in it"
     )
+
+
+def _forced_tag(video: Path, subtitle_file: Path) -> bool:
+    """ "ep01.en.forced.ass" beside "ep01.mkv": signs only, no dialogue."""
+    return "forced" in subtitle_file.name[len(video.stem) :].lower()
 
 
 # --------------------------------------------------------------------------- reading

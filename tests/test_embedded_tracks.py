@@ -445,6 +445,17 @@ def test_file_beside_the_video_wins_over_embedded_tracks(files, tmp_path):
     assert chosen.subtitles.lines[0].text == "Full line one."
 
 
+def test_forced_file_beside_does_not_hide_a_full_embedded_track(files, tmp_path):
+    video = tmp_path / "episode.mkv"
+    shutil.copy(files["two"], video)
+    (tmp_path / "episode.en.forced.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nSIGN\n")
+
+    result = import_episode(video, out_dir=tmp_path / "out")
+
+    assert result.subtitle_source is not None and result.subtitle_source.track is not None
+    assert result.subtitles.lines[0].text == "Full line one."
+
+
 def test_subs_file_always_wins(files, tmp_path):
     subs = tmp_path / "other.srt"
     subs.write_text("1\n00:00:01,000 --> 00:00:02,000\nGiven.\n")
