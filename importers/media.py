@@ -193,8 +193,20 @@ def _video_stream(container: av.container.InputContainer) -> av.stream.Stream | 
     return _pick(moving)
 
 
-def _audio_stream(container: av.container.InputContainer) -> av.stream.Stream | None:
-    return _pick(list(container.streams.audio))
+def _audio_stream(
+    path: Path, container: av.container.InputContainer, index: int | None = None
+) -> av.stream.Stream | None:
+    """Stream ``index`` (it must be audio), else what a player plays: the default-flagged
+    audio track this FFmpeg can decode, else the first decodable one, else the first (whose
+    codec error then names the problem). `importers.tracks` chooses by language the same way.
+    """
+    if index is not None:
+        if not 0 <= index < len(container.streams) or container.streams[index].type != "audio":
+            audio = ", ".join(str(stream.index) for stream in container.streams.audio) or "none"
+            raise MediaError(path, f"stream {index} is not an audio track (audio tracks: {audio})")
+        return container.streams[index]
+    streams = list(container.streams.audio)
+    return _pick([stream for stream in streams if _decodable(stream)]) or _pick(streams)
 
 
 def _require_decoder(path: Path, stream: av.stream.Stream, kind: str) -> None:
@@ -212,16 +224,18 @@ def _timeline_origin(container: av.container.InputContainer) -> float:
     return start / av.time_base if start is not None else 0.0
 
 
-def probe_media(path: str | Path) -> MediaInfo:
+def probe_media(path: str | Path, *, audio_track: int | None = None) -> MediaInfo:
     """Read a file's streams and duration without decoding it.
 
+    audio_track : the stream index of the audio track to use (see :func:`decode_audio`);
+        None: the default one.
     Raises MediaError for a missing file, one FFmpeg cannot parse, one without audio or
     video, and one whose chosen audio or video stream this FFmpeg cannot decode.
     """
     path = Path(path)
     with _open(path) as container:
         video = _video_stream(container)
-        audio = _audio_stream(container)
+        audio = _audio_stream(path, container, audio_track)
         if video is None and audio is None:
             raise MediaError(path, "no audio or video stream")
         for stream, kind in ((video, "video"), (audio, "audio")):
@@ -301,8 +315,13 @@ class _MonoResampler:
         return arrays
 
 
-def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> np.ndarray:
+def decode_audio(
+    path: str | Path, *, sample_rate: int = 16000, audio_track: int | None = None
+) -> np.ndarray:
     """Decode the whole audio track once into (num_samples,) float32 mono in [-1, 1].
+
+    audio_track : stream index of the track to decode (a fan release has Japanese and
+    English ones); None: the default-flagged decodable track, else the first decodable.
 
     Sample 0 is the start of the file's timeline, so line times index the array directly:
     audio that starts late is preceded by silence, audio that starts early is trimmed, and
@@ -311,7 +330,7 @@ def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> np.ndarray:
     """
     path = Path(path)
     with _open(path) as container:
-        stream = _audio_stream(container)
+        stream = _audio_stream(path, container, audio_track)
         if stream is None:
             raise MediaError(path, "no audio stream")
         _require_decoder(path, stream, "audio")

@@ -17,15 +17,17 @@ from typing import Any
 
 from importers.media import ClipOptions, decode_audio, extract_frames, probe_media, slice_clip
 from importers.media import write_wav as write_clip
-from importers.subtitles import (
-    ParsedSubtitles,
-    SubtitleError,
-    SubtitleLine,
-    SubtitleOptions,
-    find_subtitles_for,
-    parse_subtitles,
-)
+from importers.subtitles import ParsedSubtitles, SubtitleLine, SubtitleOptions
 from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for
+from importers.tracks import (
+    SubtitleSource,
+    Track,
+    TrackChoice,
+    choose_audio_track,
+    choose_subtitles,
+    list_tracks,
+    read_subtitles,
+)
 from speaker_grouping.atomic import atomic_write_json, atomic_write_text
 from speaker_grouping.options import coerce_options
 from speaker_grouping.progress import Hook
@@ -50,6 +52,8 @@ class ImportOptions:
     local-files URLs relative to ``document_root``."""
     document_root: Path | None = None
     """Label Studio's LOCAL_FILES_DOCUMENT_ROOT; defaults to the import's output folder."""
+    tracks: TrackChoice = field(default_factory=TrackChoice)
+    """Which audio and subtitle track of the video to use (importers/tracks.py)."""
 
     def __post_init__(self) -> None:
         if self.frames_per_line not in FRAME_POSITIONS:
@@ -65,6 +69,7 @@ class ImportOptions:
             for name, nested, what in (
                 ("subtitles", SubtitleOptions, "subtitle"),
                 ("clips", ClipOptions, "clip"),
+                ("tracks", TrackChoice, "track"),
             ):
                 if name in options:
                     options[name] = coerce_options(nested, options[name], what=what)
@@ -79,6 +84,8 @@ class ImportResult:
     report_path: Path
     tasks: list[dict]
     subtitles: ParsedSubtitles
+    audio_track: Track | None = None
+    subtitle_source: SubtitleSource | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -95,20 +102,22 @@ def import_episode(
 ) -> ImportResult:
     """Cut ``video`` into one task per dialogue line under ``out_dir/<episode_id>/``.
 
+    ``subtitles`` is a file; None takes a file beside the video, else the video's own text
+    subtitle track (``options.tracks`` chooses tracks; see importers/tracks.py).
+
     Raises `MediaError` or `SubtitleError` (one line, naming the file) when a whole input is
     unusable; single bad cues are skipped and listed in the report instead.
     """
     options = ImportOptions.coerce(options)
     video = Path(video)
     out_dir = Path(out_dir)
-    subtitle_path = Path(subtitles) if subtitles is not None else find_subtitles_for(video)
-    if subtitle_path is None:
-        raise SubtitleError(
-            f"{video}: no subtitles given and none found beside it "
-            "(looked for the same name with .ass, .ssa, .srt or .vtt)"
-        )
-    info = probe_media(video)
-    parsed = parse_subtitles(subtitle_path, options=options.subtitles, media_duration=info.duration)
+    # Tracks: which audio track, and subtitles from --subs, beside the video or inside it.
+    tracks = list_tracks(video)
+    audio_track = choose_audio_track(video, tracks, options.tracks)
+    audio_index = audio_track.index if audio_track is not None else None
+    source = choose_subtitles(video, tracks, given=subtitles, choice=options.tracks)
+    info = probe_media(video, audio_track=audio_index)
+    parsed = read_subtitles(video, source, options=options.subtitles, media_duration=info.duration)
     episode_id = episode_id_for(video)
     episode_dir = out_dir / episode_id
     logger.info(
@@ -121,7 +130,7 @@ def import_episode(
     media = [_line_media(line, options.frames_per_line) for line in parsed.lines]
     with ThreadPoolExecutor(max_workers=1) as audio_worker:
         audio_done = audio_worker.submit(
-            _write_clips, video, parsed.lines, media, episode_dir, options.clips, hook
+            _write_clips, video, parsed.lines, media, episode_dir, options.clips, hook, audio_index
         )
         _write_frames(video, parsed.lines, media, episode_dir, options, hook)
         audio_done.result()
@@ -129,13 +138,20 @@ def import_episode(
         document_root=None if options.url_prefix else (options.document_root or out_dir),
         url_prefix=f"{options.url_prefix.rstrip('/')}/{episode_id}" if options.url_prefix else None,
     )
-    tasks = build_tasks(episode_id, parsed.lines, media, out_dir=episode_dir, urls=urls)
+    track_data = {"audio_track": audio_track.record() if audio_track is not None else None}
+    tasks = build_tasks(
+        episode_id, parsed.lines, media, out_dir=episode_dir, urls=urls, extra_data=track_data
+    )
     tasks_path = episode_dir / "tasks.json"
     report_path = episode_dir / "report.json"
+    report = _report(video, info.duration, episode_id, parsed)
+    report.update(track_data, subtitle_track=source.record())
     atomic_write_json(tasks_path, tasks)
-    atomic_write_json(report_path, _report(video, info.duration, episode_id, parsed))
+    atomic_write_json(report_path, report)
     atomic_write_text(episode_dir / "report.txt", "\n".join(parsed.report_lines()) + "\n")
-    return ImportResult(episode_id, episode_dir, tasks_path, report_path, tasks, parsed)
+    return ImportResult(
+        episode_id, episode_dir, tasks_path, report_path, tasks, parsed, audio_track, source
+    )
 
 
 def _line_media(line: SubtitleLine, frames_per_line: int) -> LineMedia:
@@ -156,8 +172,9 @@ def _write_clips(
     episode_dir: Path,
     clip_options: ClipOptions,
     hook: Hook | None,
+    audio_track: int | None = None,
 ) -> None:
-    audio = decode_audio(video, sample_rate=clip_options.sample_rate)
+    audio = decode_audio(video, sample_rate=clip_options.sample_rate, audio_track=audio_track)
     for done, (line, line_media) in enumerate(zip(lines, media, strict=True), start=1):
         clip = slice_clip(audio, line.start, line.end, options=clip_options)
         write_clip(episode_dir / line_media.audio, clip, clip_options.sample_rate)

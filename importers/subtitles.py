@@ -14,6 +14,10 @@ Fansub files are messy, and one bad cue must never cost the rest of the episode,
 - WebVTT is split into blocks here (pysubs2 reads it as SubRip, leaking cue identifiers and
   NOTE blocks into the text) and its timestamps go through pysubs2's WebVTT pattern.
 
+Text subtitle tracks inside a container (an MKV's ASS or SubRip track, an MP4's mov_text) come
+in as `EmbeddedSubtitles` (read by `importers.tracks`) and go through the same cue reading, checks
+and report, with "event N" of the track where a file has a line number.
+
 Signs, songs and karaoke are not speech: lines of such ASS styles are kept apart
 (`ParsedSubtitles.non_dialogue`) unless the caller asks to import them flagged.
 """
@@ -24,7 +28,7 @@ import html
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pysrt
@@ -120,17 +124,21 @@ class SubtitleOptions:
 
 @dataclass
 class ParsedSubtitles:
-    path: Path
-    format: str  # "srt" | "ass" | "ssa" | "vtt"
+    path: Path  # the subtitle file, or the video whose track was read
+    format: str  # "srt" | "ass" | "ssa" | "vtt", or "mov_text" for an MP4 track
     encoding: str  # as used to decode, e.g. "utf_8", "utf_16", "gb18030", "big5", "shift_jis"
     lines: list[SubtitleLine]  # what becomes tasks
     non_dialogue: list[SubtitleLine]  # signs/songs left out (empty if import_non_dialogue)
     skipped: list[SkippedCue]
     duplicates_merged: int
     drawings_dropped: int = 0  # ASS vector drawings: shapes, not text
+    track: str | None = None
+    """Set for a container's track, e.g. '[track 3, eng, "Full Subs"]'; then every
+    ``source_line`` is the 1-based event number in that track, not a line of a file."""
 
     def report_lines(self) -> list[str]:
-        """One "file:LINE: reason" per cue that was skipped, clamped or needs a second look."""
+        """One "file:LINE: reason" (or "video [track N, ...] event N: reason" for a track read
+        from the container) per cue that was skipped, clamped or needs a second look."""
         located: list[tuple[int, str]] = [(cue.source_line, cue.reason) for cue in self.skipped]
         for line in self.lines:
             if FLAG_CLAMPED in line.flags:
@@ -139,16 +147,55 @@ class ParsedSubtitles:
                 located.append((line.source_line, "two speakers in one cue (dash dialogue)"))
             if FLAG_OVERLAP in line.flags:
                 located.append((line.source_line, "overlaps another dialogue line"))
-        report = [f"{self.path}:{number}: {reason}" for number, reason in sorted(located)]
+        source = f"{self.path} {self.track}" if self.track else str(self.path)
+        report = [
+            f"{source} event {number}: {reason}" if self.track else f"{source}:{number}: {reason}"
+            for number, reason in sorted(located)
+        ]
         if self.duplicates_merged:
-            report.append(f"{self.path}: merged {self.duplicates_merged} duplicate cue(s)")
+            report.append(f"{source}: merged {self.duplicates_merged} duplicate cue(s)")
         if self.non_dialogue:
             styles = sorted({line.style or line.actor or "karaoke" for line in self.non_dialogue})
             report.append(
-                f"{self.path}: left out {len(self.non_dialogue)} sign/song line(s) "
+                f"{source}: left out {len(self.non_dialogue)} sign/song line(s) "
                 f"(styles: {', '.join(styles)})"
             )
         return report
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """One packet of a text subtitle track inside a container, as stored.
+
+    payload : the packet's bytes. ASS/SSA: the event's fields without its times
+    (``ReadOrder,Layer,Style,Name,MarginL,MarginR,MarginV,Effect,Text``); SubRip, WebVTT and
+    mov_text: the cue's text only (for mov_text, without its length prefix and style boxes).
+    """
+
+    start_ms: int | None  # on the video's timeline; None when the packet has no timestamp
+    end_ms: int | None
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class EmbeddedSubtitles:
+    """A text subtitle track read out of a container, before parsing (see importers.tracks)."""
+
+    path: Path  # the video
+    label: str  # e.g. '[track 3, eng, "Full Subs"]': reports say "<path> <label> event N: ..."
+    codec: str  # FFmpeg's codec name: one of EMBEDDED_TEXT_CODECS
+    header: bytes  # the codec private data: for ASS/SSA the script's [Script Info], styles, Format
+    events: list[TrackEvent]
+
+
+EMBEDDED_TEXT_CODECS = {
+    "ass": "ass",  # Matroska S_TEXT/ASS and S_TEXT/SSA; the header says which
+    "subrip": "srt",
+    "text": "srt",  # Matroska S_TEXT/UTF8 as some muxers label it
+    "webvtt": "vtt",
+    "mov_text": "mov_text",
+}
+"""FFmpeg codec name of each container text track we read → how its cue text is read."""
 
 
 def parse_subtitles(
@@ -171,7 +218,7 @@ def parse_subtitles(
     except ValueError as error:
         raise SubtitleError(f"{path}: {error}") from None
     if subtitle_format in ("ass", "ssa"):
-        cues, skipped = _parse_substation(source_lines, subtitle_format)
+        cues, skipped, _event_fields = _parse_substation(source_lines, subtitle_format)
     else:
         cues, skipped = _parse_blocks(source_lines, subtitle_format)
     result = _assemble(path, subtitle_format, decoded.encoding, cues, skipped, opts, media_duration)
@@ -184,6 +231,57 @@ def parse_subtitles(
         len(result.non_dialogue),
         len(result.skipped),
         result.duplicates_merged,
+    )
+    return result
+
+
+def parse_subtitle_track(
+    track: EmbeddedSubtitles,
+    *,
+    options: SubtitleOptions | Mapping[str, object] | None = None,
+    media_duration: float | None = None,
+) -> ParsedSubtitles:
+    """Parse a container's text track with the same cue reading, checks and report as a file.
+
+    Events are numbered 1, 2, ... in the order the track holds them; FFmpeg-muxed ASS tracks
+    may hold a few events (the zero-length ones) in their header, which count first. Raises
+    `SubtitleError` (one line, naming the video and the track) for a track that is unusable
+    as a whole: undecodable text, or no events at all.
+    """
+    opts = coerce_options(SubtitleOptions, options, what="subtitle")
+    where = f"{track.path} {track.label}"
+    if track.codec not in EMBEDDED_TEXT_CODECS:
+        raise SubtitleError(f"{where}: cannot read {track.codec!r} subtitles")
+    pieces = [track.header, *(event.payload for event in track.events)]
+    try:
+        # One encoding for the whole track, found from all of its text at once.
+        encoding = decode_subtitle_bytes(b"\n".join(pieces), opts.encoding).encoding
+    except EncodingError as error:
+        raise SubtitleError(f"{where}: {error}") from None
+    header, *payloads = (
+        piece.decode(encoding, errors="replace").lstrip("\ufeff") for piece in pieces
+    )
+    header_lines = re.split(r"\r\n|\r|\n", header)
+    subtitle_format = EMBEDDED_TEXT_CODECS[track.codec]
+    if subtitle_format == "ass":
+        # Matroska's S_TEXT/SSA and S_TEXT/ASS are one FFmpeg codec; the styles heading tells.
+        headings = {line.strip().lower() for line in header_lines}
+        if "[v4 styles]" in headings and "[v4+ styles]" not in headings:
+            subtitle_format = "ssa"
+        cues, skipped = _track_substation_cues(header_lines, payloads, track, subtitle_format)
+    else:
+        cues, skipped = _track_block_cues(payloads, track, subtitle_format)
+    if not cues and not skipped:
+        raise SubtitleError(f"{where}: the track holds no subtitle events")
+    result = _assemble(track.path, subtitle_format, encoding, cues, skipped, opts, media_duration)
+    result.track = track.label
+    logger.debug(
+        "%s: %s track, %d lines, %d non-dialogue, %d skipped",
+        where,
+        subtitle_format,
+        len(result.lines),
+        len(result.non_dialogue),
+        len(result.skipped),
     )
     return result
 
@@ -487,8 +585,9 @@ _SECTION = re.compile(r"\s*\[([^\]]+)\]\s*$")
 
 def _parse_substation(
     lines: list[str], subtitle_format: str
-) -> tuple[list[_Cue], list[SkippedCue]]:
-    """One ``Dialogue:`` line at a time, honouring the ``[Events]`` ``Format:`` line."""
+) -> tuple[list[_Cue], list[SkippedCue], list[str]]:
+    """One ``Dialogue:`` line at a time, honouring the ``[Events]`` ``Format:`` line, whose
+    (lower-case) field names come back too: a container's ASS packets are laid out by it."""
     cues: list[_Cue] = []
     skipped: list[SkippedCue] = []
     section = ""
@@ -512,7 +611,7 @@ def _parse_substation(
         except ValueError as error:
             raw = stripped.split(":", 1)[1].split(",", len(event_fields) - 1)[-1]
             skipped.append(SkippedCue(number, str(error), _excerpt(raw)))
-    return cues, skipped
+    return cues, skipped, event_fields
 
 
 def _substation_cue(number: int, line: str, event_fields: list[str]) -> _Cue:
@@ -522,9 +621,18 @@ def _substation_cue(number: int, line: str, event_fields: list[str]) -> _Cue:
             f"malformed Dialogue line: {len(values)} fields where Format names {len(event_fields)}"
         )
     record = dict(zip(event_fields, values, strict=True))
+    start_ms = _substation_ms(record.get("start", ""))
+    return _substation_record_cue(number, record, start_ms, _substation_ms(record.get("end", "")))
+
+
+def _substation_record_cue(
+    number: int, record: Mapping[str, str], start_ms: int, end_ms: int
+) -> _Cue:
+    """A cue from an event's fields by (lower-case) name; times come apart because a
+    container's ASS packets carry theirs in the packet, not in the fields."""
     event = pysubs2.SSAEvent(
-        start=_substation_ms(record.get("start", "")),
-        end=_substation_ms(record.get("end", "")),
+        start=start_ms,
+        end=end_ms,
         style=record.get("style", "").strip(),
         name=record.get("name", "").strip(),
         text=record["text"],
@@ -554,6 +662,66 @@ def _substation_ms(stamp: str) -> int:
     if match is None:
         raise ValueError(f"unparsable timestamp {stamp!r}")
     return timestamp_to_ms(match.groups())
+
+
+# --------------------------------------------------------------------------- container tracks
+
+
+def _track_substation_cues(
+    header_lines: list[str],
+    payloads: list[str],
+    track: EmbeddedSubtitles,
+    subtitle_format: str,
+) -> tuple[list[_Cue], list[SkippedCue]]:
+    """The header's own Dialogue lines (events 1..k), then one event per packet.
+
+    A packet holds the Format line's fields minus Start and End, after a ReadOrder field.
+    """
+    cues, skipped, event_fields = _parse_substation(header_lines, subtitle_format)
+    # Header events are numbered by their place among the header's Dialogue lines.
+    dialogue_lines = [
+        number
+        for number, line in enumerate(header_lines, start=1)
+        if line.strip().startswith("Dialogue:")
+    ]
+    event_number = {line: number for number, line in enumerate(dialogue_lines, start=1)}
+    for cue in cues:
+        cue.source_line = event_number[cue.source_line]
+    skipped = [replace(cue, source_line=event_number[cue.source_line]) for cue in skipped]
+    packet_fields = ["readorder", *(name for name in event_fields if name not in ("start", "end"))]
+    for number, (payload, event) in enumerate(
+        zip(payloads, track.events, strict=True), start=len(dialogue_lines) + 1
+    ):
+        values = payload.strip("\r\n").split(",", len(packet_fields) - 1)
+        if event.start_ms is None or event.end_ms is None:
+            skipped.append(SkippedCue(number, "the packet has no timestamp", _excerpt(payload)))
+        elif len(values) != len(packet_fields) or "text" not in packet_fields:
+            reason = (
+                f"malformed event: {len(values)} fields where the track's Format "
+                f"names {len(packet_fields)} (with ReadOrder, without Start and End)"
+            )
+            skipped.append(SkippedCue(number, reason, _excerpt(payload)))
+        else:
+            record = dict(zip(packet_fields, values, strict=True))
+            cues.append(_substation_record_cue(number, record, event.start_ms, event.end_ms))
+    return cues, skipped
+
+
+def _track_block_cues(
+    payloads: list[str], track: EmbeddedSubtitles, subtitle_format: str
+) -> tuple[list[_Cue], list[SkippedCue]]:
+    """SubRip, WebVTT and mov_text packets: the cue's text, read as in a file of that kind."""
+    read_text = _webvtt_text if subtitle_format == "vtt" else _subrip_text
+    cues: list[_Cue] = []
+    skipped: list[SkippedCue] = []
+    for number, (payload, event) in enumerate(zip(payloads, track.events, strict=True), start=1):
+        raw = payload.replace("\r\n", "\n").replace("\r", "\n")
+        if event.start_ms is None or event.end_ms is None:
+            skipped.append(SkippedCue(number, "the packet has no timestamp", _excerpt(raw)))
+            continue
+        text_lines, actor = read_text(raw.split("\n"))
+        cues.append(_Cue(number, event.start_ms, event.end_ms, text_lines, raw, actor=actor))
+    return cues, skipped
 
 
 # --------------------------------------------------------------------------- checks and order

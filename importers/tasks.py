@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from importers.subtitles import SubtitleLine
@@ -86,11 +87,20 @@ class LineMedia:
 
 
 def build_task(
-    episode_id: str, line: SubtitleLine, media: LineMedia, *, out_dir: Path, urls: MediaUrls
+    episode_id: str,
+    line: SubtitleLine,
+    media: LineMedia,
+    *,
+    out_dir: Path,
+    urls: MediaUrls,
+    extra_data: Mapping[str, Any] | None = None,
 ) -> dict:
-    """One Label Studio import task; ``image`` is the midpoint frame, ``frames`` all of them."""
+    """One Label Studio import task; ``image`` is the midpoint frame, ``frames`` all of them.
+
+    extra_data : episode-wide fields added to ``data``, e.g. the ``audio_track`` cut from.
+    """
     frame_urls = [_url(urls, out_dir, frame) for frame in media.frames]
-    return {
+    task = {
         "data": {
             "line_id": line_id(episode_id, line.index),
             "episode": episode_id,
@@ -108,6 +118,8 @@ def build_task(
             "time": f"{_clock(line.start)} → {_clock(line.end)}",
         }
     }
+    task["data"].update(extra_data or {})
+    return task
 
 
 def build_tasks(
@@ -117,9 +129,10 @@ def build_tasks(
     *,
     out_dir: Path,
     urls: MediaUrls,
+    extra_data: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     return [
-        build_task(episode_id, line, line_media, out_dir=out_dir, urls=urls)
+        build_task(episode_id, line, line_media, out_dir=out_dir, urls=urls, extra_data=extra_data)
         for line, line_media in zip(lines, media, strict=True)
     ]
 

@@ -14,6 +14,11 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy modules load inside each command (see above)
+    from importers.pipeline import ImportResult
+    from importers.tracks import TrackChoice
 
 EXIT_BAD_INPUT = 2
 
@@ -69,9 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("episode", type=Path, help="the video (.mkv, .mp4, ...)")
     imp.add_argument(
-        "--subs", type=Path, help="subtitle file (default: found beside the video by name)"
+        "--subs",
+        type=Path,
+        help="subtitle file (default: one beside the video with its name, else the text "
+        "subtitle track inside the video that a player would show)",
     )
-    imp.add_argument("--out", type=Path, required=True, help="output folder")
+    imp.add_argument("--out", type=Path, help="output folder (required unless --list-tracks)")
+    _add_track_arguments(imp)
     imp.add_argument("--frames-per-line", type=int, choices=(1, 3), default=1)
     imp.add_argument("--pad-ms", type=int, default=150, help="audio padding around each line")
     imp.add_argument("--max-frame-width", type=int, default=1280, help="downscale wider frames")
@@ -136,6 +145,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_track_arguments(parser: argparse.ArgumentParser) -> None:
+    """import's choice of the video's audio and subtitle tracks (importers/tracks.py)."""
+    tracks = parser.add_argument_group(
+        "tracks", "which of the video's audio and subtitle tracks to use; see --list-tracks"
+    )
+    tracks.add_argument(
+        "--list-tracks",
+        action="store_true",
+        help="print the video's tracks and which ones the import would use, then exit",
+    )
+    audio = tracks.add_mutually_exclusive_group()
+    audio.add_argument(
+        "--audio-track",
+        type=int,
+        metavar="N",
+        help="audio track by index as --list-tracks prints it (default: the default-flagged "
+        "audio track, else the first decodable)",
+    )
+    audio.add_argument(
+        "--audio-language",
+        metavar="LANG",
+        help="audio track by language, ISO 639-2 or 639-1 (jpn, eng, ja, en)",
+    )
+    subtitles = tracks.add_mutually_exclusive_group()
+    subtitles.add_argument(
+        "--subtitle-track",
+        type=int,
+        metavar="N",
+        help="text subtitle track inside the video by index as --list-tracks prints it",
+    )
+    subtitles.add_argument(
+        "--subtitle-language",
+        metavar="LANG",
+        help="text subtitle track inside the video by language (eng, en, ...); with several, "
+        "full dialogue before signs/songs, then the default-flagged one",
+    )
+
+
 _COMMAND_MODULES: dict[str, tuple[str, str]] = {
     # command name: (module with add_arguments(parser) and run(args) -> int, one-line help)
     "features": (
@@ -195,8 +242,19 @@ def _run_import(args: argparse.Namespace) -> int:
     from importers.media import ClipOptions
     from importers.pipeline import ImportOptions, import_episode
     from importers.subtitles import SubtitleOptions
+    from importers.tracks import TrackChoice
     from speaker_grouping.progress import ProgressBars
 
+    track_choice = TrackChoice(
+        audio_track=args.audio_track,
+        audio_language=args.audio_language,
+        subtitle_track=args.subtitle_track,
+        subtitle_language=args.subtitle_language,
+    )
+    if args.list_tracks:
+        return _list_tracks(args.episode, args.subs, track_choice)
+    if args.out is None:
+        raise ValueError("import needs --out DIR (only --list-tracks does without)")
     if args.push and not args.api_key:
         raise ValueError("--push needs --api-key (or LABEL_STUDIO_API_KEY)")
     options = ImportOptions(
@@ -208,6 +266,7 @@ def _run_import(args: argparse.Namespace) -> int:
         max_frame_width=args.max_frame_width,
         url_prefix=args.url_prefix,
         document_root=args.document_root,
+        tracks=track_choice,
     )
     extractor = None
     if not args.no_features:
@@ -228,6 +287,7 @@ def _run_import(args: argparse.Namespace) -> int:
             )
             for problem in result.problems:
                 print(problem, file=sys.stderr)
+            print(_tracks_used(result))
             print(f"{len(result.tasks)} tasks written to {result.tasks_path}")
             print(f"report: {result.report_path}")
             if extractor is not None and result.tasks:
@@ -251,6 +311,25 @@ def _run_import(args: argparse.Namespace) -> int:
             f"{pushed.tasks_already_present} already there"
         )
     return 0
+
+
+def _list_tracks(video: Path, subs: Path | None, choice: TrackChoice) -> int:
+    from importers.tracks import list_tracks, track_table
+
+    for row in track_table(video, list_tracks(video), given=subs, choice=choice):
+        print(row)
+    return 0
+
+
+def _tracks_used(result: ImportResult) -> str:
+    """One line: the audio track the clips come from and where the subtitles came from."""
+    audio, source = result.audio_track, result.subtitle_source
+    audio_text = f"audio track {audio.summary()}" if audio is not None else "no audio"
+    if source is None:
+        return audio_text
+    if source.track is not None:
+        return f"{audio_text}; subtitles from track {source.track.summary()}"
+    return f"{audio_text}; subtitles from {source.file}"
 
 
 def _run_demo(args: argparse.Namespace) -> int:
