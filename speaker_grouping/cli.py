@@ -67,7 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         help="video + subtitles → clips, frames and Label Studio tasks",
         description="Cut an episode into one Label Studio task per spoken subtitle line.",
     )
-    imp.add_argument("episode", type=Path, help="the video (.mkv, .mp4, ...)")
+    imp.add_argument(
+        "episode",
+        type=Path,
+        nargs="+",
+        help="the video (.mkv, .mp4, ...); several videos, folders of videos or globs ('s1/*.mkv') "
+        "import a season, with one progress bar and a summary, skipping finished episodes",
+    )
     imp.add_argument(
         "--subs", type=Path, help="subtitle file (default: found beside the video by name)"
     )
@@ -105,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_model_arguments(imp)
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from speaker_grouping.commands.season import add_season_arguments
+
+    add_season_arguments(imp)
     imp.set_defaults(run=_run_import)
 
     bench = commands.add_parser(
@@ -209,6 +218,13 @@ def _run_import(args: argparse.Namespace) -> int:
         url_prefix=args.url_prefix,
         document_root=args.document_root,
     )
+    # A season (several videos, a folder, a glob, --ray) is speaker_grouping/commands/season.py;
+    # above this line args.episode is a list of paths, below it the one video.
+    from speaker_grouping.commands.season import is_season_import, run_season_import
+
+    if is_season_import(args):
+        return run_season_import(args, options)
+    args.episode = args.episode[0]
     extractor = None
     if not args.no_features:
         from speaker_grouping.commands.features import FeatureExtractor
