@@ -7,6 +7,7 @@ is cut to a third of its bytes, so its MP4 index is missing and it fails with a 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,26 @@ def test_ray_local_with_two_workers_imports_with_features_and_resumes(
     assert code == 1
     assert "imported 0, skipped (already done) 2, failed 1" in stdout
     assert _files(out) == before
+
+
+@pytest.mark.label_studio
+def test_season_push_imports_each_finished_episode_once(
+    season: Path, label_studio, capsys: pytest.CaptureFixture[str]
+):
+    """--push after a season: the imported episodes go into one project; the failed one does
+    not; a re-run pushes the skipped (finished) episodes again and Label Studio keeps them once."""
+    out = label_studio.document_root / f"season-{uuid.uuid4().hex[:8]}"
+    push = ["--push", label_studio.url, "--api-key", label_studio.token]
+    push += ["--project", f"season-{uuid.uuid4().hex[:8]}"]
+
+    code, stdout, _ = _run(capsys, season, "--out", out, "--no-features", *push)
+    assert code == 1
+    pushed = [line for line in stdout.splitlines() if "Label Studio project" in line]
+    assert sorted(line.split(":")[0] for line in pushed) == sorted(_good_ids(season))
+    assert all(line.endswith(f"{len(CUES)} tasks created, 0 already there") for line in pushed)
+
+    code, stdout, _ = _run(capsys, season, "--out", out, "--no-features", *push)
+    assert "imported 0, skipped (already done) 2, failed 1" in stdout
+    pushed = [line for line in stdout.splitlines() if "Label Studio project" in line]
+    assert len(pushed) == 2
+    assert all(line.endswith(f"0 tasks created, {len(CUES)} already there") for line in pushed)

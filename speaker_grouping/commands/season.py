@@ -10,6 +10,7 @@ the command line and draws the overall progress bar.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import sys
@@ -87,7 +88,7 @@ def run_season_import(args: argparse.Namespace, options: ImportOptions) -> int:
     finally:
         if extractor is not None:
             extractor.close()
-    job = SeasonJob(**{**job.__dict__, "settings": settings})
+    job = dataclasses.replace(job, settings=settings)
     plan = plan_season(
         videos, out_dir=args.out, settings=settings, subtitles=args.subs, force=args.force
     )
