@@ -9,11 +9,12 @@ features (resemblyzer, anime-colour, silero-vad), into a fresh output folder, so
 Ray's start-up are part of what is timed. Variants are interleaved and their order alternates
 from one repeat to the next, so a machine that gets busier part-way hurts both alike.
 
-Peak memory is the peak of the summed PSS (proportional set size: shared pages split between
-the processes sharing them, so libraries mapped by every Ray worker count once) over the run's
-whole process tree (the driver and, with Ray, its GCS, raylet and worker processes), sampled
-every 0.1 s from ``/proc``. The table goes to stdout (markdown) and, with the raw runs, to
-``bench/results/season_import.json``.
+CPU time is the user + system time of every process of the tree (read from ``/proc`` at each
+sample, so a process's last 0.1 s may be missed). Peak memory is the peak of the summed PSS
+(proportional set size: shared pages split between the processes sharing them, so libraries
+mapped by every Ray worker count once) over the run's whole process tree (the driver and, with
+Ray, its GCS, raylet and worker processes), sampled every 0.1 s from ``/proc``. The table goes
+to stdout (markdown) and, with the raw runs, to ``bench/results/season_import.json``.
 """
 
 from __future__ import annotations
@@ -72,13 +73,20 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_pss_kib(root: int) -> int:
-    """Summed PSS of ``root`` and all its descendants, in KiB (0 for processes gone)."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def sample_tree(root: int, cpu_seen: dict[int, float]) -> int:
+    """Summed PSS of ``root`` and all its descendants, in KiB; updates ``cpu_seen`` (pid →
+    CPU seconds so far) so that CPU time of processes that exit later is not lost."""
     tree, todo, total = _children(), [root], 0
     while todo:
         pid = todo.pop()
         todo += tree.get(pid, [])
         try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            utime, stime = stat[stat.rindex(")") + 2 :].split()[11:13]
+            cpu_seen[pid] = (int(utime) + int(stime)) / CLOCK_TICKS
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
@@ -106,12 +114,13 @@ def measure(variant: str, season: Path, workers: int) -> dict:
             text=True,
         )
         peak = 0
+        cpu_seen: dict[int, float] = {}
         stop = threading.Event()
 
         def sample() -> None:
             nonlocal peak
             while not stop.is_set():
-                peak = max(peak, tree_pss_kib(process.pid))
+                peak = max(peak, sample_tree(process.pid, cpu_seen))
                 stop.wait(SAMPLE_S)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -128,24 +137,54 @@ def measure(variant: str, season: Path, workers: int) -> dict:
     return {
         "wall_s": round(wall, 2),
         "peak_pss_mib": round(peak / 1024, 1),
+        "cpu_s": round(sum(cpu_seen.values()), 1),
         "summary": summary,
         "tasks": tasks,
         "feature_stores": stores,
     }
 
 
+RAY_START = """
+import time
+began = time.perf_counter()
+from importers.season_ray import LOCAL, RayRunner, _import_ray
+runner = RayRunner(lambda: None, address=LOCAL, workers=2)
+runner._init(_import_ray(local=True))
+started = time.perf_counter()
+import ray
+ray.shutdown()
+print(round(started - began, 2), round(time.perf_counter() - started, 2))
+"""
+
+
+def ray_start_s() -> dict:
+    """What ``--ray local`` costs before any episode: starting a private Ray, and stopping it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", RAY_START], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"starting Ray failed: {done.stderr[-2000:]}")
+    start, stop = map(float, done.stdout.split())
+    return {"start_s": start, "stop_s": stop}
+
+
 def markdown(runs: dict[str, list[dict]], workers: int) -> str:
     serial = statistics.median(run["wall_s"] for run in runs["serial"])
     lines = [
-        "| variant | wall s (median) | runs | serial ÷ this | peak PSS MiB (median) |",
-        "|---|---|---|---|---|",
+        "| variant | wall s (median) | runs | serial ÷ this | CPU s (median) | "
+        "peak PSS MiB (median) |",
+        "|---|---|---|---|---|---|",
     ]
     for variant, label in (("serial", "serial"), ("ray", f"--ray local --workers {workers}")):
         walls = [run["wall_s"] for run in runs[variant]]
         wall = statistics.median(walls)
         memory = statistics.median(run["peak_pss_mib"] for run in runs[variant])
+        cpu = statistics.median(run["cpu_s"] for run in runs[variant])
         listed = ", ".join(f"{value:.1f}" for value in walls)
-        lines.append(f"| {label} | {wall:.1f} | {listed} | {serial / wall:.2f}× | {memory:.0f} |")
+        lines.append(
+            f"| {label} | {wall:.1f} | {listed} | {serial / wall:.2f}× | {cpu:.0f} | {memory:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -162,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     videos = sorted(season.glob("ep*.mp4"))
     durations = [_duration(video) for video in videos]
     runs: dict[str, list[dict]] = {"serial": [], "ray": []}
+    ray_starts: list[dict] = []
     for repeat in range(args.repeats):
         order = ("serial", "ray") if repeat % 2 == 0 else ("ray", "serial")
         for variant in order:
@@ -170,7 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["load_before"] = round(load, 2)
             runs[variant].append(result)
             print(f"run {repeat + 1} {variant}: {json.dumps(result)}", file=sys.stderr)
+        startup = ray_start_s()
+        ray_starts.append(startup)
+        print(f"run {repeat + 1} ray start/stop only: {json.dumps(startup)}", file=sys.stderr)
     table = markdown(runs, args.workers)
+    start = statistics.median(run["start_s"] for run in ray_starts)
+    table += (
+        "\n\nImporting Ray and starting a private one (ray.init, 2 CPUs, no actor yet): "
+        f"median {start:.1f} s"
+    )
     print(table)
     serial = statistics.median(run["wall_s"] for run in runs["serial"])
     ray = statistics.median(run["wall_s"] for run in runs["ray"])
@@ -189,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "median_wall_s": {"serial": serial, "ray": ray},
         "serial_over_ray": round(serial / ray, 3),
         "runs": runs,
+        "ray_start_only": ray_starts,
         "table": table,
         "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
