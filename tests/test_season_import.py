@@ -7,6 +7,7 @@ is cut to a third of its bytes, so its MP4 index is missing and it fails with a 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 from bench.synthetic_video import make_test_video, srt_text
-from importers.season import MARKER_NAME, find_videos
+from importers.season import MARKER_NAME, EpisodeOutcome, find_videos
+from importers.season_ray import RayRunner
 from importers.tasks import episode_id_for
 from ml_backend.features.store import FeatureStore
 from speaker_grouping.cli import main as cli_main
@@ -245,3 +247,38 @@ def test_season_push_imports_each_finished_episode_once(
     pushed = [line for line in stdout.splitlines() if "Label Studio project" in line]
     assert len(pushed) == 2
     assert all(line.endswith(f"0 tasks created, {len(CUES)} already there") for line in pushed)
+
+
+class _WorkerThatDiesOnOneVideo:
+    """An `EpisodeWorker` whose process exits on the video named ``die.mp4``, as one killed for
+    memory would; for the others it reports where it ran. (A real import cannot be made to kill
+    its process on cue; this is the worker side of the protocol, Ray itself is real.)"""
+
+    def import_one(self, video: Path) -> EpisodeOutcome:
+        import ray
+
+        if video.name == "die.mp4":
+            os._exit(3)
+        return EpisodeOutcome(
+            video, "imported", detail=ray.util.get_node_ip_address(), worker=str(os.getpid())
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_ray_worker_that_dies_fails_only_its_episode_and_ray_stays_on_loopback():
+    videos = [Path(f"{name}.mp4") for name in ("a", "die", "b", "c")]
+    runner = RayRunner(_WorkerThatDiesOnOneVideo, address="local", workers=2)
+    try:
+        outcomes = {outcome.video.name: outcome for outcome in runner.run(videos)}
+    finally:
+        runner.close()
+
+    assert sorted(outcomes) == ["a.mp4", "b.mp4", "c.mp4", "die.mp4"]
+    died = outcomes["die.mp4"]
+    assert died.status == "failed"
+    assert died.detail.startswith("Ray worker failed (") and "\n" not in died.detail
+    alive = [outcomes[name] for name in ("a.mp4", "b.mp4", "c.mp4")]
+    assert {outcome.status for outcome in alive} == {"imported"}
+    assert {outcome.detail for outcome in alive} == {"127.0.0.1"}  # the node's address
