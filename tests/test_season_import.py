@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -282,3 +283,21 @@ def test_a_ray_worker_that_dies_fails_only_its_episode_and_ray_stays_on_loopback
     alive = [outcomes[name] for name in ("a.mp4", "b.mp4", "c.mp4")]
     assert {outcome.status for outcome in alive} == {"imported"}
     assert {outcome.detail for outcome in alive} == {"127.0.0.1"}  # the node's address
+
+
+def test_the_same_file_in_two_folders_is_imported_once(
+    season: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Same name and bytes means the same episode id, hence one folder: under Ray two workers
+    would write it at once, so the second copy is skipped and says which file it repeats."""
+    copy = tmp_path / "backup"
+    copy.mkdir()
+    for name in ("Show - 1.mp4", "Show - 1.srt"):
+        shutil.copy(season / name, copy / name)
+    out = tmp_path / "out"
+    code, stdout, _ = _run(capsys, season / "Show - 1.mp4", copy, "--out", out, "--no-features")
+
+    assert code == 0
+    assert "imported 1, skipped (already done) 1, failed 0" in stdout
+    assert f"skipped  {copy / 'Show - 1.mp4'}: same file as {season / 'Show - 1.mp4'}" in stdout
+    assert [folder.name for folder in out.iterdir()] == [episode_id_for(season / "Show - 1.mp4")]
