@@ -72,7 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         help="video + subtitles → clips, frames and Label Studio tasks",
         description="Cut an episode into one Label Studio task per spoken subtitle line.",
     )
-    imp.add_argument("episode", type=Path, help="the video (.mkv, .mp4, ...)")
+    imp.add_argument(
+        "episode",
+        type=Path,
+        nargs="+",
+        help="the video (.mkv, .mp4, ...); several videos, folders of videos or globs ('s1/*.mkv') "
+        "import a season, with one progress bar and a summary, skipping finished episodes",
+    )
     imp.add_argument(
         "--subs",
         type=Path,
@@ -114,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_model_arguments(imp)
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from speaker_grouping.commands.season import add_season_arguments
+
+    add_season_arguments(imp)
     imp.set_defaults(run=_run_import)
 
     bench = commands.add_parser(
@@ -268,6 +277,13 @@ def _run_import(args: argparse.Namespace) -> int:
         document_root=args.document_root,
         tracks=track_choice,
     )
+    # A season (several videos, a folder, a glob, --ray) is speaker_grouping/commands/season.py;
+    # above this line args.episode is a list of paths, below it the one video.
+    from speaker_grouping.commands.season import is_season_import, run_season_import
+
+    if is_season_import(args):
+        return run_season_import(args, options)
+    args.episode = args.episode[0]
     extractor = None
     if not args.no_features:
         from speaker_grouping.commands.features import FeatureExtractor
@@ -313,11 +329,19 @@ def _run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list_tracks(video: Path, subs: Path | None, choice: TrackChoice) -> int:
+def _list_tracks(inputs: Sequence[Path], subs: Path | None, choice: TrackChoice) -> int:
+    """Every video's tracks (videos, folders or globs, as import takes them)."""
+    from importers.season import find_videos
     from importers.tracks import list_tracks, track_table
 
-    for row in track_table(video, list_tracks(video), given=subs, choice=choice):
-        print(row)
+    videos = find_videos(inputs)
+    if subs is not None and len(videos) > 1:
+        raise ValueError("--subs names one subtitle file, so it takes exactly one video")
+    for number, video in enumerate(videos):
+        if len(videos) > 1:
+            print(("\n" if number else "") + f"{video}:")
+        for row in track_table(video, list_tracks(video), given=subs, choice=choice):
+            print(row)
     return 0
 
 
