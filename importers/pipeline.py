@@ -15,8 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from importers.asr import Transcriber, transcribe_lines
 from importers.media import ClipOptions, decode_audio, extract_frames, probe_media, slice_clip
 from importers.media import write_wav as write_clip
+from importers.speech_segments import SpeechSegmentOptions, speech_lines, speech_report
 from importers.subtitles import (
     ParsedSubtitles,
     SubtitleError,
@@ -32,6 +36,11 @@ from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
+
+LINE_SOURCES = ("subtitles", "speech", "subtitles-or-speech")
+"""Where lines come from: the subtitles (an error when there are none); detected speech, ignoring
+any subtitles (``--no-subtitles``); or the subtitles, and detected speech only when none are
+given or found (``--fallback-to-speech``)."""
 
 FRAME_POSITIONS = {1: (0.5,), 3: (0.25, 0.5, 0.75)}
 """Where in a line its frames are taken, as fractions of the line: the midpoint is the frame
@@ -50,8 +59,14 @@ class ImportOptions:
     local-files URLs relative to ``document_root``."""
     document_root: Path | None = None
     """Label Studio's LOCAL_FILES_DOCUMENT_ROOT; defaults to the import's output folder."""
+    line_source: str = "subtitles"
+    """One of `LINE_SOURCES`."""
+    speech: SpeechSegmentOptions = field(default_factory=SpeechSegmentOptions)
+    """How detected speech is cut into lines, when lines come from speech."""
 
     def __post_init__(self) -> None:
+        if self.line_source not in LINE_SOURCES:
+            raise ValueError(f"line_source must be one of {LINE_SOURCES}, not {self.line_source!r}")
         if self.frames_per_line not in FRAME_POSITIONS:
             raise ValueError(
                 f"frames_per_line must be one of {sorted(FRAME_POSITIONS)}, "
@@ -65,6 +80,7 @@ class ImportOptions:
             for name, nested, what in (
                 ("subtitles", SubtitleOptions, "subtitle"),
                 ("clips", ClipOptions, "clip"),
+                ("speech", SpeechSegmentOptions, "speech segment"),
             ):
                 if name in options:
                     options[name] = coerce_options(nested, options[name], what=what)
@@ -92,23 +108,37 @@ def import_episode(
     subtitles: str | Path | None = None,
     options: ImportOptions | Mapping[str, Any] | None = None,
     hook: Hook | None = None,
+    transcriber: Transcriber | None = None,
 ) -> ImportResult:
     """Cut ``video`` into one task per dialogue line under ``out_dir/<episode_id>/``.
 
     Raises `MediaError` or `SubtitleError` (one line, naming the file) when a whole input is
-    unusable; single bad cues are skipped and listed in the report instead.
+    unusable; single bad cues are skipped and listed in the report instead. Lines come from
+    detected speech instead when ``options.line_source`` says so (see `LINE_SOURCES`); then
+    ``transcriber``, if given, fills their text.
     """
     options = ImportOptions.coerce(options)
     video = Path(video)
     out_dir = Path(out_dir)
     subtitle_path = Path(subtitles) if subtitles is not None else find_subtitles_for(video)
-    if subtitle_path is None:
+    from_speech = options.line_source == "speech" or (
+        subtitle_path is None and options.line_source == "subtitles-or-speech"
+    )
+    if subtitle_path is None and not from_speech:
         raise SubtitleError(
             f"{video}: no subtitles given and none found beside it "
             "(looked for the same name with .ass, .ssa, .srt or .vtt)"
         )
     info = probe_media(video)
-    parsed = parse_subtitles(subtitle_path, options=options.subtitles, media_duration=info.duration)
+    audio: np.ndarray | None = None
+    speech: dict[str, Any] | None = None
+    if from_speech:
+        audio, parsed, speech = _lines_from_speech(video, options, transcriber, hook)
+    else:
+        assert subtitle_path is not None
+        parsed = parse_subtitles(
+            subtitle_path, options=options.subtitles, media_duration=info.duration
+        )
     episode_id = episode_id_for(video)
     episode_dir = out_dir / episode_id
     logger.info(
@@ -121,7 +151,7 @@ def import_episode(
     media = [_line_media(line, options.frames_per_line) for line in parsed.lines]
     with ThreadPoolExecutor(max_workers=1) as audio_worker:
         audio_done = audio_worker.submit(
-            _write_clips, video, parsed.lines, media, episode_dir, options.clips, hook
+            _write_clips, video, parsed.lines, media, episode_dir, options.clips, hook, audio
         )
         _write_frames(video, parsed.lines, media, episode_dir, options, hook)
         audio_done.result()
@@ -133,9 +163,29 @@ def import_episode(
     tasks_path = episode_dir / "tasks.json"
     report_path = episode_dir / "report.json"
     atomic_write_json(tasks_path, tasks)
-    atomic_write_json(report_path, _report(video, info.duration, episode_id, parsed))
-    atomic_write_text(episode_dir / "report.txt", "\n".join(parsed.report_lines()) + "\n")
+    report = _report(video, info.duration, episode_id, parsed)
+    report_text = parsed.report_lines()
+    if speech is not None:  # every line is flagged no_subtitles: say it once, not per line
+        report.update(subtitles=None, encoding=None, flagged=[], speech=speech)
+        report_text.insert(0, f"{video}: {len(parsed.lines)} lines cut from detected speech")
+    atomic_write_json(report_path, report)
+    atomic_write_text(episode_dir / "report.txt", "\n".join(report_text) + "\n")
     return ImportResult(episode_id, episode_dir, tasks_path, report_path, tasks, parsed)
+
+
+def _lines_from_speech(
+    video: Path, options: ImportOptions, transcriber: Transcriber | None, hook: Hook | None
+) -> tuple[np.ndarray | None, ParsedSubtitles, dict[str, Any]]:
+    """Lines cut from detected speech (text from ``transcriber``, else empty), and the report's
+    record of how. The decoded audio is returned for the clips when it is at their rate."""
+    vad_rate = 16000
+    audio = decode_audio(video, sample_rate=vad_rate)
+    parsed = speech_lines(video, audio, sample_rate=vad_rate, options=options.speech)
+    record = speech_report(options.speech)
+    if transcriber is not None:
+        parsed.lines = transcribe_lines(parsed.lines, audio, vad_rate, transcriber, hook=hook)
+        record["asr"] = transcriber.name
+    return (audio if options.clips.sample_rate == vad_rate else None), parsed, record
 
 
 def _line_media(line: SubtitleLine, frames_per_line: int) -> LineMedia:
@@ -156,8 +206,10 @@ def _write_clips(
     episode_dir: Path,
     clip_options: ClipOptions,
     hook: Hook | None,
+    audio: np.ndarray | None = None,
 ) -> None:
-    audio = decode_audio(video, sample_rate=clip_options.sample_rate)
+    if audio is None:  # decoded already when lines came from speech
+        audio = decode_audio(video, sample_rate=clip_options.sample_rate)
     for done, (line, line_media) in enumerate(zip(lines, media, strict=True), start=1):
         clip = slice_clip(audio, line.start, line.end, options=clip_options)
         write_clip(episode_dir / line_media.audio, clip, clip_options.sample_rate)
