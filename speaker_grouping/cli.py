@@ -182,6 +182,7 @@ _BENCH_TOOLS = {
     "quality": "bench.bench_quality",
     "loop": "bench.bench_loop",
     "latency": "bench.bench_latency",
+    "segmentation": "bench.bench_segmentation",
 }
 
 
@@ -250,6 +251,8 @@ def _add_speech_arguments(imp: argparse.ArgumentParser) -> None:
 
 def _speech_options(args: argparse.Namespace) -> tuple[str, dict]:
     """The import's line source and speech segment options from the command line."""
+    from importers.speech_segments import SpeechSegmentOptions
+
     if args.no_subtitles and args.subs:
         raise ValueError("--no-subtitles and --subs contradict each other; give one")
     if args.asr and not (args.no_subtitles or args.fallback_to_speech):
@@ -270,7 +273,11 @@ def _speech_options(args: argparse.Namespace) -> tuple[str, dict]:
     if args.min_pause is not None:
         speech["min_pause_s"] = args.min_pause
     if args.max_line is not None:
+        if args.max_line <= 0:
+            raise ValueError(f"--max-line must be > 0 seconds, got {args.max_line}")
         speech["max_line_s"] = args.max_line
+        # A short cap needs short pieces: no piece may be forced under half the cap.
+        speech["min_line_s"] = min(SpeechSegmentOptions().min_line_s, args.max_line / 2)
     return source, speech
 
 
