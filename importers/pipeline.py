@@ -179,8 +179,12 @@ def _lines_from_speech(
     """Lines cut from detected speech (text from ``transcriber``, else empty), and the report's
     record of how. The decoded audio is returned for the clips when it is at their rate."""
     vad_rate = 16000
+    if hook is not None:  # decoding and the VAD take seconds: show that they started
+        hook("speech", completed=0, total=1)
     audio = decode_audio(video, sample_rate=vad_rate)
     parsed = speech_lines(video, audio, sample_rate=vad_rate, options=options.speech)
+    if hook is not None:
+        hook("speech", completed=1, total=1)
     record = speech_report(options.speech)
     if transcriber is not None:
         parsed.lines = transcribe_lines(parsed.lines, audio, vad_rate, transcriber, hook=hook)
