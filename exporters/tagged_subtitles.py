@@ -41,8 +41,19 @@ _DEFAULT_FIELDS = {
 }
 
 
+UNTRANSCRIBED = "[speech]"
+"""Shown for a line without text (cut from detected speech) whose speaker is not named."""
+
+
 def srt_text(row: SpeakerLine) -> str:
-    """``"Name: text"``, or the bare text when nobody is named."""
+    """``"Name: text"``, or the bare text when nobody is named.
+
+    A line without text (imported without subtitles) shows ``"[Name]"``, or ``"[speech]"``
+    when nobody is named: a SubRip cue with no text is read as a malformed block (our importer
+    skips it, and some players stop there), so every cue keeps a visible line.
+    """
+    if not row.text.strip():
+        return f"[{row.speaker}]" if row.speaker else UNTRANSCRIBED
     return f"{row.speaker}: {row.text}" if row.speaker else row.text
 
 
@@ -103,6 +114,8 @@ def _fresh_ass(rows: Sequence[SpeakerLine]) -> str:
     for row in rows:
         # Braces would open override blocks; line breaks are "\N" in ASS.
         text = row.text.replace("{", "(").replace("}", ")").replace("\n", "\\N")
+        if not text.strip():  # a line cut from speech: show who speaks, as the SRT does
+            text = f"[{actor_field(row.speaker)}]" if row.speaker else UNTRANSCRIBED
         subtitles.events.append(
             pysubs2.SSAEvent(
                 start=_ms(row.start), end=_ms(row.end), text=text, name=actor_field(row.speaker)

@@ -15,9 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from importers.asr import Transcriber, transcribe_lines
 from importers.media import ClipOptions, decode_audio, extract_frames, probe_media, slice_clip
 from importers.media import write_wav as write_clip
-from importers.subtitles import ParsedSubtitles, SubtitleLine, SubtitleOptions
+from importers.speech_segments import SpeechSegmentOptions, speech_lines, speech_report
+from importers.subtitles import ParsedSubtitles, SubtitleError, SubtitleLine, SubtitleOptions
 from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for
 from importers.tracks import (
     SubtitleSource,
@@ -34,6 +38,11 @@ from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
+
+LINE_SOURCES = ("subtitles", "speech", "subtitles-or-speech")
+"""Where lines come from: the subtitles (an error when there are none); detected speech, ignoring
+any subtitles (``--no-subtitles``); or the subtitles, and detected speech only when none are
+given or found (``--fallback-to-speech``)."""
 
 FRAME_POSITIONS = {1: (0.5,), 3: (0.25, 0.5, 0.75)}
 """Where in a line its frames are taken, as fractions of the line: the midpoint is the frame
@@ -54,8 +63,14 @@ class ImportOptions:
     """Label Studio's LOCAL_FILES_DOCUMENT_ROOT; defaults to the import's output folder."""
     tracks: TrackChoice = field(default_factory=TrackChoice)
     """Which audio and subtitle track of the video to use (importers/tracks.py)."""
+    line_source: str = "subtitles"
+    """One of `LINE_SOURCES`."""
+    speech: SpeechSegmentOptions = field(default_factory=SpeechSegmentOptions)
+    """How detected speech is cut into lines, when lines come from speech."""
 
     def __post_init__(self) -> None:
+        if self.line_source not in LINE_SOURCES:
+            raise ValueError(f"line_source must be one of {LINE_SOURCES}, not {self.line_source!r}")
         if self.frames_per_line not in FRAME_POSITIONS:
             raise ValueError(
                 f"frames_per_line must be one of {sorted(FRAME_POSITIONS)}, "
@@ -70,6 +85,7 @@ class ImportOptions:
                 ("subtitles", SubtitleOptions, "subtitle"),
                 ("clips", ClipOptions, "clip"),
                 ("tracks", TrackChoice, "track"),
+                ("speech", SpeechSegmentOptions, "speech segment"),
             ):
                 if name in options:
                     options[name] = coerce_options(nested, options[name], what=what)
@@ -99,6 +115,7 @@ def import_episode(
     subtitles: str | Path | None = None,
     options: ImportOptions | Mapping[str, Any] | None = None,
     hook: Hook | None = None,
+    transcriber: Transcriber | None = None,
 ) -> ImportResult:
     """Cut ``video`` into one task per dialogue line under ``out_dir/<episode_id>/``.
 
@@ -106,7 +123,9 @@ def import_episode(
     subtitle track (``options.tracks`` chooses tracks; see importers/tracks.py).
 
     Raises `MediaError` or `SubtitleError` (one line, naming the file) when a whole input is
-    unusable; single bad cues are skipped and listed in the report instead.
+    unusable; single bad cues are skipped and listed in the report instead. Lines come from
+    detected speech instead when ``options.line_source`` says so (see `LINE_SOURCES`); then
+    ``transcriber``, if given, fills their text.
     """
     options = ImportOptions.coerce(options)
     video = Path(video)
@@ -115,9 +134,16 @@ def import_episode(
     tracks = list_tracks(video)
     audio_track = choose_audio_track(video, tracks, options.tracks)
     audio_index = audio_track.index if audio_track is not None else None
-    source = choose_subtitles(video, tracks, given=subtitles, choice=options.tracks)
+    source = _subtitle_source(video, tracks, subtitles, options)
     info = probe_media(video, audio_track=audio_index)
-    parsed = read_subtitles(video, source, options=options.subtitles, media_duration=info.duration)
+    audio: np.ndarray | None = None
+    speech: dict[str, Any] | None = None
+    if source is None:
+        audio, parsed, speech = _lines_from_speech(video, audio_index, options, transcriber, hook)
+    else:
+        parsed = read_subtitles(
+            video, source, options=options.subtitles, media_duration=info.duration
+        )
     episode_id = episode_id_for(video)
     episode_dir = out_dir / episode_id
     logger.info(
@@ -130,7 +156,15 @@ def import_episode(
     media = [_line_media(line, options.frames_per_line) for line in parsed.lines]
     with ThreadPoolExecutor(max_workers=1) as audio_worker:
         audio_done = audio_worker.submit(
-            _write_clips, video, parsed.lines, media, episode_dir, options.clips, hook, audio_index
+            _write_clips,
+            video,
+            parsed.lines,
+            media,
+            episode_dir,
+            options.clips,
+            hook,
+            audio_index,
+            audio,
         )
         _write_frames(video, parsed.lines, media, episode_dir, options, hook)
         audio_done.result()
@@ -145,13 +179,67 @@ def import_episode(
     tasks_path = episode_dir / "tasks.json"
     report_path = episode_dir / "report.json"
     report = _report(video, info.duration, episode_id, parsed)
-    report.update(track_data, subtitle_track=source.record())
+    report.update(track_data, subtitle_track=source.record() if source is not None else None)
     atomic_write_json(tasks_path, tasks)
+    report_text = parsed.report_lines()
+    if speech is not None:  # every line is flagged no_subtitles: say it once, not per line
+        report.update(subtitles=None, encoding=None, flagged=[], speech=speech)
+        report_text.insert(0, f"{video}: {len(parsed.lines)} lines cut from detected speech")
     atomic_write_json(report_path, report)
-    atomic_write_text(episode_dir / "report.txt", "\n".join(parsed.report_lines()) + "\n")
+    atomic_write_text(episode_dir / "report.txt", "\n".join(report_text) + "\n")
     return ImportResult(
         episode_id, episode_dir, tasks_path, report_path, tasks, parsed, audio_track, source
     )
+
+
+def _subtitle_source(
+    video: Path,
+    tracks: list[Track],
+    subtitles: str | Path | None,
+    options: ImportOptions,
+) -> SubtitleSource | None:
+    """Where the lines' subtitles come from; None when the lines come from detected speech.
+
+    With ``subtitles-or-speech``, speech is the fallback only when nothing was asked for and
+    nothing usable was found (no file beside the video, no readable embedded track): a file or
+    track the user named that cannot be had is still an error.
+    """
+    if options.line_source == "speech":
+        if subtitles is not None or options.tracks.picks_subtitles:
+            raise ValueError("lines from speech (--no-subtitles) take no subtitle file or track")
+        return None
+    try:
+        return choose_subtitles(video, tracks, given=subtitles, choice=options.tracks)
+    except SubtitleError as error:
+        asked = subtitles is not None or options.tracks.picks_subtitles
+        if options.line_source != "subtitles-or-speech" or asked:
+            raise
+        logger.info("%s; cutting lines from detected speech instead", error)
+        return None
+
+
+def _lines_from_speech(
+    video: Path,
+    audio_track: int | None,
+    options: ImportOptions,
+    transcriber: Transcriber | None,
+    hook: Hook | None,
+) -> tuple[np.ndarray | None, ParsedSubtitles, dict[str, Any]]:
+    """Lines cut from detected speech (text from ``transcriber``, else empty), and the report's
+    record of how. The decoded audio (of ``audio_track``) is returned for the clips when it is
+    at their rate."""
+    vad_rate = 16000
+    if hook is not None:  # decoding and the VAD take seconds: show that they started
+        hook("speech", completed=0, total=1)
+    audio = decode_audio(video, sample_rate=vad_rate, audio_track=audio_track)
+    parsed = speech_lines(video, audio, sample_rate=vad_rate, options=options.speech)
+    if hook is not None:
+        hook("speech", completed=1, total=1)
+    record = speech_report(options.speech)
+    if transcriber is not None:
+        parsed.lines = transcribe_lines(parsed.lines, audio, vad_rate, transcriber, hook=hook)
+        record["asr"] = transcriber.name
+    return (audio if options.clips.sample_rate == vad_rate else None), parsed, record
 
 
 def _line_media(line: SubtitleLine, frames_per_line: int) -> LineMedia:
@@ -173,8 +261,10 @@ def _write_clips(
     clip_options: ClipOptions,
     hook: Hook | None,
     audio_track: int | None = None,
+    audio: np.ndarray | None = None,
 ) -> None:
-    audio = decode_audio(video, sample_rate=clip_options.sample_rate, audio_track=audio_track)
+    if audio is None:  # decoded already when lines came from speech
+        audio = decode_audio(video, sample_rate=clip_options.sample_rate, audio_track=audio_track)
     for done, (line, line_media) in enumerate(zip(lines, media, strict=True), start=1):
         clip = slice_clip(audio, line.start, line.end, options=clip_options)
         write_clip(episode_dir / line_media.audio, clip, clip_options.sample_rate)

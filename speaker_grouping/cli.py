@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     from speaker_grouping.commands.features import add_model_arguments
 
     add_model_arguments(imp)
+    _add_speech_arguments(imp)
     imp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     from speaker_grouping.commands.season import add_season_arguments
 
@@ -237,6 +238,7 @@ _BENCH_TOOLS = {
     "quality": "bench.bench_quality",
     "loop": "bench.bench_loop",
     "latency": "bench.bench_latency",
+    "segmentation": "bench.bench_segmentation",
 }
 
 
@@ -247,9 +249,98 @@ def _run_bench(args: argparse.Namespace) -> int:
     return int(module.main(args.tool_args) or 0)
 
 
+def _add_speech_arguments(imp: argparse.ArgumentParser) -> None:
+    """Lines from detected speech, for episodes without subtitles (importers.speech_segments)."""
+    from importers.speech_segments import SpeechSegmentOptions
+
+    defaults = SpeechSegmentOptions()
+    speech = imp.add_argument_group(
+        "without subtitles",
+        "cut lines from detected speech (silero-vad): tasks get empty text and the "
+        "no_subtitles flag",
+    )
+    source = speech.add_mutually_exclusive_group()
+    source.add_argument(
+        "--no-subtitles",
+        action="store_true",
+        help="ignore any subtitles and cut lines from detected speech",
+    )
+    source.add_argument(
+        "--fallback-to-speech",
+        action="store_true",
+        help="use the subtitles, but when none are given or found, cut lines from detected "
+        "speech instead of failing",
+    )
+    speech.add_argument(
+        "--vad-threshold",
+        type=float,
+        metavar="P",
+        help=f"speech probability that starts speech (default {defaults.threshold}; speech "
+        f"ends below {defaults.neg_threshold}, or 0.15 under P when P is given)",
+    )
+    speech.add_argument(
+        "--min-pause",
+        type=float,
+        metavar="S",
+        help=f"a pause of at least S seconds ends a line (default {defaults.min_pause_s})",
+    )
+    speech.add_argument(
+        "--max-line",
+        type=float,
+        metavar="S",
+        help=f"longest line in seconds; longer speech is split at its quietest point "
+        f"(default {defaults.max_line_s})",
+    )
+    speech.add_argument(
+        "--asr",
+        metavar="ENGINE:PATH",
+        help="fill each line's text with speech recognition, e.g. "
+        "faster-whisper:/models/faster-whisper-small (a local CTranslate2 Whisper folder; "
+        "needs speaker-grouping[asr]); only for lines cut from speech",
+    )
+    speech.add_argument(
+        "--asr-language",
+        metavar="CODE",
+        help="language of the speech for --asr, e.g. ja (default: detected per line)",
+    )
+
+
+def _speech_options(args: argparse.Namespace) -> tuple[str, dict]:
+    """The import's line source and speech segment options from the command line."""
+    from importers.speech_segments import SpeechSegmentOptions
+
+    if args.no_subtitles and args.subs:
+        raise ValueError("--no-subtitles and --subs contradict each other; give one")
+    if args.asr and not (args.no_subtitles or args.fallback_to_speech):
+        raise ValueError(
+            "--asr transcribes lines cut from speech: add --no-subtitles or --fallback-to-speech"
+        )
+    source = (
+        "speech"
+        if args.no_subtitles
+        else "subtitles-or-speech"
+        if args.fallback_to_speech
+        else "subtitles"
+    )
+    speech: dict = {}
+    if args.vad_threshold is not None:
+        speech["threshold"] = args.vad_threshold
+        speech["neg_threshold"] = max(0.01, round(args.vad_threshold - 0.15, 3))
+    if args.min_pause is not None:
+        speech["min_pause_s"] = args.min_pause
+    if args.max_line is not None:
+        if args.max_line <= 0:
+            raise ValueError(f"--max-line must be > 0 seconds, got {args.max_line}")
+        speech["max_line_s"] = args.max_line
+        # A short cap needs short pieces: no piece may be forced under half the cap.
+        speech["min_line_s"] = min(SpeechSegmentOptions().min_line_s, args.max_line / 2)
+    return source, speech
+
+
 def _run_import(args: argparse.Namespace) -> int:
     from importers.media import ClipOptions
     from importers.pipeline import ImportOptions, import_episode
+    from importers.speech_segments import SpeechSegmentOptions
     from importers.subtitles import SubtitleOptions
     from importers.tracks import TrackChoice
     from speaker_grouping.progress import ProgressBars
@@ -266,6 +357,7 @@ def _run_import(args: argparse.Namespace) -> int:
         raise ValueError("import needs --out DIR (only --list-tracks does without)")
     if args.push and not args.api_key:
         raise ValueError("--push needs --api-key (or LABEL_STUDIO_API_KEY)")
+    line_source, speech = _speech_options(args)
     options = ImportOptions(
         subtitles=SubtitleOptions(
             import_non_dialogue=args.import_non_dialogue, encoding=args.encoding
@@ -276,6 +368,8 @@ def _run_import(args: argparse.Namespace) -> int:
         url_prefix=args.url_prefix,
         document_root=args.document_root,
         tracks=track_choice,
+        line_source=line_source,
+        speech=SpeechSegmentOptions(**speech),
     )
     # A season (several videos, a folder, a glob, --ray) is speaker_grouping/commands/season.py;
     # above this line args.episode is a list of paths, below it the one video.
@@ -284,6 +378,11 @@ def _run_import(args: argparse.Namespace) -> int:
     if is_season_import(args):
         return run_season_import(args, options)
     args.episode = args.episode[0]
+    transcriber = None
+    if args.asr:
+        from importers.asr import load_transcriber
+
+        transcriber = load_transcriber(args.asr, language=args.asr_language)  # fails before work
     extractor = None
     if not args.no_features:
         from speaker_grouping.commands.features import FeatureExtractor
@@ -299,7 +398,12 @@ def _run_import(args: argparse.Namespace) -> int:
                 bars(step, completed=completed, total=total)
 
             result = import_episode(
-                args.episode, subtitles=args.subs, out_dir=args.out, options=options, hook=hook
+                args.episode,
+                subtitles=args.subs,
+                out_dir=args.out,
+                options=options,
+                hook=hook,
+                transcriber=transcriber,
             )
             for problem in result.problems:
                 print(problem, file=sys.stderr)
@@ -350,7 +454,7 @@ def _tracks_used(result: ImportResult) -> str:
     audio, source = result.audio_track, result.subtitle_source
     audio_text = f"audio track {audio.summary()}" if audio is not None else "no audio"
     if source is None:
-        return audio_text
+        return f"{audio_text}; lines cut from detected speech"
     if source.track is not None:
         return f"{audio_text}; subtitles from track {source.track.summary()}"
     return f"{audio_text}; subtitles from {source.file}"

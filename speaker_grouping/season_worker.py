@@ -50,9 +50,14 @@ class SeasonJob:
     image_model: str | None = None
     settings: dict[str, Any] | None = None
     """The run's settings as recorded in each episode's completion key; see `season_settings`."""
+    asr: str | None = None
+    """``ENGINE:PATH`` of a speech recogniser for lines cut from speech (``import --asr``)."""
+    asr_language: str | None = None
 
 
-def season_settings(options: ImportOptions, extractor: FeatureExtractor | None) -> dict[str, Any]:
+def season_settings(
+    options: ImportOptions, extractor: FeatureExtractor | None, asr: str | None = None
+) -> dict[str, Any]:
     """The settings part of the completion key: import options and the feature models' identity.
 
     The models are named by their `ModelInfo` (name, version, dim), so a new model release or a
@@ -69,7 +74,7 @@ def season_settings(options: ImportOptions, extractor: FeatureExtractor | None) 
                 ("quality", extractor.quality),
             )
         }
-    return {"import": asdict(options), "features": features}
+    return {"import": asdict(options), "features": features, "asr": asr}
 
 
 def build_extractor(job: SeasonJob) -> FeatureExtractor | None:
@@ -103,7 +108,12 @@ class SeasonWorker:
     def __init__(self, job: SeasonJob) -> None:
         self.job = job
         self._extractor = build_extractor(job)
-        self._settings = job.settings or season_settings(job.options, self._extractor)
+        self._settings = job.settings or season_settings(job.options, self._extractor, job.asr)
+        self._transcriber = None
+        if job.asr:
+            from importers.asr import load_transcriber
+
+            self._transcriber = load_transcriber(job.asr, language=job.asr_language)
 
     def import_one(self, video: Path) -> EpisodeOutcome:
         """Import ``video`` into ``job.out_dir``; any error becomes a failed outcome."""
@@ -119,6 +129,7 @@ class SeasonWorker:
                 subtitles=self.job.subtitles,
                 options=self.job.options,
                 hook=self._start_loading,
+                transcriber=self._transcriber,
             )
             outputs = ["tasks.json", "report.json"]
             notes = [f"{len(result.problems)} cues reported"] if result.problems else []

@@ -57,12 +57,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-model", help="image embedder (default: $SG_IMAGE_MODEL or anime-colour)"
     )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--no-subtitles",
+        action="store_true",
+        help="ignore any subtitles: cut lines from detected speech (silero-vad), with empty text",
+    )
+    source.add_argument(
+        "--fallback-to-speech",
+        action="store_true",
+        help="cut lines from detected speech for episodes without subtitles instead of failing",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from exporters.tagged_subtitles import SpeakerLine, write_tagged_ass, write_tagged_srt
-    from importers.pipeline import import_episode
+    from importers.pipeline import ImportOptions, import_episode
     from ml_backend.features.embedder import image_embedder, voice_embedder
     from ml_backend.features.extract import extract_features
     from ml_backend.features.quality import QualityMeter
@@ -71,7 +82,16 @@ def run(args: argparse.Namespace) -> int:
     from speaker_grouping.atomic import atomic_write_text
     from speaker_grouping.progress import ProgressBars
 
+    if args.no_subtitles and args.subs:
+        raise ValueError("--no-subtitles and --subs contradict each other; give one")
     subtitles = _pair_subtitles(args.episodes, args.subs)
+    line_source = (
+        "speech"
+        if args.no_subtitles
+        else "subtitles-or-speech"
+        if args.fallback_to_speech
+        else "subtitles"
+    )
     work = args.work or args.out / "import"
     voice = voice_embedder(args.voice_model)
     image = image_embedder(args.image_model)
@@ -79,7 +99,13 @@ def run(args: argparse.Namespace) -> int:
     inputs: list[EpisodeInput] = []
     with ProgressBars(disable=True if args.quiet else None) as bars:
         for video, subs in zip(args.episodes, subtitles, strict=True):
-            imported = import_episode(video, subtitles=subs, out_dir=work, hook=bars)
+            imported = import_episode(
+                video,
+                subtitles=subs,
+                out_dir=work,
+                options=ImportOptions(line_source=line_source),
+                hook=bars,
+            )
             for problem in imported.problems:
                 print(problem, file=sys.stderr)
             extract_features(

@@ -81,10 +81,16 @@ def run_season_import(args: argparse.Namespace, options: ImportOptions) -> int:
         features=not args.no_features,
         voice_model=args.voice_model,
         image_model=args.image_model,
+        asr=args.asr,
+        asr_language=args.asr_language,
     )
+    if args.asr:  # a bad model path is one line before any work, as for one episode
+        from importers.asr import load_transcriber
+
+        load_transcriber(args.asr, language=args.asr_language)
     extractor = build_extractor(job)  # model names are checked before any work
     try:
-        settings = season_settings(options, extractor)
+        settings = season_settings(options, extractor, args.asr)
     finally:
         if extractor is not None:
             extractor.close()
