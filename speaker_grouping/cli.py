@@ -87,7 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--out", type=Path, help="output folder (required unless --list-tracks)")
     _add_track_arguments(imp)
-    imp.add_argument("--frames-per-line", type=int, choices=(1, 3), default=1)
+    imp.add_argument(
+        "--frames-per-line",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="frames per line: 1 (the midpoint) or 3 (at 25, 50 and 75 %% of the line)",
+    )
     imp.add_argument("--pad-ms", type=int, default=150, help="audio padding around each line")
     imp.add_argument("--max-frame-width", type=int, default=1280, help="downscale wider frames")
     imp.add_argument("--encoding", help="subtitle encoding (default: detected)")
@@ -129,9 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="benchmarks and benchmark episodes (see bench/README.md)",
-        description="Benchmark tools; arguments after the tool name (--help too) go to the tool.",
+        description="Benchmark tools; arguments after the tool name (--help too) go to the tool, "
+        "so `speaker-grouping bench TOOL --help` shows that tool's options.",
         add_help=False,
     )
+    # Our own -h: before the tool name it is bench's help; after it, the tool's (REMAINDER).
+    bench.add_argument("-h", "--help", action="help", help="show this help message and exit")
     bench.add_argument("tool", choices=sorted(_BENCH_TOOLS), help="which benchmark tool")
     bench.add_argument("tool_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     bench.set_defaults(run=_run_bench)
@@ -141,7 +150,12 @@ def _parser() -> argparse.ArgumentParser:
         help="local Label Studio with the bundled sample episode imported",
         description="Start Label Studio on 127.0.0.1, import the sample episode, wait for Ctrl-C.",
     )
-    demo.add_argument("--data-dir", type=Path, default=Path("demo-data"))
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("demo-data"),
+        help="where the demo keeps Label Studio, the media and the backend state (reused)",
+    )
     demo.add_argument("--port", type=int, help="Label Studio port (default: a free one)")
     demo.add_argument("--episode", type=Path, help="another episode instead of the sample")
     demo.add_argument("--subs", type=Path, help="its subtitles (default: found beside it)")
