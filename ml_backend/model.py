@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 
 from label_config import PLACEHOLDER_SPEAKER, speaker_prediction, speakers_in_config
 from ml_backend.config import BackendConfig
+from ml_backend.label_studio import base_url
 from ml_backend.media_access import (
     Credentials,
     EpisodeCache,
@@ -33,7 +35,12 @@ from ml_backend.media_access import (
     safe_episode_name,
 )
 from ml_backend.operation_log import OperationLog
-from ml_backend.project_state import ProjectState, rebuild_from_annotations
+from ml_backend.project_state import (
+    ProjectState,
+    StateError,
+    annotation_entry,
+    rebuild_from_annotations,
+)
 from ml_backend.refresh import (
     VERSION_PREFIX,
     LabelStudioApi,
@@ -41,11 +48,16 @@ from ml_backend.refresh import (
     ensure_speakers,
     push_predictions,
 )
+from speaker_grouping.atomic import remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
 INITIAL_VERSION = f"{VERSION_PREFIX}0000-prior"
 RECONCILE_EVERY_S = 300.0
+WORKER_IDLE_EXIT_S = 30.0
+"""A project's refit thread ends after this long without events: idle projects hold none."""
+MAX_TASKS_PER_REQUEST = 20000
+_TOKEN_CHARACTERS = frozenset("0123456789abcdefABCDEFghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ._-")
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
 EVENTS = (*ANNOTATION_EVENTS, "ANNOTATIONS_DELETED", "START_TRAINING")
 
@@ -56,6 +68,14 @@ class BadRequest(ValueError):
 
 class Unprocessable(ValueError):
     """Well-formed, but nothing can be predicted from it (media missing): answered 422."""
+
+
+class Refused(ValueError):
+    """Not allowed by the operator's settings (an untrusted origin, the project cap): 403."""
+
+
+class Conflict(ValueError):
+    """The request names another incarnation of the project (its stamp differs): 409."""
 
 
 def _grouping() -> tuple[Any, Any, Any]:
@@ -75,6 +95,26 @@ class ParsedTask:
     data: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class CheckedAnnotation:
+    """One webhook annotation, checked and ready to store (entry None: a skip)."""
+
+    annotation_id: int
+    task_id: int
+    line_id: str | None
+    entry: dict[str, Any] | None
+    data: Mapping[str, Any] | None
+
+
+def parse_tasks(tasks: Any) -> list[ParsedTask]:
+    """Every task of a ``/predict`` body; `BadRequest` naming the first malformed one."""
+    if not isinstance(tasks, list) or not tasks:
+        raise BadRequest("tasks must be a non-empty list")
+    if len(tasks) > MAX_TASKS_PER_REQUEST:
+        raise BadRequest(f"{len(tasks)} tasks in one request; at most {MAX_TASKS_PER_REQUEST}")
+    return [parse_task(task, position) for position, task in enumerate(tasks)]
+
+
 def parse_task(task: Any, position: int) -> ParsedTask:
     """The fields predict needs; unknown fields are ignored, missing ones named."""
     if not isinstance(task, Mapping):
@@ -86,7 +126,7 @@ def parse_task(task: Any, position: int) -> ParsedTask:
     if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
         raise BadRequest(f"tasks[{position}].id is not an integer")
     line_id = data.get("line_id")
-    if not isinstance(line_id, str) or ":" not in line_id:
+    if not isinstance(line_id, str) or ":" not in line_id or len(line_id) > 200:
         raise BadRequest(
             f"tasks[{position}] has no data.line_id '<episode>:<index>' "
             "(import the episode with speaker-grouping import)"
@@ -94,11 +134,28 @@ def parse_task(task: Any, position: int) -> ParsedTask:
     episode = data.get("episode", line_id.rsplit(":", 1)[0])
     if not isinstance(episode, str):
         raise BadRequest(f"tasks[{position}].data.episode is not a string")
-    try:
-        safe_episode_name(episode)
-    except MediaError as error:
-        raise BadRequest(f"tasks[{position}]: {error}") from None
     return ParsedTask(task_id, line_id, episode, data)
+
+
+def task_problem(task: ParsedTask) -> str | None:
+    """Why this one task cannot be answered, or None; its neighbours are answered anyway.
+
+    A line id must be ``<episode>:<index>`` of the task's own episode: a task whose
+    ``data.episode`` disagrees would register its folder under a second id, and the project's
+    lines would then appear twice in every grouping.
+    """
+    try:
+        safe_episode_name(task.episode)
+    except MediaError as error:
+        return str(error)
+    prefix, _, index = task.line_id.rpartition(":")
+    if prefix != task.episode:
+        return (
+            f"line id {task.line_id[:80]!r} is not of its task's episode {task.episode!r}; refused"
+        )
+    if not (index.isascii() and index.isdigit()) or len(index) > 9:
+        return f"line id {task.line_id[:80]!r} does not end in a line number; refused"
+    return None
 
 
 class SpeakerGroupingModel:
@@ -166,25 +223,48 @@ class SpeakerGroupingModel:
         prediction for it) and an entry in ``errors``; when no task at all can be answered,
         `Unprocessable` is raised so the caller sees why.
         """
-        if not isinstance(tasks, list) or not tasks:
-            raise BadRequest("tasks must be a non-empty list")
-        parsed = [parse_task(task, position) for position, task in enumerate(tasks)]
+        parsed = parse_tasks(tasks)
         errors: dict[int, str] = {}
         by_episode: dict[str, list[int]] = {}
         for position, task in enumerate(parsed):
-            by_episode.setdefault(task.episode, []).append(position)
+            problem = task_problem(task)
+            if problem is not None:
+                errors[position] = problem
+            else:
+                by_episode.setdefault(task.episode, []).append(position)
         folders: dict[str, Path] = {}
         for episode, positions in by_episode.items():
             try:
-                folders[episode] = self._episode_folder(
+                folder = self._episode_folder(
                     episode, [parsed[p] for p in positions], [tasks[p] for p in positions]
                 )
             except MediaError as error:
                 for position in positions:
                     errors[position] = str(error)
-        if folders:
-            self.state.add_episodes(folders)
-        self.state.remember_tasks({t.task_id: t.line_id for t in parsed if t.task_id is not None})
+                continue
+            known = _line_ids_of(folder)
+            for position in positions:
+                if parsed[position].line_id not in known:
+                    line_id = parsed[position].line_id[:80]
+                    errors[position] = f"line {line_id} is not in episode folder {folder.name}"
+
+            if any(position not in errors for position in positions):
+                folders[episode] = folder
+        if len(errors) == len(parsed):
+            # Refused before anything is stored: a refused request changes no state. Tasks that
+            # are malformed themselves make a 400; media that cannot be used, a 422.
+            message = "; ".join(dict.fromkeys(errors.values()))
+            if not by_episode:
+                raise BadRequest(message)
+            raise Unprocessable(message)
+        self.state.add_episodes(folders)
+        self.state.remember_tasks(
+            {
+                t.task_id: t.line_id
+                for p, t in enumerate(parsed)
+                if t.task_id is not None and p not in errors
+            }
+        )
         with self._compute:  # the version must be the one the proposals were made with
             proposals = self.proposals() if folders else {}
             version = self.model_version
@@ -223,19 +303,33 @@ class SpeakerGroupingModel:
             annotations = data.get("annotation")
             task_payload = data.get("task")
             if event == "ANNOTATIONS_CREATED":
-                if not isinstance(annotations, list):
-                    raise BadRequest("ANNOTATIONS_CREATED needs an annotation list")
-                tasks_by_id = {t.get("id"): t for t in task_payload or [] if isinstance(t, Mapping)}
+                if not isinstance(annotations, list) or not annotations:
+                    raise BadRequest("ANNOTATIONS_CREATED needs a non-empty annotation list")
+                if len(annotations) > MAX_TASKS_PER_REQUEST:
+                    raise BadRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
+                if task_payload is None:
+                    task_payload = data.get("tasks") or []
+                if not isinstance(task_payload, list) or not all(
+                    isinstance(t, Mapping) for t in task_payload
+                ):
+                    raise BadRequest("ANNOTATIONS_CREATED needs a task list of objects")
+                tasks_by_id = {t.get("id"): t for t in task_payload}
                 pairs = [(a, tasks_by_id.get(_task_id_of(a))) for a in annotations]
             else:
+                if task_payload is not None and not isinstance(task_payload, Mapping):
+                    raise BadRequest(f"{event} needs a task object")
                 pairs = [(annotations, task_payload)]
-            kinds = [self._on_annotation(annotation, task) for annotation, task in pairs]
+            # Every annotation is checked before any is stored: a bulk event is all or nothing.
+            checked = [self._check_annotation(annotation, task) for annotation, task in pairs]
+            kinds = self._apply_annotations(checked)
             self.worker.schedule()
             return {"status": "queued", "kinds": kinds, "model_version": self.model_version}
         if event == "ANNOTATIONS_DELETED":
             items = data.get("annotations")
             if not isinstance(items, list):
                 raise BadRequest("ANNOTATIONS_DELETED needs an annotations list")
+            if len(items) > MAX_TASKS_PER_REQUEST:
+                raise BadRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
             ids = [_annotation_id(item) for item in items]
             removed = self.state.forget_annotations(ids)
             self.oplog.mark_deleted(ids)
@@ -249,51 +343,73 @@ class SpeakerGroupingModel:
 
     # ------------------------------------------------------------------ labels
 
-    def _on_annotation(self, annotation: Any, task: Any) -> str:
+    def _check_annotation(self, annotation: Any, task: Any) -> CheckedAnnotation:
+        """One annotation made ready to store, or `BadRequest`; stores nothing."""
         if not isinstance(annotation, Mapping):
             raise BadRequest("webhook has no annotation object")
         annotation_id = _annotation_id(annotation)
         task_id = _task_id_of(annotation)
         if task_id is None and isinstance(task, Mapping):
             task_id = task.get("id")
-        if not isinstance(task_id, int):
+        if isinstance(task_id, bool) or not isinstance(task_id, int):
             raise BadRequest(f"annotation {annotation_id} names no task id")
         if annotation.get("was_cancelled"):
             # A skip arrives as a created annotation carrying the pre-filled result.
-            self.state.forget_annotations([annotation_id])
-            self.oplog.mark_deleted([annotation_id])
-            return "skipped"
+            return CheckedAnnotation(annotation_id, task_id, None, None, None)
         data = task.get("data") if isinstance(task, Mapping) else None
         line_id = data.get("line_id") if isinstance(data, Mapping) else None
         if not isinstance(line_id, str):
             line_id = self.state.line_of_task(task_id)
         if not isinstance(line_id, str):
             raise BadRequest(f"annotation {annotation_id}: task {task_id} has no data.line_id")
-        if isinstance(data, Mapping):
-            self._register_episode_of(data)
-        before = self.state.labels()
-        shown = self.state.proposal(line_id)
+        episode = data.get("episode", line_id.rpartition(":")[0]) if data is not None else None
+        if episode is not None:
+            problem = task_problem(ParsedTask(task_id, line_id, str(episode), data or {}))
+            if not isinstance(episode, str) or problem is not None:
+                raise BadRequest(f"annotation {annotation_id}: {problem or 'bad data.episode'}")
         try:
-            entry = self.state.record_annotation(annotation, task_id=task_id, line_id=line_id)
+            entry = annotation_entry(annotation, task_id=task_id, line_id=line_id)
         except (TypeError, ValueError, KeyError) as error:
             raise BadRequest(f"annotation {annotation_id}: {error}") from None
-        label = entry["speaker"]
-        named_elsewhere = label is not None and any(
-            name == label for other, name in before.items() if other != line_id
-        )
-        proposed = None if shown is None or shown[0] == PLACEHOLDER_SPEAKER else shown[0]
-        kind = self.oplog.record(
-            annotation_id,
-            episode=line_id.rsplit(":", 1)[0],
-            annotator=entry["annotator"],
-            line_id=line_id,
-            proposed=proposed,
-            label=label,
-            named_elsewhere=named_elsewhere,
-        )
-        if self.metrics is not None:
-            self.metrics.operation(kind)
-        return kind
+        return CheckedAnnotation(annotation_id, task_id, line_id, entry, data)
+
+    def _apply_annotations(self, checked: Sequence[CheckedAnnotation]) -> list[str]:
+        """Store checked annotations in one commit, then log each; returns their kinds."""
+        skipped = [c.annotation_id for c in checked if c.entry is None]
+        stored = {c.annotation_id: c.entry for c in checked if c.entry is not None}
+        for item in checked:
+            if item.data is not None:
+                self._register_episode_of(item.data)
+        before = self.state.labels()
+        shown = {c.annotation_id: self.state.proposal(str(c.line_id)) for c in checked}
+        if skipped:
+            self.state.forget_annotations(skipped)
+            self.oplog.mark_deleted(skipped)
+        self.state.store_annotations(stored)
+        kinds = []
+        for item in checked:
+            if item.entry is None:
+                kinds.append("skipped")
+                continue
+            line_id, label = str(item.line_id), item.entry["speaker"]
+            named_elsewhere = label is not None and any(
+                name == label for other, name in before.items() if other != line_id
+            )
+            seen = shown[item.annotation_id]
+            proposed = None if seen is None or seen[0] == PLACEHOLDER_SPEAKER else seen[0]
+            kind = self.oplog.record(
+                item.annotation_id,
+                episode=line_id.rsplit(":", 1)[0],
+                annotator=item.entry["annotator"],
+                line_id=line_id,
+                proposed=proposed,
+                label=label,
+                named_elsewhere=named_elsewhere,
+            )
+            if self.metrics is not None:
+                self.metrics.operation(kind)
+            kinds.append(kind)
+        return kinds
 
     def _register_episode_of(self, data: Mapping[str, Any]) -> None:
         """A webhook may come before any /predict (a restarted backend): learn the episode."""
@@ -302,11 +418,13 @@ class SpeakerGroupingModel:
         if not isinstance(episode, str) or episode in self.state.episodes():
             return
         try:
+            safe_episode_name(episode)
             folder = episode_folder(data, self.config.media_roots)
         except MediaError as error:
-            logger.info("project %d: episode %s not registered (%s)", self.project, episode, error)
+            logger.info("project %d: episode not registered (%s)", self.project, error)
             return
-        if folder is not None and (folder / "features.npz").is_file():
+        usable = folder is not None and (folder / "features.npz").is_file()
+        if usable and _episode_id_of_folder(folder) == episode:
             self.state.add_episodes({episode: folder})
 
     # ------------------------------------------------------------------ episodes and proposals
@@ -320,6 +438,13 @@ class SpeakerGroupingModel:
             if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
                 return folder
         folder = episode_folder(parsed[0].data, self.config.media_roots)
+        if folder is not None:
+            own = _episode_id_of_folder(folder)
+            if own != episode:
+                raise MediaError(
+                    f"task of episode {episode!r} points into folder {folder.name}, whose lines "
+                    f"are of episode {own!r}; refused"
+                )
         if folder is not None and (folder / "features.npz").is_file():
             return folder
         try:
@@ -357,12 +482,12 @@ class SpeakerGroupingModel:
         return self.cache.from_tasks(episode, tasks)
 
     def _folders(self) -> list[Path]:
-        folders = []
+        folders: dict[Path, None] = {}
         for entry in self.state.episodes().values():
             folder = Path(entry["folder"])
             if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
-                folders.append(folder)
-        return folders
+                folders.setdefault(folder.resolve(), None)  # one folder is loaded once
+        return list(folders)
 
     def _load_lines(self, folders: Sequence[Path]) -> Any:
         key = tuple(
@@ -545,11 +670,12 @@ class SpeakerGroupingModel:
         api = self.api()
         if api is None:
             return (0, 0)
+        known_before = self.state.annotation_ids()
         try:
             tasks = list(api.tasks(self.project, annotations=True))
         finally:
             api.close()
-        counts = rebuild_from_annotations(self.state, tasks)
+        counts = rebuild_from_annotations(self.state, tasks, known_before=known_before)
         firsts: dict[str, Mapping[str, Any]] = {}
         for task in tasks:
             data = task.get("data") or {}
@@ -615,6 +741,7 @@ class RefitWorker:
         self._idle = threading.Event()
         self._idle.set()
         self._stop = False
+        self._stopping = threading.Event()
         self._force = False
         self._reconcile = False
         self._thread: threading.Thread | None = None
@@ -637,9 +764,10 @@ class RefitWorker:
         """True once every scheduled round has finished (for tests and shutdown)."""
         return self._idle.wait(timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = 10.0) -> None:
         with self._lock:
             self._stop = True
+            self._stopping.set()
             self._wake.set()
             thread = self._thread
         if thread is not None:
@@ -647,11 +775,17 @@ class RefitWorker:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            if not self._wake.wait(WORKER_IDLE_EXIT_S):
+                with self._lock:
+                    if not self._wake.is_set():
+                        self._thread = None  # idle: the next schedule() starts a new thread
+                        return
             if self._stop:
                 return
-            time.sleep(self._delay)  # let the rest of a burst arrive
+            self._stopping.wait(self._delay)  # let the rest of a burst arrive
             with self._lock:
+                if self._stop:
+                    return  # stopped during the delay: nothing more is written
                 self._wake.clear()
                 force, reconcile = self._force, self._reconcile
                 self._force = self._reconcile = False
@@ -671,7 +805,11 @@ class RefitWorker:
 
 
 class Backend:
-    """Every project's model, created on first use; what the server holds."""
+    """Every project's model, created on first use; what the server holds.
+
+    It also decides which Label Studio origin may be trusted with a key (`learn_credentials`)
+    and how many projects the backend keeps (``max_projects``).
+    """
 
     def __init__(self, config: BackendConfig, *, metrics: Any = None) -> None:
         self.config = config
@@ -680,30 +818,128 @@ class Backend:
         self._lock = threading.Lock()
         self._setup_credentials: Credentials | None = None
 
+    def start(self) -> list[int]:
+        """Recover from a crash: clear stale temporaries, refit projects whose labels are ahead.
+
+        Returns the projects whose refit was scheduled.
+        """
+        if not self.config.model_dir.is_dir():
+            return []
+        removed = remove_stale_temporaries(self.config.model_dir)
+        if removed:
+            logger.info("removed %d temporary files left by a crash", len(removed))
+        behind = []
+        for folder in sorted(self.config.model_dir.iterdir()):
+            if not (folder.name.isdigit() and (folder / "state.json").is_file()):
+                continue
+            try:
+                state = ProjectState(folder, int(folder.name))
+            except StateError as error:
+                logger.error("%s", error)
+                continue
+            if state.labels() != state.fitted_labels:
+                behind.append(int(folder.name))
+        for project in behind:
+            logger.info("project %d: labels are ahead of the model; refitting", project)
+            self.model(project).worker.schedule()
+        return behind
+
     def credentials(self) -> Credentials:
-        if self.config.label_studio_url and self.config.label_studio_api_key:
-            return Credentials(self.config.label_studio_url, self.config.label_studio_api_key)
-        return self._setup_credentials or Credentials(self.config.label_studio_url, None)
+        """The configured URL with its key; else what an allowed ``/setup`` told us."""
+        url, key = self.config.label_studio_url, self.config.label_studio_api_key
+        if url and key:
+            return Credentials(url, key)
+        return self._setup_credentials or Credentials(url, None)
 
     def learn_credentials(self, hostname: Any, token: Any) -> None:
-        """``/setup`` tells us Label Studio's address and a token; used when none configured."""
-        if isinstance(hostname, str) and isinstance(token, str) and hostname and token:
-            url = self.config.label_studio_url or hostname.rstrip("/")
-            self._setup_credentials = Credentials(url, self.config.label_studio_api_key or token)
+        """Take Label Studio's address and token from ``/setup``, where the operator allows it.
 
-    def model(self, project: int, stamp: int | None = None) -> SpeakerGroupingModel:
+        ``LABEL_STUDIO_API_KEY`` only ever goes to ``LABEL_STUDIO_URL``. With a URL configured,
+        the hostname is never used (only a token, when no key is configured). Without one, the
+        hostname is used with the ``/setup`` token only when the operator trusts it
+        (SG_TRUST_SETUP_HOSTNAME=1, or its origin in SG_SETUP_HOSTNAMES); otherwise `Refused`,
+        before any request is made.
+        """
+        if hostname is not None and not isinstance(hostname, str):
+            raise BadRequest("hostname is not a string")
+        if token is not None and not isinstance(token, str):
+            raise BadRequest("access_token is not a string")
+        if token and (len(token) > 512 or not set(token) <= _TOKEN_CHARACTERS):
+            raise BadRequest("access_token is not a plain token (letters, digits, . _ -)")
+        configured = self.config.label_studio_url
+        if configured:
+            if token and not self.config.label_studio_api_key:
+                self._setup_credentials = Credentials(configured, token)
+            return
+        if not hostname:
+            return
+        try:
+            origin = base_url(hostname)
+        except ValueError as error:
+            raise BadRequest(f"hostname: {error}") from None
+        allowed = {base_url(h) for h in self.config.setup_hostnames if _is_url(h)}
+        if not (self.config.trust_setup_hostname or origin in allowed):
+            raise Refused(
+                f"/setup names Label Studio at {origin}, which is not trusted: set "
+                "LABEL_STUDIO_URL, or allow it with SG_SETUP_HOSTNAMES or SG_TRUST_SETUP_HOSTNAME=1"
+            )
+        if token:
+            self._setup_credentials = Credentials(origin, token)
+
+    def model(
+        self, project: int, stamp: int | None = None, *, replace: bool = False
+    ) -> SpeakerGroupingModel:
+        """The project's model, opened on first use.
+
+        A ``stamp`` that differs from the stored one names a project Label Studio recreated
+        under the same id: ``replace`` (``/setup``) moves the old state aside, whole, and
+        starts afresh; any other request gets `Conflict` and changes nothing.
+        """
         with self._lock:
             model = self._models.get(project)
             if model is None:
                 model = self._open(project)
             if not model.state.check_stamp(stamp):
+                if not replace:
+                    raise Conflict(
+                        f"project {project} is stamped {model.state.stamp}, the request "
+                        f"{stamp}: Label Studio recreated it? Connect the model again (/setup)"
+                    )
                 model = self._replace(project, model)
             if not model.credentials.usable and self.credentials().usable:
                 model.credentials = self.credentials()
                 model.cache.credentials = model.credentials
             return model
 
+    def version_of(self, project: int) -> str:
+        """The project's model version without opening (or creating) anything."""
+        with self._lock:
+            model = self._models.get(project)
+        if model is not None:
+            return model.model_version
+        state_file = self.config.model_dir / str(project) / "state.json"
+        if not state_file.is_file():
+            return INITIAL_VERSION
+        try:
+            return (
+                ProjectState.open(self.config.model_dir, project).model_version or INITIAL_VERSION
+            )
+        except StateError:
+            return INITIAL_VERSION
+
     def _open(self, project: int) -> SpeakerGroupingModel:
+        folder = self.config.model_dir / str(project)
+        if not folder.exists():
+            held = set(self._models) | {
+                int(p.name)
+                for p in self.config.model_dir.iterdir()
+                if p.name.isdigit() and p.is_dir()
+            }
+            if len(held) >= self.config.max_projects:
+                raise Refused(
+                    f"project {project}: the backend already holds {len(held)} projects, "
+                    f"its limit (SG_MAX_PROJECTS={self.config.max_projects})"
+                )
         model = SpeakerGroupingModel(
             project, config=self.config, credentials=self.credentials(), metrics=self.metrics
         )
@@ -711,14 +947,23 @@ class Backend:
         return model
 
     def _replace(self, project: int, old: SpeakerGroupingModel) -> SpeakerGroupingModel:
-        """Label Studio's project ``project`` is a new one (another database): start afresh."""
-        old.worker.stop()
+        """Label Studio's project ``project`` is a new one (another database): start afresh.
+
+        The old worker is stopped and joined first, so no refit of the old project can write
+        into the new one; its folder is kept whole under a unique name (labels included).
+        """
+        old.worker.stop(timeout=None)
         folder = old.state.folder
-        archive = folder.with_name(f"{folder.name}.replaced-{int(time.time())}")
-        folder.rename(archive)
-        logger.warning(
-            "project %d was recreated in Label Studio; old state moved to %s", project, archive
-        )
+        if folder.exists():
+            archive = folder.with_name(
+                f"{folder.name}.replaced-{old.state.stamp}-{time.strftime('%Y%m%dT%H%M%S')}"
+                f"-{secrets.token_hex(3)}"
+            )
+            folder.rename(archive)
+            logger.warning(
+                "project %d was recreated in Label Studio; old state moved to %s", project, archive
+            )
+        del self._models[project]
         return self._open(project)
 
     def models(self) -> list[SpeakerGroupingModel]:
@@ -753,3 +998,43 @@ def _task_id_of(annotation: Any) -> int | None:
     if isinstance(task, Mapping):
         task = task.get("id")
     return task if isinstance(task, int) and not isinstance(task, bool) else None
+
+
+def _is_url(text: str) -> bool:
+    try:
+        base_url(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _episode_id_of_folder(folder: Path) -> str | None:
+    """The episode id an imported folder's ``tasks.json`` gives its lines (None: unreadable)."""
+    try:
+        tasks = json.loads((folder / "tasks.json").read_text(encoding="utf-8"))
+        episode = tasks[0]["data"]["episode"]
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+    return episode if isinstance(episode, str) else None
+
+
+_LINE_IDS: dict[tuple[str, int], frozenset[str]] = {}
+
+
+def _line_ids_of(folder: Path) -> frozenset[str]:
+    """Every line id in ``folder/tasks.json`` (cached while the file is unchanged)."""
+    path = folder / "tasks.json"
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return frozenset()
+    if key not in _LINE_IDS:
+        try:
+            tasks = json.loads(path.read_text(encoding="utf-8"))
+            ids = frozenset(t["data"]["line_id"] for t in tasks if isinstance(t.get("data"), dict))
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
+            ids = frozenset()
+        if len(_LINE_IDS) > 256:
+            _LINE_IDS.clear()
+        _LINE_IDS[key] = ids
+    return _LINE_IDS[key]

@@ -250,12 +250,14 @@ def test_local_paths_inside_the_root_resolve(media):
 
 
 def test_remote_media_are_not_fetched_from_another_host(media, tmp_path):
-    from ml_backend.media_access import Credentials, fetch
+    from ml_backend.media_access import Credentials, fetch_to
 
-    with pytest.raises(MediaError, match="not on Label Studio's host"):
-        fetch("http://evil.example/a.wav", Credentials("http://127.0.0.1:9", "k" * 40))
+    target = tmp_path / "a.wav"
+    with pytest.raises(MediaError, match="not on Label Studio's origin"):
+        fetch_to("http://evil.example/a.wav", Credentials("http://127.0.0.1:9", "k" * 40), target)
     with pytest.raises(MediaError, match="no Label Studio URL"):
-        fetch("/data/upload/a.wav", Credentials(None, None))
+        fetch_to("/data/upload/a.wav", Credentials(None, None), target)
+    assert not target.exists()
 
 
 def test_request_size_is_limited(tmp_path, media):
