@@ -37,6 +37,7 @@ from prometheus_client import (
 )
 from werkzeug.exceptions import HTTPException
 
+from label_config import speakers_in_config
 from ml_backend.config import BackendConfig, ConfigError
 from ml_backend.features.embedder import ModelUnavailableError
 from ml_backend.features.store import FeatureStoreError
@@ -283,6 +284,11 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         label_config = body.get("label_config")
         if label_config is not None and not isinstance(label_config, str):
             raise BadRequest("label_config is not a string")
+        if label_config:
+            try:
+                speakers_in_config(label_config)  # refused before anything is stored
+            except ValueError as error:
+                raise BadRequest(f"label_config: {error}") from None
         params = body.get("params")
         if params is not None and not isinstance(params, Mapping):
             raise BadRequest("params is not an object")
