@@ -185,6 +185,7 @@ def create_app(config: BackendConfig | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["speaker_grouping"] = backend
     app.extensions["speaker_grouping_metrics"] = metrics
+    app.extensions["speaker_grouping_body_budget"] = budget
 
     @app.before_request
     def _start() -> Response | None:

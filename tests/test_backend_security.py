@@ -475,3 +475,48 @@ def test_two_predicts_on_one_http_episode_keep_each_others_lines(tmp_path):
     assert sorted(t["data"]["line_id"] for t in stored) == [f"loose:{i}" for i in range(1, 5)]
     store = FeatureStore.load(tmp_path / "cache" / "loose" / "features.npz")
     assert sorted(store.line_ids) == [f"loose:{i}" for i in range(1, 5)]
+
+
+def test_request_bodies_in_flight_are_bounded(tmp_path, monkeypatch):
+    """Issue 12 row 5: four 29 MB predicts at once reached 825 MB. Bodies in flight now share a
+    budget: one that would pass it waits briefly, then gets 503, and memory stays bounded."""
+    import socket
+
+    import requests
+    from werkzeug.serving import make_server
+
+    from ml_backend import server as server_module
+
+    monkeypatch.setattr(server_module, "BODY_WAIT_S", 0.3)
+    config = BackendConfig(
+        model_dir=tmp_path / "m", max_request_bytes=40_000, max_inflight_bytes=50_000
+    )
+    app = create_app(config)
+    budget = app.extensions["speaker_grouping_body_budget"]
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/predict"
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.server_port), timeout=30)
+        slow.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 40000\r\nConnection: close\r\n\r\n{"
+        )
+        for _ in range(300):
+            if budget.used == 40_000:
+                break
+            threading.Event().wait(0.01)
+        assert budget.used == 40_000  # the first body holds its room while it arrives
+        busy = requests.post(url, data=b" " * 30_000, timeout=30)
+        assert busy.status_code == 503 and "busy" in busy.json()["error"]
+        slow.sendall(b" " * 39_999)
+        reply = b""
+        while chunk := slow.recv(65536):
+            reply += chunk
+        slow.close()
+        assert reply.startswith(b"HTTP/1.1 400")
+        assert budget.used == 0
+        after = requests.post(url, data=b" " * 30_000, timeout=30)
+        assert after.status_code == 400  # room again: parsed (and refused as not JSON)
+    finally:
+        server.shutdown()
