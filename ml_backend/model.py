@@ -411,6 +411,38 @@ class SpeakerGroupingModel:
             kinds.append(kind)
         return kinds
 
+    def backfill_operations(self) -> int:
+        """Log the stored annotations the operation log lacks; returns how many.
+
+        A kill between storing a label and logging it (the webhook was never acknowledged, but
+        its label is kept) leaves the log one operation short; on start it is judged against
+        the proposal stored for its line, which is what the annotator was shown.
+        """
+        missing = sorted(self.state.annotation_ids() - self.oplog.logged_ids())
+        labels = self.state.labels()
+        for annotation_id in missing:
+            entry = self.state.annotation(annotation_id)
+            if entry is None:
+                continue
+            line_id, label = str(entry["line_id"]), entry.get("speaker")
+            shown = self.state.proposal(line_id)
+            proposed = None if shown is None or shown[0] == PLACEHOLDER_SPEAKER else shown[0]
+            self.oplog.record(
+                annotation_id,
+                episode=line_id.rsplit(":", 1)[0],
+                annotator=str(entry.get("annotator") or "unknown"),
+                line_id=line_id,
+                proposed=proposed,
+                label=label,
+                named_elsewhere=label is not None
+                and any(name == label for other, name in labels.items() if other != line_id),
+            )
+        if missing:
+            logger.info(
+                "project %d: logged %d operations a crash left out", self.project, len(missing)
+            )
+        return len(missing)
+
     def _register_episode_of(self, data: Mapping[str, Any]) -> None:
         """A webhook may come before any /predict (a restarted backend): learn the episode."""
         line_id = str(data.get("line_id"))
@@ -839,6 +871,8 @@ class Backend:
                 continue
             if state.labels() != state.fitted_labels:
                 behind.append(int(folder.name))
+            if state.annotation_ids():
+                self.model(int(folder.name)).backfill_operations()
         for project in behind:
             logger.info("project %d: labels are ahead of the model; refitting", project)
             self.model(project).worker.schedule()

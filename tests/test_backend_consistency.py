@@ -322,3 +322,20 @@ def test_start_removes_stale_temporaries_and_refits_when_labels_are_ahead(config
     assert state.fitted_labels == state.labels() and state.model_version
     assert not list(config.model_dir.rglob("*.tmp"))
     second.extensions["speaker_grouping"].close()
+
+
+def test_start_logs_the_operations_a_crash_left_out(config, media):
+    """Row 10: operations.json could miss webhooks in flight (a kill between storing the label
+    and logging it). Here the log loses its last entry, as such a kill leaves it."""
+    app, _, _ = labelled_app(config, media, labels=3)
+    app.extensions["speaker_grouping"].close()
+    log_file = config.model_dir / "7" / "operations.json"
+    log = json.loads(log_file.read_text())
+    dropped = log["annotations"].pop("3")
+    log_file.write_text(json.dumps(log))
+
+    second = create_app(config)
+    restored = json.loads(log_file.read_text())["annotations"]
+    assert sorted(restored) == ["1", "2", "3"]
+    assert restored["3"]["label"] == dropped["label"] and restored["3"]["line_id"] == "ep-1:3"
+    second.extensions["speaker_grouping"].close()
