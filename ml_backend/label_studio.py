@@ -12,7 +12,7 @@ have the same protections, so they live in one place:
 - Downloads are streamed to disk with a size bound, never held in memory whole.
 
 `Credentials` say where Label Studio is and with which key; which origin may be trusted at all
-is decided once, by `ml_backend.model.Backend.learn_credentials` from `BackendConfig`.
+is decided once, by `ml_backend.registry.Backend.learn_credentials` from `BackendConfig`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ Studio (`ml_backend.refresh`).
 
 Heavy objects (the grouper, the episode lines, the proposals) are cached per project and per
 model version, so a ``/predict`` for one task after the first costs a lookup, not a grouping.
+
+The rest of the backend lives beside it, one job per module: `ml_backend.protocol` (parsing and
+refusals), `ml_backend.worker` (the refit thread), `ml_backend.registry` (every project, trust,
+recovery on start), `ml_backend.project_state` (what is on disk), `ml_backend.label_studio`
+(the one HTTP client).
 """
 
 from __future__ import annotations
@@ -16,17 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from label_config import PLACEHOLDER_SPEAKER, speaker_prediction, speakers_in_config
 from ml_backend.config import BackendConfig
-from ml_backend.label_studio import base_url
 from ml_backend.media_access import (
     Credentials,
     EpisodeCache,
@@ -37,9 +39,21 @@ from ml_backend.media_access import (
 from ml_backend.operation_log import OperationLog
 from ml_backend.project_state import (
     ProjectState,
-    StateError,
     annotation_entry,
     rebuild_from_annotations,
+)
+from ml_backend.protocol import (
+    ANNOTATION_EVENTS,
+    MAX_TASKS_PER_REQUEST,
+    BadRequest,
+    CheckedAnnotation,
+    ParsedTask,
+    Unprocessable,
+    annotation_id_of,
+    parse_tasks,
+    shown_choice,
+    task_id_of,
+    task_problem,
 )
 from ml_backend.refresh import (
     VERSION_PREFIX,
@@ -48,34 +62,12 @@ from ml_backend.refresh import (
     ensure_speakers,
     push_predictions,
 )
-from speaker_grouping.atomic import remove_stale_temporaries
+from ml_backend.worker import RefitWorker
 
 logger = logging.getLogger(__name__)
 
 INITIAL_VERSION = f"{VERSION_PREFIX}0000-prior"
 RECONCILE_EVERY_S = 300.0
-WORKER_IDLE_EXIT_S = 30.0
-"""A project's refit thread ends after this long without events: idle projects hold none."""
-MAX_TASKS_PER_REQUEST = 20000
-_TOKEN_CHARACTERS = frozenset("0123456789abcdefABCDEFghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ._-")
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
-EVENTS = (*ANNOTATION_EVENTS, "ANNOTATIONS_DELETED", "START_TRAINING")
-
-
-class BadRequest(ValueError):
-    """The request itself is wrong (shape, fields): answered 400 with this one line."""
-
-
-class Unprocessable(ValueError):
-    """Well-formed, but nothing can be predicted from it (media missing): answered 422."""
-
-
-class Refused(ValueError):
-    """Not allowed by the operator's settings (an untrusted origin, the project cap): 403."""
-
-
-class Conflict(ValueError):
-    """The request names another incarnation of the project (its stamp differs): 409."""
 
 
 def _grouping() -> tuple[Any, Any, Any]:
@@ -85,77 +77,6 @@ def _grouping() -> tuple[Any, Any, Any]:
     from ml_backend.grouping.proposal import Placeholders
 
     return SpeakerGrouper, Placeholders, load_lines
-
-
-@dataclass(frozen=True)
-class ParsedTask:
-    task_id: int | None
-    line_id: str
-    episode: str
-    data: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class CheckedAnnotation:
-    """One webhook annotation, checked and ready to store (entry None: a skip)."""
-
-    annotation_id: int
-    task_id: int
-    line_id: str | None
-    entry: dict[str, Any] | None
-    data: Mapping[str, Any] | None
-
-
-def parse_tasks(tasks: Any) -> list[ParsedTask]:
-    """Every task of a ``/predict`` body; `BadRequest` naming the first malformed one."""
-    if not isinstance(tasks, list) or not tasks:
-        raise BadRequest("tasks must be a non-empty list")
-    if len(tasks) > MAX_TASKS_PER_REQUEST:
-        raise BadRequest(f"{len(tasks)} tasks in one request; at most {MAX_TASKS_PER_REQUEST}")
-    return [parse_task(task, position) for position, task in enumerate(tasks)]
-
-
-def parse_task(task: Any, position: int) -> ParsedTask:
-    """The fields predict needs; unknown fields are ignored, missing ones named."""
-    if not isinstance(task, Mapping):
-        raise BadRequest(f"tasks[{position}] is not an object")
-    data = task.get("data")
-    if not isinstance(data, Mapping):
-        raise BadRequest(f"tasks[{position}] has no data object")
-    task_id = task.get("id")
-    if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
-        raise BadRequest(f"tasks[{position}].id is not an integer")
-    line_id = data.get("line_id")
-    if not isinstance(line_id, str) or ":" not in line_id or len(line_id) > 200:
-        raise BadRequest(
-            f"tasks[{position}] has no data.line_id '<episode>:<index>' "
-            "(import the episode with speaker-grouping import)"
-        )
-    episode = data.get("episode", line_id.rsplit(":", 1)[0])
-    if not isinstance(episode, str):
-        raise BadRequest(f"tasks[{position}].data.episode is not a string")
-    return ParsedTask(task_id, line_id, episode, data)
-
-
-def task_problem(task: ParsedTask) -> str | None:
-    """Why this one task cannot be answered, or None; its neighbours are answered anyway.
-
-    A line id must be ``<episode>:<index>`` of the task's own episode: a task whose
-    ``data.episode`` disagrees would register its folder under a second id, and the project's
-    lines would then appear twice in every grouping.
-    """
-    try:
-        safe_episode_name(task.episode)
-    except MediaError as error:
-        return str(error)
-    prefix, _, index = task.line_id.rpartition(":")
-    if prefix != task.episode:
-        return (
-            f"line id {task.line_id[:80]!r} is not of its task's episode {task.episode!r}; refused"
-        )
-    if not (index.isascii() and index.isdigit()) or len(index) > 9:
-        return f"line id {task.line_id[:80]!r} does not end in a line number; refused"
-    return None
 
 
 class SpeakerGroupingModel:
@@ -277,7 +198,7 @@ class SpeakerGroupingModel:
                 errors[position] = f"line {task.line_id} is not in its episode's features"
                 results.append([])
             else:
-                speaker, score = _shown(proposal)
+                speaker, score = shown_choice(proposal)
                 results.append(
                     {
                         "result": speaker_prediction(speaker, score=score),
@@ -314,7 +235,7 @@ class SpeakerGroupingModel:
                 ):
                     raise BadRequest("ANNOTATIONS_CREATED needs a task list of objects")
                 tasks_by_id = {t.get("id"): t for t in task_payload}
-                pairs = [(a, tasks_by_id.get(_task_id_of(a))) for a in annotations]
+                pairs = [(a, tasks_by_id.get(task_id_of(a))) for a in annotations]
             else:
                 if task_payload is not None and not isinstance(task_payload, Mapping):
                     raise BadRequest(f"{event} needs a task object")
@@ -330,7 +251,7 @@ class SpeakerGroupingModel:
                 raise BadRequest("ANNOTATIONS_DELETED needs an annotations list")
             if len(items) > MAX_TASKS_PER_REQUEST:
                 raise BadRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
-            ids = [_annotation_id(item) for item in items]
+            ids = [annotation_id_of(item) for item in items]
             removed = self.state.forget_annotations(ids)
             self.oplog.mark_deleted(ids)
             if removed:
@@ -347,8 +268,8 @@ class SpeakerGroupingModel:
         """One annotation made ready to store, or `BadRequest`; stores nothing."""
         if not isinstance(annotation, Mapping):
             raise BadRequest("webhook has no annotation object")
-        annotation_id = _annotation_id(annotation)
-        task_id = _task_id_of(annotation)
+        annotation_id = annotation_id_of(annotation)
+        task_id = task_id_of(annotation)
         if task_id is None and isinstance(task, Mapping):
             task_id = task.get("id")
         if isinstance(task_id, bool) or not isinstance(task_id, int):
@@ -579,7 +500,9 @@ class SpeakerGroupingModel:
             self.state.save_placeholders(placeholders.to_json())
             self._proposals = {p.line_id: p for p in proposals}
             self._proposals_key = key
-            self.state.save_proposals(self.model_version, {p.line_id: _shown(p) for p in proposals})
+            self.state.save_proposals(
+                self.model_version, {p.line_id: shown_choice(p) for p in proposals}
+            )
             logger.info(
                 "project %d: %d proposals in %.2f s",
                 self.project,
@@ -660,7 +583,7 @@ class SpeakerGroupingModel:
                         self._predictions(tasks, proposals),
                         model_version=version,
                     )
-                self._listed_speakers.update(_shown(p)[0] for p in proposals.values())
+                self._listed_speakers.update(shown_choice(p)[0] for p in proposals.values())
         finally:
             api.close()
         self.last_push = result
@@ -683,7 +606,7 @@ class SpeakerGroupingModel:
         for task_id, line_id in sorted(tasks.items()):
             proposal = proposals.get(line_id)
             if proposal is not None:
-                speaker, score = _shown(proposal)
+                speaker, score = shown_choice(proposal)
                 predictions.append(
                     {
                         "task": task_id,
@@ -762,284 +685,9 @@ class SpeakerGroupingModel:
             api.close()
 
 
-class RefitWorker:
-    """One background thread per project: waits for events, gathers a burst, refits, pushes."""
-
-    def __init__(self, model: SpeakerGroupingModel, *, delay: float) -> None:
-        self._model = model
-        self._delay = delay
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._stop = False
-        self._stopping = threading.Event()
-        self._force = False
-        self._reconcile = False
-        self._thread: threading.Thread | None = None
-        self.rounds = 0
-        self.failures = 0
-
-    def schedule(self, *, force: bool = False, reconcile: bool = False) -> None:
-        with self._lock:
-            self._force |= force
-            self._reconcile |= reconcile
-            self._idle.clear()
-            self._wake.set()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name=f"refit-{self._model.project}", daemon=True
-                )
-                self._thread.start()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """True once every scheduled round has finished (for tests and shutdown)."""
-        return self._idle.wait(timeout)
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        with self._lock:
-            self._stop = True
-            self._stopping.set()
-            self._wake.set()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            if not self._wake.wait(WORKER_IDLE_EXIT_S):
-                with self._lock:
-                    if not self._wake.is_set():
-                        self._thread = None  # idle: the next schedule() starts a new thread
-                        return
-            if self._stop:
-                return
-            self._stopping.wait(self._delay)  # let the rest of a burst arrive
-            with self._lock:
-                if self._stop:
-                    return  # stopped during the delay: nothing more is written
-                self._wake.clear()
-                force, reconcile = self._force, self._reconcile
-                self._force = self._reconcile = False
-            try:
-                self._model.background_round(force=force, reconcile=reconcile)
-            except Exception:  # the worker must survive one bad round; the next retries
-                self.failures += 1
-                logger.exception("project %d: background refit failed", self._model.project)
-                if self._model.metrics is not None:
-                    self._model.metrics.fit_failed()
-            self.rounds += 1
-            with self._lock:
-                if not self._wake.is_set():
-                    self._idle.set()
-                if self._stop:
-                    return
-
-
-class Backend:
-    """Every project's model, created on first use; what the server holds.
-
-    It also decides which Label Studio origin may be trusted with a key (`learn_credentials`)
-    and how many projects the backend keeps (``max_projects``).
-    """
-
-    def __init__(self, config: BackendConfig, *, metrics: Any = None) -> None:
-        self.config = config
-        self.metrics = metrics
-        self._models: dict[int, SpeakerGroupingModel] = {}
-        self._lock = threading.Lock()
-        self._setup_credentials: Credentials | None = None
-
-    def start(self) -> list[int]:
-        """Recover from a crash: clear stale temporaries, refit projects whose labels are ahead.
-
-        Returns the projects whose refit was scheduled.
-        """
-        if not self.config.model_dir.is_dir():
-            return []
-        removed = remove_stale_temporaries(self.config.model_dir)
-        if removed:
-            logger.info("removed %d temporary files left by a crash", len(removed))
-        behind = []
-        for folder in sorted(self.config.model_dir.iterdir()):
-            if not (folder.name.isdigit() and (folder / "state.json").is_file()):
-                continue
-            try:
-                state = ProjectState(folder, int(folder.name))
-            except StateError as error:
-                logger.error("%s", error)
-                continue
-            if state.labels() != state.fitted_labels:
-                behind.append(int(folder.name))
-            if state.annotation_ids():
-                self.model(int(folder.name)).backfill_operations()
-        for project in behind:
-            logger.info("project %d: labels are ahead of the model; refitting", project)
-            self.model(project).worker.schedule()
-        return behind
-
-    def credentials(self) -> Credentials:
-        """The configured URL with its key; else what an allowed ``/setup`` told us."""
-        url, key = self.config.label_studio_url, self.config.label_studio_api_key
-        if url and key:
-            return Credentials(url, key)
-        return self._setup_credentials or Credentials(url, None)
-
-    def learn_credentials(self, hostname: Any, token: Any) -> None:
-        """Take Label Studio's address and token from ``/setup``, where the operator allows it.
-
-        ``LABEL_STUDIO_API_KEY`` only ever goes to ``LABEL_STUDIO_URL``. With a URL configured,
-        the hostname is never used (only a token, when no key is configured). Without one, the
-        hostname is used with the ``/setup`` token only when the operator trusts it
-        (SG_TRUST_SETUP_HOSTNAME=1, or its origin in SG_SETUP_HOSTNAMES); otherwise `Refused`,
-        before any request is made.
-        """
-        if hostname is not None and not isinstance(hostname, str):
-            raise BadRequest("hostname is not a string")
-        if token is not None and not isinstance(token, str):
-            raise BadRequest("access_token is not a string")
-        if token and (len(token) > 512 or not set(token) <= _TOKEN_CHARACTERS):
-            raise BadRequest("access_token is not a plain token (letters, digits, . _ -)")
-        configured = self.config.label_studio_url
-        if configured:
-            if token and not self.config.label_studio_api_key:
-                self._setup_credentials = Credentials(configured, token)
-            return
-        if not hostname:
-            return
-        try:
-            origin = base_url(hostname)
-        except ValueError as error:
-            raise BadRequest(f"hostname: {error}") from None
-        allowed = {base_url(h) for h in self.config.setup_hostnames if _is_url(h)}
-        if not (self.config.trust_setup_hostname or origin in allowed):
-            raise Refused(
-                f"/setup names Label Studio at {origin}, which is not trusted: set "
-                "LABEL_STUDIO_URL, or allow it with SG_SETUP_HOSTNAMES or SG_TRUST_SETUP_HOSTNAME=1"
-            )
-        if token:
-            self._setup_credentials = Credentials(origin, token)
-
-    def model(
-        self, project: int, stamp: int | None = None, *, replace: bool = False
-    ) -> SpeakerGroupingModel:
-        """The project's model, opened on first use.
-
-        A ``stamp`` that differs from the stored one names a project Label Studio recreated
-        under the same id: ``replace`` (``/setup``) moves the old state aside, whole, and
-        starts afresh; any other request gets `Conflict` and changes nothing.
-        """
-        with self._lock:
-            model = self._models.get(project)
-            if model is None:
-                model = self._open(project)
-            if not model.state.check_stamp(stamp):
-                if not replace:
-                    raise Conflict(
-                        f"project {project} is stamped {model.state.stamp}, the request "
-                        f"{stamp}: Label Studio recreated it? Connect the model again (/setup)"
-                    )
-                model = self._replace(project, model)
-            if not model.credentials.usable and self.credentials().usable:
-                model.credentials = self.credentials()
-                model.cache.credentials = model.credentials
-            return model
-
-    def version_of(self, project: int) -> str:
-        """The project's model version without opening (or creating) anything."""
-        with self._lock:
-            model = self._models.get(project)
-        if model is not None:
-            return model.model_version
-        state_file = self.config.model_dir / str(project) / "state.json"
-        if not state_file.is_file():
-            return INITIAL_VERSION
-        try:
-            return (
-                ProjectState.open(self.config.model_dir, project).model_version or INITIAL_VERSION
-            )
-        except StateError:
-            return INITIAL_VERSION
-
-    def _open(self, project: int) -> SpeakerGroupingModel:
-        folder = self.config.model_dir / str(project)
-        if not folder.exists():
-            held = set(self._models) | {
-                int(p.name)
-                for p in self.config.model_dir.iterdir()
-                if p.name.isdigit() and p.is_dir()
-            }
-            if len(held) >= self.config.max_projects:
-                raise Refused(
-                    f"project {project}: the backend already holds {len(held)} projects, "
-                    f"its limit (SG_MAX_PROJECTS={self.config.max_projects})"
-                )
-        model = SpeakerGroupingModel(
-            project, config=self.config, credentials=self.credentials(), metrics=self.metrics
-        )
-        self._models[project] = model
-        return model
-
-    def _replace(self, project: int, old: SpeakerGroupingModel) -> SpeakerGroupingModel:
-        """Label Studio's project ``project`` is a new one (another database): start afresh.
-
-        The old worker is stopped and joined first, so no refit of the old project can write
-        into the new one; its folder is kept whole under a unique name (labels included).
-        """
-        old.worker.stop(timeout=None)
-        folder = old.state.folder
-        if folder.exists():
-            archive = folder.with_name(
-                f"{folder.name}.replaced-{old.state.stamp}-{time.strftime('%Y%m%dT%H%M%S')}"
-                f"-{secrets.token_hex(3)}"
-            )
-            folder.rename(archive)
-            logger.warning(
-                "project %d was recreated in Label Studio; old state moved to %s", project, archive
-            )
-        del self._models[project]
-        return self._open(project)
-
-    def models(self) -> list[SpeakerGroupingModel]:
-        with self._lock:
-            return list(self._models.values())
-
-    def close(self) -> None:
-        for model in self.models():
-            model.worker.stop()
-
-
-def _shown(proposal: Any) -> tuple[str, float]:
-    """The choice and score a proposal is shown with: no speaker reads "Unknown"."""
-    score = min(max(float(proposal.score), 0.0), 1.0)
-    return (proposal.speaker or PLACEHOLDER_SPEAKER), score
-
-
 def _digest(labels: Mapping[str, str]) -> str:
     text = json.dumps(sorted(labels.items()), ensure_ascii=False)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def _annotation_id(annotation: Any) -> int:
-    value = annotation.get("id") if isinstance(annotation, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest("annotation without an integer id")
-    return value
-
-
-def _task_id_of(annotation: Any) -> int | None:
-    task = annotation.get("task") if isinstance(annotation, Mapping) else None
-    if isinstance(task, Mapping):
-        task = task.get("id")
-    return task if isinstance(task, int) and not isinstance(task, bool) else None
-
-
-def _is_url(text: str) -> bool:
-    try:
-        base_url(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _episode_id_of_folder(folder: Path) -> str | None:

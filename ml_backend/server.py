@@ -5,7 +5,7 @@ Endpoints (docs/architecture.md §7):
 - ``GET /health``: ``{"status": "UP", ...}`` at once (no model is loaded for it).
 - ``POST /setup``: ``{"model_version": v}``; reads one small state file, never a model.
 - ``POST /predict``: ``{tasks, project, label_config, params}`` → ``{"results": [...]}`` in task
-  order (see `SpeakerGroupingModel.predict`).
+  order (see `ml_backend.model.SpeakerGroupingModel.predict`).
 - ``POST /webhook``: Label Studio's webhook payloads; applied at once, refit in the background.
 - ``GET /versions``: the current model version, for Label Studio's version picker.
 - ``GET /metrics``: Prometheus text.
@@ -43,16 +43,16 @@ from ml_backend.features.embedder import ModelUnavailableError
 from ml_backend.features.store import FeatureStoreError
 from ml_backend.grouping.priors import PriorsError
 from ml_backend.media_access import MediaError
-from ml_backend.model import (
+from ml_backend.project_state import StateError
+from ml_backend.protocol import (
     EVENTS,
-    Backend,
     BadRequest,
     Conflict,
     Refused,
     Unprocessable,
     parse_tasks,
 )
-from ml_backend.project_state import StateError
+from ml_backend.registry import Backend
 
 logger = logging.getLogger(__name__)
 

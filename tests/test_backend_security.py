@@ -356,9 +356,9 @@ def test_versions_of_an_unknown_project_creates_nothing(tmp_path):
 
 def test_idle_projects_hold_no_thread(tmp_path, monkeypatch):
     """Issue 12 row 5: 300 projects held 305 threads; a worker now ends when idle."""
-    from ml_backend import model as model_module
+    from ml_backend import worker as worker_module
 
-    monkeypatch.setattr(model_module, "WORKER_IDLE_EXIT_S", 0.2)
+    monkeypatch.setattr(worker_module, "WORKER_IDLE_EXIT_S", 0.2)
     config = BackendConfig(model_dir=tmp_path / "m", refit_delay_s=0.0)
     app = create_app(config)
     client = app.test_client()
