@@ -22,6 +22,7 @@ from speaker_grouping.atomic import remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
+FOLDERLESS_KEEP_S = 60.0
 _TOKEN_CHARACTERS = frozenset("0123456789abcdefABCDEFghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ._-")
 
 
@@ -36,6 +37,7 @@ class Backend:
         self.config = config
         self.metrics = metrics
         self._models: dict[int, SpeakerGroupingModel] = {}
+        self._opened: dict[int, float] = {}
         self._lock = threading.Lock()
         self._setup_credentials: Credentials | None = None
 
@@ -153,7 +155,16 @@ class Backend:
     def _open(self, project: int) -> SpeakerGroupingModel:
         folder = self.config.model_dir / str(project)
         if not folder.exists():
-            held = set(self._models) | {
+            # Only projects with state count, so refused requests cannot fill the cap. Models
+            # opened for them hold nothing on disk; past 4x the cap the ones idle for a minute
+            # are dropped (a request still using one would otherwise race a second writer).
+            if len(self._models) > 4 * self.config.max_projects:
+                now = time.monotonic()
+                for known, model in list(self._models.items()):
+                    stale = now - self._opened.get(known, now) > FOLDERLESS_KEEP_S
+                    if stale and not model.state.folder.exists() and not model.worker.busy:
+                        del self._models[known]
+            held = {
                 int(p.name)
                 for p in self.config.model_dir.iterdir()
                 if p.name.isdigit() and p.is_dir()
@@ -167,6 +178,7 @@ class Backend:
             project, config=self.config, credentials=self.credentials(), metrics=self.metrics
         )
         self._models[project] = model
+        self._opened[project] = time.monotonic()
         return model
 
     def _replace(self, project: int, old: SpeakerGroupingModel) -> SpeakerGroupingModel:

@@ -51,6 +51,11 @@ class RefitWorker:
                 )
                 self._thread.start()
 
+    @property
+    def busy(self) -> bool:
+        """A round is scheduled or running."""
+        return not self._idle.is_set()
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """True once every scheduled round has finished (for tests and shutdown)."""
         return self._idle.wait(timeout)

@@ -345,6 +345,17 @@ def test_the_project_cap_refuses_new_projects_and_creates_nothing(tmp_path):
     assert client.post("/setup", json={"project": "1.100"}).status_code == 200  # known: fine
 
 
+def test_refused_requests_cannot_fill_the_project_cap(tmp_path):
+    config = BackendConfig(model_dir=tmp_path / "m", max_projects=2)
+    client = create_app(config).test_client()
+    for project in range(10, 40):
+        bad = {"action": "ANNOTATION_CREATED", "annotation": "x", "project": {"id": project}}
+        assert client.post("/webhook", json=bad).status_code == 400
+    assert client.post("/setup", json={"project": "1.100"}).status_code == 200
+    assert client.post("/setup", json={"project": "2.100"}).status_code == 200
+    assert sorted(p.name for p in config.model_dir.iterdir()) == ["1", "2"]
+
+
 def test_versions_of_an_unknown_project_creates_nothing(tmp_path):
     config = BackendConfig(model_dir=tmp_path / "m")
     client = create_app(config).test_client()
