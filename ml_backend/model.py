@@ -115,6 +115,7 @@ class SpeakerGroupingModel:
         self._lines_key: Any = None
         self._proposals: dict[str, Any] = {}
         self._proposals_key: Any = None
+        self._snapshot: tuple[Mapping[str, Any], str] | None = None
         self._placeholders: Any = None
         self._listed_speakers: set[str] = set()
         self._last_reconcile = 0.0
@@ -186,9 +187,8 @@ class SpeakerGroupingModel:
                 if t.task_id is not None and p not in errors
             }
         )
-        with self._compute:  # the version must be the one the proposals were made with
-            proposals = self.proposals() if folders else {}
-            version = self.model_version
+        wanted = {parsed[p].line_id for p in range(len(parsed)) if p not in errors}
+        proposals, version = self._snapshot_for(wanted)
         results: list[Any] = []
         for position, task in enumerate(parsed):
             proposal = proposals.get(task.line_id)
@@ -482,6 +482,30 @@ class SpeakerGroupingModel:
             stored = self.state.load_placeholders()
             self._placeholders = Placeholders.from_json(stored) if stored else Placeholders()
         return self._placeholders
+
+    def _snapshot_for(self, line_ids: set[str]) -> tuple[Mapping[str, Any], str]:
+        """(proposals, the version they were made with) covering ``line_ids``.
+
+        Fresh when no refit holds the model. While the worker refits, a request reads the
+        last complete snapshot instead of waiting for the fit: an immutable pair, replaced
+        whole, so it is never half-updated. Lines the snapshot lacks (an episode registered
+        just now) wait for fresh proposals.
+        """
+        if self._compute.acquire(blocking=False):
+            try:
+                return self._fresh_snapshot()
+            finally:
+                self._compute.release()
+        snapshot = self._snapshot
+        if snapshot is not None and line_ids <= snapshot[0].keys():
+            return snapshot
+        with self._compute:
+            return self._fresh_snapshot()
+
+    def _fresh_snapshot(self) -> tuple[Mapping[str, Any], str]:
+        snapshot = (self.proposals(), self.model_version)
+        self._snapshot = snapshot
+        return snapshot
 
     def proposals(self) -> dict[str, Any]:
         """line id -> Proposal for every line of the project's episodes (cached)."""

@@ -339,3 +339,35 @@ def test_start_logs_the_operations_a_crash_left_out(config, media):
     assert sorted(restored) == ["1", "2", "3"]
     assert restored["3"]["label"] == dropped["label"] and restored["3"]["line_id"] == "ep-1:3"
     second.extensions["speaker_grouping"].close()
+
+
+def test_a_predict_during_a_refit_reads_the_last_snapshot_instead_of_waiting(config, media):
+    """Request threads read an immutable (proposals, version) snapshot while the worker holds
+    the model: here another thread holds the model's compute lock, as a refit does."""
+    app, client, tasks = labelled_app(config, media)
+    model = app.extensions["speaker_grouping"].model(7)
+    before = client.post("/predict", json=predict_body(tasks)).json
+    held, release = threading.Event(), threading.Event()
+
+    def refit_in_progress() -> None:
+        with model._compute:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=refit_in_progress)
+    holder.start()
+    assert held.wait(30)
+    answers: list = []
+    asking = threading.Thread(
+        target=lambda: answers.append(client.post("/predict", json=predict_body(tasks[:4])))
+    )
+    asking.start()
+    asking.join(30)
+    finished_while_held = not asking.is_alive()
+    release.set()
+    holder.join(30)
+    asking.join(30)
+    assert finished_while_held
+    assert answers[0].status_code == 200
+    assert answers[0].json["model_version"] == before["model_version"]
+    assert answers[0].json["results"] == before["results"][:4]
