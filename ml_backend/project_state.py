@@ -9,6 +9,9 @@
 - ``proposals.json``: the latest proposal per line, so the operation log can tell what an
   annotator was shown, across restarts.
 - ``operations.json``: the operation log (`ml_backend.operation_log`).
+- ``labels.journal``: label changes since the last start, appended and fsynced before a webhook
+  is acknowledged (`ml_backend.label_journal`); replayed onto ``state.json`` when read, and
+  folded into it on start.
 
 Every file is written atomically, and concurrent writers are group-committed: a thread that
 finds a newer snapshot already written returns at once, so a burst of 200 webhooks costs a
@@ -31,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from label_config import PLACEHOLDER_SPEAKER, flags_from_annotation, speaker_from_annotation
+from ml_backend.label_journal import JOURNAL_FILE, LabelJournal
+from ml_backend.label_journal import apply as apply_record
 from speaker_grouping.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -118,8 +123,25 @@ class ProjectState:
                 f"{FORMAT_VERSION}"
             )
         self._proposals = DurableJson(self.folder / PROPOSALS_FILE, {"lines": {}})
+        self._journal = LabelJournal(self.folder / JOURNAL_FILE)
+        self._replayed = 0
+        for record in self._journal.records():
+            apply_record(record, self._doc.data["annotations"], self._doc.data["tasks"])
+            self._replayed += 1
         if self._repair_episodes():
             self._doc.commit()
+
+    def compact_journal(self) -> int:
+        """Write the replayed journal into ``state.json`` and empty it; returns the records.
+
+        Only the process that owns the project calls this (on start): a reader that compacted
+        while the server appends could lose a record.
+        """
+        replayed, self._replayed = self._replayed, 0
+        if replayed:
+            self._doc.commit()
+            self._journal.clear()
+        return replayed
 
     @classmethod
     def open(cls, model_dir: Path, project: int) -> ProjectState:
@@ -314,24 +336,32 @@ class ProjectState:
     def store_annotations(
         self, entries: Mapping[int, Mapping[str, Any]], *, commit: bool = True
     ) -> None:
-        """Store entries made by `annotation_entry`, all in one commit (all or nothing)."""
+        """Store entries made by `annotation_entry`, all in one record (all or nothing).
+
+        With ``commit``, returns once the change is in the fsynced label journal: a webhook is
+        acknowledged only after that (`ml_backend.label_journal`).
+        """
+        if not entries:
+            return
+        put = {str(int(key)): dict(entry) for key, entry in entries.items()}
         with self.lock:
-            for annotation_id, entry in entries.items():
-                self._doc.data["annotations"][str(int(annotation_id))] = dict(entry)
+            for key, entry in put.items():
+                self._doc.data["annotations"][key] = entry
                 self._doc.data["tasks"][str(int(entry["task"]))] = entry["line_id"]
-        if commit and entries:
-            self._doc.commit()
+            if commit:
+                self._journal.append({"put": put})
 
     def forget_annotations(self, annotation_ids: Iterable[int]) -> list[dict[str, Any]]:
         """Drop annotations (deleted or skipped); returns the entries that were known."""
-        removed = []
+        removed, keys = [], []
         with self.lock:
             for annotation_id in annotation_ids:
                 entry = self._doc.data["annotations"].pop(str(int(annotation_id)), None)
                 if entry is not None:
                     removed.append(entry)
-        if removed:
-            self._doc.commit()
+                    keys.append(int(annotation_id))
+            if keys:
+                self._journal.append({"del": keys})
         return removed
 
     def annotation(self, annotation_id: int) -> dict[str, Any] | None:
@@ -484,13 +514,15 @@ def rebuild_from_annotations(
     if known_before is None:
         known_before = state.annotation_ids()
     seen: set[int] = set()
-    recorded = 0
+    entries: dict[int, dict[str, Any]] = {}
     for task in tasks:
         data = task.get("data") or {}
         line_id = data.get("line_id")
         if not isinstance(line_id, str):
             continue
         for annotation in task.get("annotations") or []:
+            if not isinstance(annotation, Mapping):
+                continue
             if annotation.get("was_cancelled") or annotation.get("id") is None:
                 continue
             seen.add(int(annotation["id"]))
@@ -499,14 +531,15 @@ def rebuild_from_annotations(
             if known is not None and not _newer(entry_updated, known["updated"]):
                 continue  # ours is as new or newer (a webhook that came after the listing)
             try:
-                state.record_annotation(
-                    annotation, task_id=int(task["id"]), line_id=line_id, commit=False
-                )
+                entry = annotation_entry(annotation, task_id=int(task["id"]), line_id=line_id)
             except (TypeError, ValueError, KeyError) as error:
                 logger.warning("project %d: annotation skipped (%s)", state.project, error)
                 continue
-            recorded += 1
-    state.commit()
+            entries[int(annotation["id"])] = entry
+    # One journal record, like a webhook's: every annotation change goes through the journal,
+    # so replaying it onto any later state.json can never bring back an older entry.
+    state.store_annotations(entries)
+    recorded = len(entries)
     stale = (state.annotation_ids() & known_before) - seen
     forgotten = len(state.forget_annotations(stale))
     return recorded, forgotten

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ml_backend.config import BackendConfig
+from ml_backend.label_journal import JOURNAL_FILE
 from ml_backend.label_studio import Credentials, base_url
 from ml_backend.model import INITIAL_VERSION, SpeakerGroupingModel
 from ml_backend.project_state import ProjectState, StateError
@@ -53,13 +54,15 @@ class Backend:
             logger.info("removed %d temporary files left by a crash", len(removed))
         behind = []
         for folder in sorted(self.config.model_dir.iterdir()):
-            if not (folder.name.isdigit() and (folder / "state.json").is_file()):
+            has_state = (folder / "state.json").is_file() or (folder / JOURNAL_FILE).is_file()
+            if not (folder.name.isdigit() and has_state):
                 continue
             try:
                 state = ProjectState(folder, int(folder.name))
             except StateError as error:
                 logger.error("%s", error)
                 continue
+            state.compact_journal()
             if state.labels() != state.fitted_labels:
                 behind.append(int(folder.name))
             if state.annotation_ids():
