@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from exporters import SpeakerLine
+from exporters.table import spreadsheet_safe
 from speaker_grouping.atomic import atomic_write_bytes, atomic_write_text
 from speaker_grouping.progress import Hook
 
@@ -52,9 +53,16 @@ METADATA_COLUMNS = (
     "source",
 )
 MAX_NAME_CHARS = 80
-"""Well under the 255-byte file name limit even in 3-byte UTF-8, with room for a hash suffix."""
+MAX_NAME_BYTES = 200
+"""Names are cut at 80 characters and 200 UTF-8 bytes: 80 four-byte characters made a 320-byte
+name, over the 255-byte file name limit, and the export stopped with an OSError. 200 leaves room
+for the hash suffix and an extension."""
 
-_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+# Control characters (C0, DEL, C1), path separators and Windows' reserved characters, and the
+# explicit bidi controls, which make a name read differently on screen than on disk (U+202E).
+_UNSAFE_CHARS = re.compile(
+    '[\x00-\x1f\x7f-\x9f/\\\\:*?"<>|\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+)
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{port}{n}" for port in ("com", "lpt") for n in range(1, 10)
 }
@@ -104,7 +112,9 @@ def _cleaned(name: str) -> str:
     cleaned = _UNSAFE_CHARS.sub("_", cleaned)
     cleaned = " ".join(cleaned.split())
     # Leading dots hide files and make "." and ".."; Windows drops trailing dots and spaces.
-    cleaned = cleaned.strip(". ")[:MAX_NAME_CHARS].rstrip(". ")
+    cleaned = cleaned.strip(". ")[:MAX_NAME_CHARS]
+    cleaned = cleaned.encode("utf-8", "ignore")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
+    cleaned = cleaned.rstrip(". ")
     if not cleaned:
         return "_"
     if cleaned.split(".")[0].casefold() in _WINDOWS_RESERVED:
@@ -142,15 +152,15 @@ def write_clip_dataset(
             per_speaker[speaker] += 1
             records.append(
                 (
-                    relative,
-                    speaker,
-                    row.text,
-                    row.episode,
+                    spreadsheet_safe(relative),
+                    spreadsheet_safe(speaker),
+                    spreadsheet_safe(row.text),
+                    spreadsheet_safe(row.episode),
                     row.index,
                     f"{row.start:.3f}",
                     f"{row.end:.3f}",
                     f"{_duration(data, row):.3f}",
-                    row.source,
+                    spreadsheet_safe(row.source),
                 )
             )
         if hook is not None:

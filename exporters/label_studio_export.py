@@ -121,8 +121,8 @@ def read_project(
             if clip is not None and folder is None and clip.parent.name == "audio":
                 folder = clip.parent.parent
             lines.append(replace(task.line, clip=clip))
-        if folder is None and media_root is not None and (Path(media_root) / episode).is_dir():
-            folder = (Path(media_root) / episode).resolve()
+        if folder is None and media_root is not None:
+            folder = episode_folder_under(Path(media_root), episode)
         subtitles = original_subtitles(folder, media_root=media_root) if folder else None
         episodes[episode] = EpisodeExport(episode, lines, folder, subtitles)
     return ProjectExport(project_id, title, episodes)
@@ -362,6 +362,9 @@ def media_path(
     return None
 
 
+_SUBTITLE_SUFFIXES = frozenset({".srt", ".ass", ".ssa", ".vtt"})
+
+
 def original_subtitles(folder: Path, *, media_root: Path | None = None) -> Path | None:
     """The subtitle file an import folder was made from, as its report.json names it.
 
@@ -374,11 +377,36 @@ def original_subtitles(folder: Path, *, media_root: Path | None = None) -> Path 
         recorded = Path(str(report["subtitles"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    # report.json is data: a path in it must not make the export read (and rewrite into the
+    # .ass) any file on the machine. Beside the import or in media_root anything goes; elsewhere
+    # (the video's folder, as the importer records it) only a subtitle file.
+    roots = [folder.resolve(), folder.resolve().parent]
+    if media_root is not None:
+        roots.append(Path(media_root).resolve())
     candidates = [recorded, folder / recorded.name, folder.parent / recorded.name]
     if media_root is not None:
         candidates.append(Path(media_root) / recorded.name)
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    logger.info("%s: subtitle file %s not found", folder, recorded)
+        try:
+            resolved = (folder / candidate).resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        inside = any(resolved.is_relative_to(root) for root in roots)
+        if resolved.is_file() and (inside or resolved.suffix.lower() in _SUBTITLE_SUFFIXES):
+            return resolved
+    logger.info("%s: subtitle file %s not found beside the import", folder, recorded)
     return None
+
+
+def episode_folder_under(media_root: Path, episode: str) -> Path | None:
+    """``media_root/<episode>`` when it is a folder strictly inside ``media_root``."""
+    if not episode or "\x00" in episode or episode in (".", ".."):
+        return None
+    root = media_root.resolve()
+    try:
+        folder = (root / episode).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if folder.parent != root or not folder.is_dir():
+        return None  # "../x", "a/b", an absolute id or a symlink out: not an episode folder
+    return folder

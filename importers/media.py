@@ -26,7 +26,7 @@ import threading
 import wave
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -336,6 +336,7 @@ def decode_audio(
         _require_decoder(path, stream, "audio")
         _discard_other_streams(container, stream)
         origin = _timeline_origin(container)
+        limit = _silence_limit(path, container, stream, sample_rate)
         pieces: list[np.ndarray] = []
         placed = 0  # timeline samples covered by pieces (negative: audio before the origin)
         resampler: _MonoResampler | None = None
@@ -355,6 +356,7 @@ def decode_audio(
                         # Leading silence when the audio starts late; a negative start is
                         # audio before the timeline, trimmed below.
                         if at > 0:
+                            limit(at, at)
                             pieces.append(np.zeros(at, dtype=np.float32))
                         placed = at
                     resampler = _MonoResampler(sample_rate)
@@ -362,6 +364,7 @@ def decode_audio(
                     # A gap of over 20 ms: close the run before it, then fill with silence.
                     pieces += resampler.finish()
                     placed += resampler.length
+                    limit(at, at - placed)
                     pieces.append(np.zeros(at - placed, dtype=np.float32))
                     placed = at
                     resampler = _MonoResampler(sample_rate)
@@ -390,6 +393,35 @@ def decode_audio(
                 expected_s,
             )
         return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+MAX_SILENCE_GAP_S = 600.0
+"""Longest gap in an audio track filled with silence; lost packets leave seconds, not hours."""
+UNPROBED_LIMIT_S = 6 * 3600.0
+"""Timeline bound when the file states no duration."""
+
+
+def _silence_limit(
+    path: Path, container: av.container.InputContainer, stream: av.stream.Stream, rate: int
+) -> Callable[[int, int], None]:
+    """A check that raises `MediaError` before silence is allocated past what the file can be.
+
+    A timestamp jump (a damaged or hostile file) once asked for 59.6 GiB of zeros. The
+    timeline may reach the probed duration plus a minute, and one gap at most
+    `MAX_SILENCE_GAP_S`.
+    """
+    probed = _duration(container, (stream,))
+    end_s = probed + 60.0 if probed > 0 else UNPROBED_LIMIT_S
+
+    def check(at: int, gap: int) -> None:
+        if at > end_s * rate or gap > MAX_SILENCE_GAP_S * rate:
+            raise MediaError(
+                path,
+                f"audio timestamps jump to {at / rate:.0f} s (a {gap / rate:.0f} s gap) in a file "
+                f"of {probed:.0f} s; refusing to fill it with silence (damaged timestamps?)",
+            )
+
+    return check
 
 
 def _frame_seconds(frame: av.frame.Frame, stream: av.stream.Stream, origin: float) -> float | None:

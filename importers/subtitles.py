@@ -391,9 +391,11 @@ def _format_time(ms: int, subtitle_format: str) -> str:
 
 
 # Tags that SubRip writers and some ASS typesetters put in text; other "<...>" (like "<3") stay.
-_HTML_TAG = re.compile(r"</?(?:i|b|u|s|font|c|span|ruby|lang)\b[^>]*>", re.IGNORECASE)
-_RUBY_TEXT = re.compile(r"<(rt|rp)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_SSA_OVERRIDE_IN_TEXT = re.compile(r"\{\\[^}]*\}")  # "{\an8}" in SRT; "{laughs}" is text there
+# Every repeat is bounded ({0,N}): with "[^>]*" each of a megabyte of "<i" scanned to the end of
+# the line, quadratic time (issue 12 row 6). No real tag or ruby reading is that long.
+_HTML_TAG = re.compile(r"</?(?:i|b|u|s|font|c|span|ruby|lang)\b[^>]{0,100}>", re.IGNORECASE)
+_RUBY_TEXT = re.compile(r"<(rt|rp)\b[^>]{0,100}>.{0,100}?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_SSA_OVERRIDE_IN_TEXT = re.compile(r"\{\\[^}]{0,200}\}")  # "{\an8}" in SRT; "{laughs}" is text
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -499,8 +501,8 @@ def _place_orphan_lines(
 
 
 _SUBRIP_TIMESTAMP = re.compile(r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})")
-_WEBVTT_VOICE = re.compile(r"<v(?:\.[^\s>]*)?\s+([^>]+)>")
-_WEBVTT_TAG = re.compile(r"<[^>\n]*>")
+_WEBVTT_VOICE = re.compile(r"<v(?:\.[^\s>]{0,100})?\s+([^>]{1,100})>")
+_WEBVTT_TAG = re.compile(r"<[^>\n]{0,100}>")
 
 
 def _subrip_times(timing: str) -> tuple[int, int]:
@@ -579,7 +581,9 @@ def _parse_blocks(lines: list[str], subtitle_format: str) -> tuple[list[_Cue], l
 
 # --------------------------------------------------------------------------- ASS / SSA
 
-_KARAOKE_TAG = re.compile(r"\{[^}]*\\(?:k|K|kf|ko|kt)\d")
+MAX_EVENT_TEXT = 20_000
+"""No dialogue event is this long; a longer one is skipped and reported."""
+_KARAOKE_TAG = re.compile(r"\{[^}]{0,100}?\\(?:k|K|kf|ko|kt)\d")
 _SECTION = re.compile(r"\s*\[([^\]]+)\]\s*$")
 
 
@@ -630,6 +634,11 @@ def _substation_record_cue(
 ) -> _Cue:
     """A cue from an event's fields by (lower-case) name; times come apart because a
     container's ASS packets carry theirs in the packet, not in the fields."""
+    if len(record["text"]) > MAX_EVENT_TEXT:
+        # pysubs2's override-tag split is quadratic in runs of "{" (issue 12 row 6).
+        raise ValueError(
+            f"event text of {len(record['text'])} characters; at most {MAX_EVENT_TEXT}"
+        )
     event = pysubs2.SSAEvent(
         start=start_ms,
         end=end_ms,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -53,6 +54,13 @@ FLAG_NOT_SPEECH = "Not speech"
 _CONFIG_FILE = "speaker.xml"
 # Characters XML 1.0 cannot carry at all, not even escaped.
 _XML_INVALID = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+MAX_SPEAKER_NAME = 200
+"""Characters a speaker name may have: a name is a label in a drop-down, not a document."""
+# Explicit bidi controls: U+202E turns "Ann\u202eoJ" into a name that reads differently on
+# screen than in the file, in every list, export and file name it reaches.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 def clean_speaker_name(name: str) -> str:
@@ -62,10 +70,20 @@ def clean_speaker_name(name: str) -> str:
     name appended to the config and the same name in a prediction cannot drift apart.
     """
     cleaned = " ".join(str(name).split())
+    shown = repr(cleaned[:40]) + ("..." if len(cleaned) > 40 else "")
     if not cleaned:
         raise ValueError(f"speaker name {name!r} is empty")
+    if len(cleaned) > MAX_SPEAKER_NAME:
+        raise ValueError(
+            f"speaker name {shown} has {len(cleaned)} characters; at most {MAX_SPEAKER_NAME}"
+        )
     if _XML_INVALID.search(cleaned):
-        raise ValueError(f"speaker name {name!r} contains a character XML cannot hold")
+        raise ValueError(f"speaker name {shown} contains a character XML cannot hold")
+    for character in cleaned:
+        if character in _BIDI_CONTROLS or unicodedata.category(character) == "Cc":
+            raise ValueError(
+                f"speaker name {shown} contains the control character U+{ord(character):04X}"
+            )
     return cleaned
 
 

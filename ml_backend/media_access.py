@@ -22,38 +22,34 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import requests
-
+from ml_backend.label_studio import Credentials, LabelStudioClient, LabelStudioError
 from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json
+
+__all__ = [
+    "Credentials",
+    "EpisodeCache",
+    "MediaError",
+    "episode_folder",
+    "fetch_to",
+    "local_path",
+    "safe_episode_name",
+]
 
 logger = logging.getLogger(__name__)
 
 LOCAL_FILES_PATH = "/data/local-files/"
 MAX_MEDIA_BYTES = 256 * 1024 * 1024
 FETCH_TIMEOUT_S = 30.0
-_EPISODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_EPISODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
 class MediaError(ValueError):
     """A task's media cannot be used; the message is one line naming the task or URL."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Where Label Studio is and the key to read media from it."""
-
-    url: str | None
-    api_key: str | None
-
-    @property
-    def usable(self) -> bool:
-        return bool(self.url and self.api_key)
 
 
 def local_path(url: str, roots: Sequence[Path]) -> Path | None:
@@ -77,6 +73,8 @@ def local_path(url: str, roots: Sequence[Path]) -> Path | None:
     if not parts.scheme and not parts.netloc and url.startswith("/"):
         # A rooted path is a file path when it lies under a root; Label Studio's own
         # ``/data/upload/...`` and the like are fetched from it; anything else is refused.
+        if "\x00" in unquote(parts.path):
+            raise MediaError(f"media URL {url[:80]!r} contains a NUL byte (%00); refused")
         path = Path(os.path.normpath(unquote(parts.path)))
         if "?" not in url and any(_lexically_under(path, root) for root in roots):
             return _under_roots(unquote(parts.path), roots, url=url, relative=False)
@@ -91,6 +89,8 @@ def _lexically_under(path: Path, root: Path) -> bool:
 
 
 def _under_roots(path_text: str, roots: Sequence[Path], *, url: str, relative: bool) -> Path:
+    if "\x00" in path_text:
+        raise MediaError(f"media URL {url[:80]!r} contains a NUL byte (%00); refused")
     path = PurePosixPath(path_text)
     if ".." in path.parts:
         raise MediaError(f"media URL {url!r} climbs out with '..'; refused")
@@ -156,7 +156,7 @@ def episode_folder(data: Mapping[str, Any], roots: Sequence[Path]) -> Path | Non
 
 
 def safe_episode_name(episode: str) -> str:
-    if not isinstance(episode, str) or not _EPISODE_NAME.match(episode):
+    if not isinstance(episode, str) or not _EPISODE_NAME.fullmatch(episode):
         raise MediaError(f"episode id {str(episode)[:80]!r} is not a plain slug; refused")
     return episode
 
@@ -205,6 +205,12 @@ class EpisodeCache:
         more of the episode. Raises `MediaError` naming the first task whose media fail.
         """
         target = self.folder_for(episode)
+        with _folder_lock(target):
+            return self._merge_tasks(target, tasks)
+
+    def _merge_tasks(self, target: Path, tasks: Iterable[Mapping[str, Any]]) -> Path:
+        # Read, extend and write tasks.json under one lock: two predicts on the same episode
+        # that each read it first would otherwise each write back only their own lines.
         known: dict[str, dict[str, Any]] = {}
         tasks_path = target / "tasks.json"
         if tasks_path.is_file():
@@ -245,43 +251,47 @@ class EpisodeCache:
             return relative
         local = local_path(url, self.roots)
         if local is not None:
+            if local.stat().st_size > MAX_MEDIA_BYTES:
+                raise MediaError(f"media {url[:120]!r} is larger than {MAX_MEDIA_BYTES} bytes")
             atomic_write_bytes(destination, local.read_bytes())
         else:
-            atomic_write_bytes(destination, fetch(url, self.credentials))
+            fetch_to(url, self.credentials, destination)
         return relative
 
 
-def fetch(url: str, credentials: Credentials) -> bytes:
-    """The bytes at ``url`` on Label Studio's own origin, read with the API key."""
+def fetch_to(
+    url: str, credentials: Credentials, destination: Path, *, max_bytes: int = MAX_MEDIA_BYTES
+) -> int:
+    """Download ``url`` from Label Studio's own origin into ``destination``; returns the size.
+
+    The key goes only to the configured origin: a URL on another host is refused before any
+    connection, and so is a redirect off the origin (`ml_backend.label_studio`). The body is
+    streamed to disk, so memory stays at one chunk whatever the file's size.
+    """
     if not credentials.usable:
         raise MediaError(
             f"media {url[:120]!r} are not local and no Label Studio URL and API key are set "
             "(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)"
         )
-    base = urlsplit(str(credentials.url))
-    parts = urlsplit(url)
-    if parts.scheme or parts.netloc:
-        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
-            raise MediaError(f"media URL {url[:120]!r} is not on Label Studio's host; refused")
-        full = url
-    elif url.startswith("/"):
-        full = f"{base.scheme}://{base.netloc}{url}"
-    else:
+    if not url.startswith("/") and not urlsplit(url).scheme:
         raise MediaError(f"media URL {url[:120]!r} is neither absolute nor rooted; refused")
-    headers = {"Authorization": f"Token {credentials.api_key}"}
     try:
-        with requests.get(full, headers=headers, timeout=FETCH_TIMEOUT_S, stream=True) as answer:
-            if answer.status_code != 200:
-                raise MediaError(f"media {url[:120]!r}: Label Studio answered {answer.status_code}")
-            chunks, size = [], 0
-            for chunk in answer.iter_content(1 << 16):
-                size += len(chunk)
-                if size > MAX_MEDIA_BYTES:
-                    raise MediaError(f"media {url[:120]!r} is larger than {MAX_MEDIA_BYTES} bytes")
-                chunks.append(chunk)
-    except requests.RequestException as error:
-        raise MediaError(f"media {url[:120]!r}: {type(error).__name__}") from None
-    return b"".join(chunks)
+        with LabelStudioClient(
+            str(credentials.url), str(credentials.api_key), timeout=FETCH_TIMEOUT_S
+        ) as client:
+            return client.download(url, destination, max_bytes=max_bytes)
+    except LabelStudioError as error:
+        raise MediaError(f"media: {error}") from None
+
+
+_FOLDER_LOCKS: dict[Path, threading.Lock] = {}
+_FOLDER_LOCKS_GUARD = threading.Lock()
+
+
+def _folder_lock(folder: Path) -> threading.Lock:
+    """One lock per cache folder, for the whole process (several projects never share one)."""
+    with _FOLDER_LOCKS_GUARD:
+        return _FOLDER_LOCKS.setdefault(Path(folder), threading.Lock())
 
 
 _EXTRACT_LOCK = threading.Lock()

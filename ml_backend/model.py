@@ -9,6 +9,11 @@ Studio (`ml_backend.refresh`).
 
 Heavy objects (the grouper, the episode lines, the proposals) are cached per project and per
 model version, so a ``/predict`` for one task after the first costs a lookup, not a grouping.
+
+The rest of the backend lives beside it, one job per module: `ml_backend.protocol` (parsing and
+refusals), `ml_backend.worker` (the refit thread), `ml_backend.registry` (every project, trust,
+recovery on start), `ml_backend.project_state` (what is on disk), `ml_backend.label_studio`
+(the one HTTP client).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,24 @@ from ml_backend.media_access import (
     safe_episode_name,
 )
 from ml_backend.operation_log import OperationLog
-from ml_backend.project_state import ProjectState, rebuild_from_annotations
+from ml_backend.project_state import (
+    ProjectState,
+    annotation_entry,
+    rebuild_from_annotations,
+)
+from ml_backend.protocol import (
+    ANNOTATION_EVENTS,
+    MAX_TASKS_PER_REQUEST,
+    BadRequest,
+    CheckedAnnotation,
+    ParsedTask,
+    Unprocessable,
+    annotation_id_of,
+    parse_tasks,
+    shown_choice,
+    task_id_of,
+    task_problem,
+)
 from ml_backend.refresh import (
     VERSION_PREFIX,
     LabelStudioApi,
@@ -41,21 +62,12 @@ from ml_backend.refresh import (
     ensure_speakers,
     push_predictions,
 )
+from ml_backend.worker import RefitWorker
 
 logger = logging.getLogger(__name__)
 
 INITIAL_VERSION = f"{VERSION_PREFIX}0000-prior"
 RECONCILE_EVERY_S = 300.0
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
-EVENTS = (*ANNOTATION_EVENTS, "ANNOTATIONS_DELETED", "START_TRAINING")
-
-
-class BadRequest(ValueError):
-    """The request itself is wrong (shape, fields): answered 400 with this one line."""
-
-
-class Unprocessable(ValueError):
-    """Well-formed, but nothing can be predicted from it (media missing): answered 422."""
 
 
 def _grouping() -> tuple[Any, Any, Any]:
@@ -65,40 +77,6 @@ def _grouping() -> tuple[Any, Any, Any]:
     from ml_backend.grouping.proposal import Placeholders
 
     return SpeakerGrouper, Placeholders, load_lines
-
-
-@dataclass(frozen=True)
-class ParsedTask:
-    task_id: int | None
-    line_id: str
-    episode: str
-    data: Mapping[str, Any]
-
-
-def parse_task(task: Any, position: int) -> ParsedTask:
-    """The fields predict needs; unknown fields are ignored, missing ones named."""
-    if not isinstance(task, Mapping):
-        raise BadRequest(f"tasks[{position}] is not an object")
-    data = task.get("data")
-    if not isinstance(data, Mapping):
-        raise BadRequest(f"tasks[{position}] has no data object")
-    task_id = task.get("id")
-    if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
-        raise BadRequest(f"tasks[{position}].id is not an integer")
-    line_id = data.get("line_id")
-    if not isinstance(line_id, str) or ":" not in line_id:
-        raise BadRequest(
-            f"tasks[{position}] has no data.line_id '<episode>:<index>' "
-            "(import the episode with speaker-grouping import)"
-        )
-    episode = data.get("episode", line_id.rsplit(":", 1)[0])
-    if not isinstance(episode, str):
-        raise BadRequest(f"tasks[{position}].data.episode is not a string")
-    try:
-        safe_episode_name(episode)
-    except MediaError as error:
-        raise BadRequest(f"tasks[{position}]: {error}") from None
-    return ParsedTask(task_id, line_id, episode, data)
 
 
 class SpeakerGroupingModel:
@@ -137,6 +115,7 @@ class SpeakerGroupingModel:
         self._lines_key: Any = None
         self._proposals: dict[str, Any] = {}
         self._proposals_key: Any = None
+        self._snapshot: tuple[Mapping[str, Any], str] | None = None
         self._placeholders: Any = None
         self._listed_speakers: set[str] = set()
         self._last_reconcile = 0.0
@@ -166,28 +145,50 @@ class SpeakerGroupingModel:
         prediction for it) and an entry in ``errors``; when no task at all can be answered,
         `Unprocessable` is raised so the caller sees why.
         """
-        if not isinstance(tasks, list) or not tasks:
-            raise BadRequest("tasks must be a non-empty list")
-        parsed = [parse_task(task, position) for position, task in enumerate(tasks)]
+        parsed = parse_tasks(tasks)
         errors: dict[int, str] = {}
         by_episode: dict[str, list[int]] = {}
         for position, task in enumerate(parsed):
-            by_episode.setdefault(task.episode, []).append(position)
+            problem = task_problem(task)
+            if problem is not None:
+                errors[position] = problem
+            else:
+                by_episode.setdefault(task.episode, []).append(position)
         folders: dict[str, Path] = {}
         for episode, positions in by_episode.items():
             try:
-                folders[episode] = self._episode_folder(
+                folder = self._episode_folder(
                     episode, [parsed[p] for p in positions], [tasks[p] for p in positions]
                 )
             except MediaError as error:
                 for position in positions:
                     errors[position] = str(error)
-        if folders:
-            self.state.add_episodes(folders)
-        self.state.remember_tasks({t.task_id: t.line_id for t in parsed if t.task_id is not None})
-        with self._compute:  # the version must be the one the proposals were made with
-            proposals = self.proposals() if folders else {}
-            version = self.model_version
+                continue
+            known = _line_ids_of(folder)
+            for position in positions:
+                if parsed[position].line_id not in known:
+                    line_id = parsed[position].line_id[:80]
+                    errors[position] = f"line {line_id} is not in episode folder {folder.name}"
+
+            if any(position not in errors for position in positions):
+                folders[episode] = folder
+        if len(errors) == len(parsed):
+            # Refused before anything is stored: a refused request changes no state. Tasks that
+            # are malformed themselves make a 400; media that cannot be used, a 422.
+            message = "; ".join(dict.fromkeys(errors.values()))
+            if not by_episode:
+                raise BadRequest(message)
+            raise Unprocessable(message)
+        self.state.add_episodes(folders)
+        self.state.remember_tasks(
+            {
+                t.task_id: t.line_id
+                for p, t in enumerate(parsed)
+                if t.task_id is not None and p not in errors
+            }
+        )
+        wanted = {parsed[p].line_id for p in range(len(parsed)) if p not in errors}
+        proposals, version = self._snapshot_for(wanted)
         results: list[Any] = []
         for position, task in enumerate(parsed):
             proposal = proposals.get(task.line_id)
@@ -197,7 +198,7 @@ class SpeakerGroupingModel:
                 errors[position] = f"line {task.line_id} is not in its episode's features"
                 results.append([])
             else:
-                speaker, score = _shown(proposal)
+                speaker, score = shown_choice(proposal)
                 results.append(
                     {
                         "result": speaker_prediction(speaker, score=score),
@@ -223,20 +224,34 @@ class SpeakerGroupingModel:
             annotations = data.get("annotation")
             task_payload = data.get("task")
             if event == "ANNOTATIONS_CREATED":
-                if not isinstance(annotations, list):
-                    raise BadRequest("ANNOTATIONS_CREATED needs an annotation list")
-                tasks_by_id = {t.get("id"): t for t in task_payload or [] if isinstance(t, Mapping)}
-                pairs = [(a, tasks_by_id.get(_task_id_of(a))) for a in annotations]
+                if not isinstance(annotations, list) or not annotations:
+                    raise BadRequest("ANNOTATIONS_CREATED needs a non-empty annotation list")
+                if len(annotations) > MAX_TASKS_PER_REQUEST:
+                    raise BadRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
+                if task_payload is None:
+                    task_payload = data.get("tasks") or []
+                if not isinstance(task_payload, list) or not all(
+                    isinstance(t, Mapping) for t in task_payload
+                ):
+                    raise BadRequest("ANNOTATIONS_CREATED needs a task list of objects")
+                tasks_by_id = {t.get("id"): t for t in task_payload}
+                pairs = [(a, tasks_by_id.get(task_id_of(a))) for a in annotations]
             else:
+                if task_payload is not None and not isinstance(task_payload, Mapping):
+                    raise BadRequest(f"{event} needs a task object")
                 pairs = [(annotations, task_payload)]
-            kinds = [self._on_annotation(annotation, task) for annotation, task in pairs]
+            # Every annotation is checked before any is stored: a bulk event is all or nothing.
+            checked = [self._check_annotation(annotation, task) for annotation, task in pairs]
+            kinds = self._apply_annotations(checked)
             self.worker.schedule()
             return {"status": "queued", "kinds": kinds, "model_version": self.model_version}
         if event == "ANNOTATIONS_DELETED":
             items = data.get("annotations")
             if not isinstance(items, list):
                 raise BadRequest("ANNOTATIONS_DELETED needs an annotations list")
-            ids = [_annotation_id(item) for item in items]
+            if len(items) > MAX_TASKS_PER_REQUEST:
+                raise BadRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
+            ids = [annotation_id_of(item) for item in items]
             removed = self.state.forget_annotations(ids)
             self.oplog.mark_deleted(ids)
             if removed:
@@ -249,51 +264,105 @@ class SpeakerGroupingModel:
 
     # ------------------------------------------------------------------ labels
 
-    def _on_annotation(self, annotation: Any, task: Any) -> str:
+    def _check_annotation(self, annotation: Any, task: Any) -> CheckedAnnotation:
+        """One annotation made ready to store, or `BadRequest`; stores nothing."""
         if not isinstance(annotation, Mapping):
             raise BadRequest("webhook has no annotation object")
-        annotation_id = _annotation_id(annotation)
-        task_id = _task_id_of(annotation)
+        annotation_id = annotation_id_of(annotation)
+        task_id = task_id_of(annotation)
         if task_id is None and isinstance(task, Mapping):
             task_id = task.get("id")
-        if not isinstance(task_id, int):
+        if isinstance(task_id, bool) or not isinstance(task_id, int):
             raise BadRequest(f"annotation {annotation_id} names no task id")
         if annotation.get("was_cancelled"):
             # A skip arrives as a created annotation carrying the pre-filled result.
-            self.state.forget_annotations([annotation_id])
-            self.oplog.mark_deleted([annotation_id])
-            return "skipped"
+            return CheckedAnnotation(annotation_id, task_id, None, None, None)
         data = task.get("data") if isinstance(task, Mapping) else None
         line_id = data.get("line_id") if isinstance(data, Mapping) else None
         if not isinstance(line_id, str):
             line_id = self.state.line_of_task(task_id)
         if not isinstance(line_id, str):
             raise BadRequest(f"annotation {annotation_id}: task {task_id} has no data.line_id")
-        if isinstance(data, Mapping):
-            self._register_episode_of(data)
-        before = self.state.labels()
-        shown = self.state.proposal(line_id)
+        episode = data.get("episode", line_id.rpartition(":")[0]) if data is not None else None
+        if episode is not None:
+            problem = task_problem(ParsedTask(task_id, line_id, str(episode), data or {}))
+            if not isinstance(episode, str) or problem is not None:
+                raise BadRequest(f"annotation {annotation_id}: {problem or 'bad data.episode'}")
         try:
-            entry = self.state.record_annotation(annotation, task_id=task_id, line_id=line_id)
+            entry = annotation_entry(annotation, task_id=task_id, line_id=line_id)
         except (TypeError, ValueError, KeyError) as error:
             raise BadRequest(f"annotation {annotation_id}: {error}") from None
-        label = entry["speaker"]
-        named_elsewhere = label is not None and any(
-            name == label for other, name in before.items() if other != line_id
-        )
-        proposed = None if shown is None or shown[0] == PLACEHOLDER_SPEAKER else shown[0]
-        kind = self.oplog.record(
-            annotation_id,
-            episode=line_id.rsplit(":", 1)[0],
-            annotator=entry["annotator"],
-            line_id=line_id,
-            proposed=proposed,
-            label=label,
-            named_elsewhere=named_elsewhere,
-        )
-        if self.metrics is not None:
-            self.metrics.operation(kind)
-        return kind
+        return CheckedAnnotation(annotation_id, task_id, line_id, entry, data)
+
+    def _apply_annotations(self, checked: Sequence[CheckedAnnotation]) -> list[str]:
+        """Store checked annotations in one commit, then log each; returns their kinds."""
+        skipped = [c.annotation_id for c in checked if c.entry is None]
+        stored = {c.annotation_id: c.entry for c in checked if c.entry is not None}
+        for item in checked:
+            if item.data is not None:
+                self._register_episode_of(item.data)
+        before = self.state.labels()
+        shown = {c.annotation_id: self.state.proposal(str(c.line_id)) for c in checked}
+        if skipped:
+            self.state.forget_annotations(skipped)
+            self.oplog.mark_deleted(skipped)
+        self.state.store_annotations(stored)
+        kinds = []
+        for item in checked:
+            if item.entry is None:
+                kinds.append("skipped")
+                continue
+            line_id, label = str(item.line_id), item.entry["speaker"]
+            named_elsewhere = label is not None and any(
+                name == label for other, name in before.items() if other != line_id
+            )
+            seen = shown[item.annotation_id]
+            proposed = None if seen is None or seen[0] == PLACEHOLDER_SPEAKER else seen[0]
+            kind = self.oplog.record(
+                item.annotation_id,
+                episode=line_id.rsplit(":", 1)[0],
+                annotator=item.entry["annotator"],
+                line_id=line_id,
+                proposed=proposed,
+                label=label,
+                named_elsewhere=named_elsewhere,
+            )
+            if self.metrics is not None:
+                self.metrics.operation(kind)
+            kinds.append(kind)
+        return kinds
+
+    def backfill_operations(self) -> int:
+        """Log the stored annotations the operation log lacks; returns how many.
+
+        A kill between storing a label and logging it (the webhook was never acknowledged, but
+        its label is kept) leaves the log one operation short; on start it is judged against
+        the proposal stored for its line, which is what the annotator was shown.
+        """
+        missing = sorted(self.state.annotation_ids() - self.oplog.logged_ids())
+        labels = self.state.labels()
+        for annotation_id in missing:
+            entry = self.state.annotation(annotation_id)
+            if entry is None:
+                continue
+            line_id, label = str(entry["line_id"]), entry.get("speaker")
+            shown = self.state.proposal(line_id)
+            proposed = None if shown is None or shown[0] == PLACEHOLDER_SPEAKER else shown[0]
+            self.oplog.record(
+                annotation_id,
+                episode=line_id.rsplit(":", 1)[0],
+                annotator=str(entry.get("annotator") or "unknown"),
+                line_id=line_id,
+                proposed=proposed,
+                label=label,
+                named_elsewhere=label is not None
+                and any(name == label for other, name in labels.items() if other != line_id),
+            )
+        if missing:
+            logger.info(
+                "project %d: logged %d operations a crash left out", self.project, len(missing)
+            )
+        return len(missing)
 
     def _register_episode_of(self, data: Mapping[str, Any]) -> None:
         """A webhook may come before any /predict (a restarted backend): learn the episode."""
@@ -302,11 +371,13 @@ class SpeakerGroupingModel:
         if not isinstance(episode, str) or episode in self.state.episodes():
             return
         try:
+            safe_episode_name(episode)
             folder = episode_folder(data, self.config.media_roots)
         except MediaError as error:
-            logger.info("project %d: episode %s not registered (%s)", self.project, episode, error)
+            logger.info("project %d: episode not registered (%s)", self.project, error)
             return
-        if folder is not None and (folder / "features.npz").is_file():
+        usable = folder is not None and (folder / "features.npz").is_file()
+        if usable and _episode_id_of_folder(folder) == episode:
             self.state.add_episodes({episode: folder})
 
     # ------------------------------------------------------------------ episodes and proposals
@@ -320,6 +391,13 @@ class SpeakerGroupingModel:
             if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
                 return folder
         folder = episode_folder(parsed[0].data, self.config.media_roots)
+        if folder is not None:
+            own = _episode_id_of_folder(folder)
+            if own != episode:
+                raise MediaError(
+                    f"task of episode {episode!r} points into folder {folder.name}, whose lines "
+                    f"are of episode {own!r}; refused"
+                )
         if folder is not None and (folder / "features.npz").is_file():
             return folder
         try:
@@ -357,12 +435,12 @@ class SpeakerGroupingModel:
         return self.cache.from_tasks(episode, tasks)
 
     def _folders(self) -> list[Path]:
-        folders = []
+        folders: dict[Path, None] = {}
         for entry in self.state.episodes().values():
             folder = Path(entry["folder"])
             if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
-                folders.append(folder)
-        return folders
+                folders.setdefault(folder.resolve(), None)  # one folder is loaded once
+        return list(folders)
 
     def _load_lines(self, folders: Sequence[Path]) -> Any:
         key = tuple(
@@ -405,6 +483,30 @@ class SpeakerGroupingModel:
             self._placeholders = Placeholders.from_json(stored) if stored else Placeholders()
         return self._placeholders
 
+    def _snapshot_for(self, line_ids: set[str]) -> tuple[Mapping[str, Any], str]:
+        """(proposals, the version they were made with) covering ``line_ids``.
+
+        Fresh when no refit holds the model. While the worker refits, a request reads the
+        last complete snapshot instead of waiting for the fit: an immutable pair, replaced
+        whole, so it is never half-updated. Lines the snapshot lacks (an episode registered
+        just now) wait for fresh proposals.
+        """
+        if self._compute.acquire(blocking=False):
+            try:
+                return self._fresh_snapshot()
+            finally:
+                self._compute.release()
+        snapshot = self._snapshot
+        if snapshot is not None and line_ids <= snapshot[0].keys():
+            return snapshot
+        with self._compute:
+            return self._fresh_snapshot()
+
+    def _fresh_snapshot(self) -> tuple[Mapping[str, Any], str]:
+        snapshot = (self.proposals(), self.model_version)
+        self._snapshot = snapshot
+        return snapshot
+
     def proposals(self) -> dict[str, Any]:
         """line id -> Proposal for every line of the project's episodes (cached)."""
         with self._compute:
@@ -422,7 +524,9 @@ class SpeakerGroupingModel:
             self.state.save_placeholders(placeholders.to_json())
             self._proposals = {p.line_id: p for p in proposals}
             self._proposals_key = key
-            self.state.save_proposals(self.model_version, {p.line_id: _shown(p) for p in proposals})
+            self.state.save_proposals(
+                self.model_version, {p.line_id: shown_choice(p) for p in proposals}
+            )
             logger.info(
                 "project %d: %d proposals in %.2f s",
                 self.project,
@@ -503,7 +607,7 @@ class SpeakerGroupingModel:
                         self._predictions(tasks, proposals),
                         model_version=version,
                     )
-                self._listed_speakers.update(_shown(p)[0] for p in proposals.values())
+                self._listed_speakers.update(shown_choice(p)[0] for p in proposals.values())
         finally:
             api.close()
         self.last_push = result
@@ -526,7 +630,7 @@ class SpeakerGroupingModel:
         for task_id, line_id in sorted(tasks.items()):
             proposal = proposals.get(line_id)
             if proposal is not None:
-                speaker, score = _shown(proposal)
+                speaker, score = shown_choice(proposal)
                 predictions.append(
                     {
                         "task": task_id,
@@ -545,11 +649,12 @@ class SpeakerGroupingModel:
         api = self.api()
         if api is None:
             return (0, 0)
+        known_before = self.state.annotation_ids()
         try:
             tasks = list(api.tasks(self.project, annotations=True))
         finally:
             api.close()
-        counts = rebuild_from_annotations(self.state, tasks)
+        counts = rebuild_from_annotations(self.state, tasks, known_before=known_before)
         firsts: dict[str, Mapping[str, Any]] = {}
         for task in tasks:
             data = task.get("data") or {}
@@ -604,152 +709,38 @@ class SpeakerGroupingModel:
             api.close()
 
 
-class RefitWorker:
-    """One background thread per project: waits for events, gathers a burst, refits, pushes."""
-
-    def __init__(self, model: SpeakerGroupingModel, *, delay: float) -> None:
-        self._model = model
-        self._delay = delay
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._stop = False
-        self._force = False
-        self._reconcile = False
-        self._thread: threading.Thread | None = None
-        self.rounds = 0
-        self.failures = 0
-
-    def schedule(self, *, force: bool = False, reconcile: bool = False) -> None:
-        with self._lock:
-            self._force |= force
-            self._reconcile |= reconcile
-            self._idle.clear()
-            self._wake.set()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name=f"refit-{self._model.project}", daemon=True
-                )
-                self._thread.start()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """True once every scheduled round has finished (for tests and shutdown)."""
-        return self._idle.wait(timeout)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self._stop = True
-            self._wake.set()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            if self._stop:
-                return
-            time.sleep(self._delay)  # let the rest of a burst arrive
-            with self._lock:
-                self._wake.clear()
-                force, reconcile = self._force, self._reconcile
-                self._force = self._reconcile = False
-            try:
-                self._model.background_round(force=force, reconcile=reconcile)
-            except Exception:  # the worker must survive one bad round; the next retries
-                self.failures += 1
-                logger.exception("project %d: background refit failed", self._model.project)
-                if self._model.metrics is not None:
-                    self._model.metrics.fit_failed()
-            self.rounds += 1
-            with self._lock:
-                if not self._wake.is_set():
-                    self._idle.set()
-                if self._stop:
-                    return
-
-
-class Backend:
-    """Every project's model, created on first use; what the server holds."""
-
-    def __init__(self, config: BackendConfig, *, metrics: Any = None) -> None:
-        self.config = config
-        self.metrics = metrics
-        self._models: dict[int, SpeakerGroupingModel] = {}
-        self._lock = threading.Lock()
-        self._setup_credentials: Credentials | None = None
-
-    def credentials(self) -> Credentials:
-        if self.config.label_studio_url and self.config.label_studio_api_key:
-            return Credentials(self.config.label_studio_url, self.config.label_studio_api_key)
-        return self._setup_credentials or Credentials(self.config.label_studio_url, None)
-
-    def learn_credentials(self, hostname: Any, token: Any) -> None:
-        """``/setup`` tells us Label Studio's address and a token; used when none configured."""
-        if isinstance(hostname, str) and isinstance(token, str) and hostname and token:
-            url = self.config.label_studio_url or hostname.rstrip("/")
-            self._setup_credentials = Credentials(url, self.config.label_studio_api_key or token)
-
-    def model(self, project: int, stamp: int | None = None) -> SpeakerGroupingModel:
-        with self._lock:
-            model = self._models.get(project)
-            if model is None:
-                model = self._open(project)
-            if not model.state.check_stamp(stamp):
-                model = self._replace(project, model)
-            if not model.credentials.usable and self.credentials().usable:
-                model.credentials = self.credentials()
-                model.cache.credentials = model.credentials
-            return model
-
-    def _open(self, project: int) -> SpeakerGroupingModel:
-        model = SpeakerGroupingModel(
-            project, config=self.config, credentials=self.credentials(), metrics=self.metrics
-        )
-        self._models[project] = model
-        return model
-
-    def _replace(self, project: int, old: SpeakerGroupingModel) -> SpeakerGroupingModel:
-        """Label Studio's project ``project`` is a new one (another database): start afresh."""
-        old.worker.stop()
-        folder = old.state.folder
-        archive = folder.with_name(f"{folder.name}.replaced-{int(time.time())}")
-        folder.rename(archive)
-        logger.warning(
-            "project %d was recreated in Label Studio; old state moved to %s", project, archive
-        )
-        return self._open(project)
-
-    def models(self) -> list[SpeakerGroupingModel]:
-        with self._lock:
-            return list(self._models.values())
-
-    def close(self) -> None:
-        for model in self.models():
-            model.worker.stop()
-
-
-def _shown(proposal: Any) -> tuple[str, float]:
-    """The choice and score a proposal is shown with: no speaker reads "Unknown"."""
-    score = min(max(float(proposal.score), 0.0), 1.0)
-    return (proposal.speaker or PLACEHOLDER_SPEAKER), score
-
-
 def _digest(labels: Mapping[str, str]) -> str:
     text = json.dumps(sorted(labels.items()), ensure_ascii=False)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _annotation_id(annotation: Any) -> int:
-    value = annotation.get("id") if isinstance(annotation, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest("annotation without an integer id")
-    return value
+def _episode_id_of_folder(folder: Path) -> str | None:
+    """The episode id an imported folder's ``tasks.json`` gives its lines (None: unreadable)."""
+    try:
+        tasks = json.loads((folder / "tasks.json").read_text(encoding="utf-8"))
+        episode = tasks[0]["data"]["episode"]
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+    return episode if isinstance(episode, str) else None
 
 
-def _task_id_of(annotation: Any) -> int | None:
-    task = annotation.get("task") if isinstance(annotation, Mapping) else None
-    if isinstance(task, Mapping):
-        task = task.get("id")
-    return task if isinstance(task, int) and not isinstance(task, bool) else None
+_LINE_IDS: dict[tuple[str, int], frozenset[str]] = {}
+
+
+def _line_ids_of(folder: Path) -> frozenset[str]:
+    """Every line id in ``folder/tasks.json`` (cached while the file is unchanged)."""
+    path = folder / "tasks.json"
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return frozenset()
+    if key not in _LINE_IDS:
+        try:
+            tasks = json.loads(path.read_text(encoding="utf-8"))
+            ids = frozenset(t["data"]["line_id"] for t in tasks if isinstance(t.get("data"), dict))
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
+            ids = frozenset()
+        if len(_LINE_IDS) > 256:
+            _LINE_IDS.clear()
+        _LINE_IDS[key] = ids
+    return _LINE_IDS[key]

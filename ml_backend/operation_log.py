@@ -108,6 +108,11 @@ class OperationLog:
         if changed:
             self._doc.commit()
 
+    def logged_ids(self) -> set[int]:
+        """Every annotation id in the log (deleted ones included)."""
+        with self._doc.lock:
+            return {int(key) for key in self._doc.data["annotations"]}
+
     def entries(self) -> list[dict[str, Any]]:
         """Every logged annotation, oldest first."""
         with self._doc.lock:

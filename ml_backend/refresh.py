@@ -15,93 +15,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from label_config import append_speakers, speakers_in_config
+from ml_backend.label_studio import LabelStudioClient, LabelStudioError
 
 logger = logging.getLogger(__name__)
 
 VERSION_PREFIX = "sg-"
 IMPORT_BATCH = 1000
-PAGE_SIZE = 1000
-TIMEOUT_S = 60.0
 
 
-class RefreshError(RuntimeError):
-    """Label Studio refused or lost part of a push; one line saying what."""
-
-
-class LabelStudioApi:
-    """The few Label Studio REST calls the backend makes, with the legacy token."""
-
-    def __init__(self, url: str, api_key: str, *, timeout: float = TIMEOUT_S) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Token {api_key}"
-
-    def close(self) -> None:
-        self._session.close()
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            answer = self._session.request(
-                method, f"{self.url}{path}", timeout=self.timeout, **kwargs
-            )
-        except requests.RequestException as error:
-            raise RefreshError(
-                f"Label Studio at {self.url} is not reachable ({type(error).__name__})"
-            ) from None
-        if answer.status_code >= 400:
-            raise RefreshError(
-                f"Label Studio answered {method} {path} with HTTP {answer.status_code}: "
-                f"{' '.join(answer.text.split())[:300]}"
-            )
-        return answer.json() if answer.content else None
-
-    def project(self, project: int) -> dict[str, Any]:
-        return self._call("GET", f"/api/projects/{int(project)}")
-
-    def update_project(self, project: int, **fields: Any) -> None:
-        self._call("PATCH", f"/api/projects/{int(project)}", json=fields)
-
-    def tasks(self, project: int, *, annotations: bool = False) -> Iterator[dict[str, Any]]:
-        """Every task of the project (id, data; with annotations when asked), paged."""
-        page, seen = 1, 0
-        while True:
-            params: dict[str, Any] = {"project": int(project), "page": page, "page_size": PAGE_SIZE}
-            params["fields"] = "all" if annotations else "task_only"
-            body = self._call("GET", "/api/tasks", params=params)
-            items = body.get("tasks", []) if isinstance(body, dict) else body
-            yield from items
-            seen += len(items)
-            total = body.get("total") if isinstance(body, dict) else None
-            if not items or total is None or seen >= total:
-                return
-            page += 1
-
-    def annotations(self, task: int) -> list[dict[str, Any]]:
-        return self._call("GET", f"/api/tasks/{int(task)}/annotations/")
-
-    def import_predictions(self, project: int, predictions: Sequence[Mapping[str, Any]]) -> int:
-        body = self._call(
-            "POST", f"/api/projects/{int(project)}/import/predictions", json=list(predictions)
-        )
-        return int((body or {}).get("created", 0))
-
-    def model_versions(self, project: int) -> dict[str, int]:
-        return dict(self._call("GET", f"/api/projects/{int(project)}/model-versions/") or {})
-
-    def delete_model_version(self, project: int, version: str) -> None:
-        self._call(
-            "DELETE",
-            f"/api/projects/{int(project)}/model-versions/",
-            json={"model_version": version},
-        )
+RefreshError = LabelStudioError
+"""Label Studio refused or lost part of a push (the client's one error type)."""
+LabelStudioApi = LabelStudioClient
+"""The client every call goes through (`ml_backend.label_studio`)."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Endpoints (docs/architecture.md §7):
 - ``GET /health``: ``{"status": "UP", ...}`` at once (no model is loaded for it).
 - ``POST /setup``: ``{"model_version": v}``; reads one small state file, never a model.
 - ``POST /predict``: ``{tasks, project, label_config, params}`` → ``{"results": [...]}`` in task
-  order (see `SpeakerGroupingModel.predict`).
+  order (see `ml_backend.model.SpeakerGroupingModel.predict`).
 - ``POST /webhook``: Label Studio's webhook payloads; applied at once, refit in the background.
 - ``GET /versions``: the current model version, for Label Studio's version picker.
 - ``GET /metrics``: Prometheus text.
@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import re
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -35,18 +37,22 @@ from prometheus_client import (
 )
 from werkzeug.exceptions import HTTPException
 
-from ml_backend.config import BackendConfig
+from label_config import speakers_in_config
+from ml_backend.config import BackendConfig, ConfigError
 from ml_backend.features.embedder import ModelUnavailableError
 from ml_backend.features.store import FeatureStoreError
 from ml_backend.grouping.priors import PriorsError
 from ml_backend.media_access import MediaError
-from ml_backend.model import (
-    EVENTS,
-    Backend,
-    BadRequest,
-    Unprocessable,
-)
 from ml_backend.project_state import StateError
+from ml_backend.protocol import (
+    EVENTS,
+    BadRequest,
+    Conflict,
+    Refused,
+    Unprocessable,
+    parse_tasks,
+)
+from ml_backend.registry import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,41 @@ WEBHOOK_FIELDS = frozenset(
     {"action", "annotation", "annotations", "task", "tasks", "project", "label_link"}
 )
 _ENDPOINTS = ("health", "setup", "predict", "webhook", "versions", "metrics")
+_PROJECT_ID = re.compile(r"[0-9]{1,18}")
+MAX_PROJECT_ID = 2**63 - 1
+BODY_WAIT_S = 10.0
+"""How long a request waits for room in the in-flight body budget before it gets 503."""
+
+
+class Busy(RuntimeError):
+    """Too many request bodies in flight at once: answered 503, the client may retry."""
+
+
+class BodyBudget:
+    """Bytes of request bodies being handled at once, bounded (SG_MAX_INFLIGHT_BYTES).
+
+    A parsed JSON body takes several times its size in memory, so the budget bounds the
+    backend's memory when clients send many large predicts at once: later ones wait for room.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room = threading.Condition()
+
+    def acquire(self, size: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._room:
+            while self.used + size > self.limit:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._room.wait(left):
+                    raise Busy(f"the backend is busy with {self.used} bytes of requests; retry")
+            self.used += size
+
+    def release(self, size: int) -> None:
+        with self._room:
+            self.used -= size
+            self._room.notify_all()
 
 
 class Metrics:
@@ -121,16 +162,30 @@ class Metrics:
 
 
 def create_app(config: BackendConfig | None = None) -> Flask:
-    """The backend as a Flask app; ``app.extensions["speaker_grouping"]`` holds the `Backend`."""
-    config = config or BackendConfig.from_env()
+    """The backend as a Flask app; ``app.extensions["speaker_grouping"]`` holds the `Backend`.
+
+    Without ``config`` the settings come from the environment, as under gunicorn; a setting it
+    cannot start with (SG_REQUIRE_AUTH without credentials) is then one logged line and exit
+    status 4, which gunicorn reads as "the app failed to load" and stops, instead of a traceback
+    and endless worker restarts.
+    """
+    if config is None:
+        try:
+            config = BackendConfig.from_env()
+        except ConfigError as error:
+            logger.critical("error: %s", error)
+            raise SystemExit(4) from None
     config.model_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     backend = Backend(config, metrics=metrics)
+    backend.start()
+    budget = BodyBudget(config.max_inflight_bytes)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["speaker_grouping"] = backend
     app.extensions["speaker_grouping_metrics"] = metrics
+    app.extensions["speaker_grouping_body_budget"] = budget
 
     @app.before_request
     def _start() -> Response | None:
@@ -144,7 +199,19 @@ def create_app(config: BackendConfig | None = None) -> Flask:
             answer.status_code = 401
             answer.headers["WWW-Authenticate"] = 'Basic realm="speaker-grouping"'
             return answer
+        size = request.content_length or 0
+        if size:
+            if size > config.max_request_bytes:
+                return None  # Flask answers 413 when the body is read
+            budget.acquire(size, BODY_WAIT_S)
+            g.body_bytes = size
         return None
+
+    @app.teardown_request
+    def _release(_: BaseException | None) -> None:
+        size = g.pop("body_bytes", 0)
+        if size:
+            budget.release(size)
 
     @app.after_request
     def _count(response: Response) -> Response:
@@ -164,6 +231,18 @@ def create_app(config: BackendConfig | None = None) -> Flask:
     @app.errorhandler(BadRequest)
     def _bad_request(error: BadRequest) -> tuple[Response, int]:
         return jsonify(error=str(error)), 400
+
+    @app.errorhandler(Refused)
+    def _refused(error: Refused) -> tuple[Response, int]:
+        return jsonify(error=str(error)), 403
+
+    @app.errorhandler(Conflict)
+    def _conflict(error: Conflict) -> tuple[Response, int]:
+        return jsonify(error=str(error)), 409
+
+    @app.errorhandler(Busy)
+    def _busy(error: Busy) -> tuple[Response, int]:
+        return jsonify(error=str(error)), 503
 
     @app.errorhandler(Unprocessable)
     @app.errorhandler(MediaError)
@@ -195,7 +274,8 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         body = _json_object(SETUP_FIELDS)
         project, stamp = _project(body.get("project"))
         backend.learn_credentials(body.get("hostname"), body.get("access_token"))
-        model = backend.model(project, stamp)
+        model = backend.model(project, stamp, replace=True)
+        model.state.record_stamp(stamp)
         return jsonify(model_version=model.setup())
 
     @app.post("/predict")
@@ -205,12 +285,19 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         label_config = body.get("label_config")
         if label_config is not None and not isinstance(label_config, str):
             raise BadRequest("label_config is not a string")
+        if label_config:
+            try:
+                speakers_in_config(label_config)  # refused before anything is stored
+            except ValueError as error:
+                raise BadRequest(f"label_config: {error}") from None
         params = body.get("params")
         if params is not None and not isinstance(params, Mapping):
             raise BadRequest("params is not an object")
         context = (params or {}).get("context") or body.get("context")
+        parse_tasks(body.get("tasks"))  # a malformed body is refused before a project is opened
         model = backend.model(project, stamp)
         answer = model.predict(body.get("tasks"), context, label_config=label_config)
+        model.state.record_stamp(stamp)
         metrics.model_version.labels(str(project)).set(model.state.version_number)
         return jsonify(answer)
 
@@ -233,12 +320,12 @@ def create_app(config: BackendConfig | None = None) -> Flask:
     @app.get("/versions")
     @app.post("/versions")
     def versions() -> Response:
-        project = request.args.get("project") or (request.get_json(silent=True) or {}).get(
-            "project"
-        )
+        project: Any = request.args.get("project")
+        if project is None and request.method == "POST" and request.content_length:
+            project = _json_object(None).get("project")
         if project is None:
             return jsonify(versions=[])
-        return jsonify(versions=[backend.model(_project(project)[0]).model_version])
+        return jsonify(versions=[backend.version_of(_project(project)[0])])
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -248,7 +335,10 @@ def create_app(config: BackendConfig | None = None) -> Flask:
 
 
 def _json_object(allowed: frozenset[str] | None) -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)
+    try:
+        body = request.get_json(silent=True, force=True)
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     if body is None:
         raise BadRequest("request body is not valid JSON")
     if not isinstance(body, dict):
@@ -271,25 +361,28 @@ def _project(value: Any) -> tuple[int, int | None]:
     if isinstance(value, int):
         project, stamp = value, None
     elif isinstance(value, str):
-        head, _, tail = value.partition(".")
-        if not head.isdigit() or (tail and not tail.isdigit()):
+        head, dot, tail = value.partition(".")
+        if not _PROJECT_ID.fullmatch(head) or (dot and not _PROJECT_ID.fullmatch(tail)):
             raise BadRequest(f"project {value[:40]!r} is not '<id>' or '<id>.<stamp>'")
-        project, stamp = int(head), int(tail) if tail else None
+        project, stamp = int(head), int(tail) if dot else None
     else:
         raise BadRequest(f"project must be an id, not {type(value).__name__}")
-    if project < 1:
-        raise BadRequest(f"project id {project} is not positive")
+    if not 1 <= project <= MAX_PROJECT_ID:
+        raise BadRequest(f"project id {str(project)[:40]} is not a positive 64-bit id")
     return project, stamp
 
 
 def _authorised(header: str, config: BackendConfig) -> bool:
+    """Basic auth, compared as UTF-8 bytes (``compare_digest`` refuses non-ASCII text)."""
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         return False
     try:
-        user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+    except ValueError:
         return False
-    return hmac.compare_digest(user, str(config.basic_auth_user)) & hmac.compare_digest(
-        password, str(config.basic_auth_pass)
+    expected_user = str(config.basic_auth_user).encode("utf-8")
+    expected_password = str(config.basic_auth_pass).encode("utf-8")
+    return hmac.compare_digest(user, expected_user) & hmac.compare_digest(
+        password, expected_password
     )

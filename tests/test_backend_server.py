@@ -250,12 +250,14 @@ def test_local_paths_inside_the_root_resolve(media):
 
 
 def test_remote_media_are_not_fetched_from_another_host(media, tmp_path):
-    from ml_backend.media_access import Credentials, fetch
+    from ml_backend.media_access import Credentials, fetch_to
 
-    with pytest.raises(MediaError, match="not on Label Studio's host"):
-        fetch("http://evil.example/a.wav", Credentials("http://127.0.0.1:9", "k" * 40))
+    target = tmp_path / "a.wav"
+    with pytest.raises(MediaError, match="not on Label Studio's origin"):
+        fetch_to("http://evil.example/a.wav", Credentials("http://127.0.0.1:9", "k" * 40), target)
     with pytest.raises(MediaError, match="no Label Studio URL"):
-        fetch("/data/upload/a.wav", Credentials(None, None))
+        fetch_to("/data/upload/a.wav", Credentials(None, None), target)
+    assert not target.exists()
 
 
 def test_request_size_is_limited(tmp_path, media):
@@ -469,8 +471,8 @@ def test_burst_of_webhooks_while_predicting_loses_nothing_and_never_fails(media,
     assert problems == []
     model = app.extensions["speaker_grouping"].model(7)
     assert model.worker.wait_idle(30)
-    saved = json.loads(state_file.read_text())
-    assert len(saved["annotations"]) == 200
+    saved = ProjectState.open(config.model_dir, 7)  # state.json plus the label journal
+    assert len(saved.annotation_ids()) == 200
     assert model.worker.rounds < 40  # bursts were coalesced
     assert model.worker.failures == 0
     app.extensions["speaker_grouping"].close()

@@ -244,7 +244,23 @@ def test_compose_has_label_studio_and_the_backend(compose):
     backend = compose["services"]["ml-backend"]
     assert backend["build"]["context"] == "." and backend["build"]["dockerfile"] == "Dockerfile"
     assert any(str(port).endswith(":8080") for port in studio["ports"])
-    assert any(str(port).endswith(":9090") for port in backend["ports"])
+
+
+def test_the_backend_port_stays_on_the_compose_network(compose):
+    """Issue 12 row 5: 9090 was published on every interface. Label Studio reaches the backend
+    as http://ml-backend:9090 on the compose network; publishing it is left to an override."""
+    backend = compose["services"]["ml-backend"]
+    assert "ports" not in backend
+    assert [str(port) for port in backend["expose"]] == ["9090"]
+
+
+def test_the_backend_requires_basic_auth_when_deployed(compose):
+    """Compose sets SG_REQUIRE_AUTH and makes both credentials mandatory (`${VAR:?message}`);
+    the backend itself refuses to start without them (tests/test_backend_security.py)."""
+    env = compose["services"]["ml-backend"]["environment"]
+    assert env["SG_REQUIRE_AUTH"] == "1"
+    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
+        assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", env[name]), env[name]
 
 
 def test_label_studio_serves_local_files_and_may_call_a_private_backend(compose):

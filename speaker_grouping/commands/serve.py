@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if not config.can_push:
         print(
-            "note: no LABEL_STUDIO_URL/API key; refreshed proposals are pushed only after "
-            "Label Studio's /setup call tells the backend where it is",
+            "note: no LABEL_STUDIO_URL/API key; refreshed proposals are not pushed unless "
+            "/setup's hostname is allowed (SG_SETUP_HOSTNAMES or SG_TRUST_SETUP_HOSTNAME=1)",
             file=sys.stderr,
         )
     stop = threading.Event()
