@@ -15,8 +15,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from importers.media import ClipOptions, decode_audio, extract_frames, probe_media, slice_clip
-from importers.media import write_wav as write_clip
+import numpy as np
+
+from importers.media import (
+    ClipOptions,
+    decode_audio,
+    extract_frames,
+    from_pcm16,
+    probe_media,
+    slice_clip,
+    to_pcm16,
+    wav_bytes,
+)
+from importers.sink import MediaSink
 from importers.subtitles import (
     ParsedSubtitles,
     SubtitleError,
@@ -25,8 +36,8 @@ from importers.subtitles import (
     find_subtitles_for,
     parse_subtitles,
 )
-from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for
-from speaker_grouping.atomic import atomic_write_json, atomic_write_text
+from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for, line_id
+from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from speaker_grouping.options import coerce_options
 from speaker_grouping.progress import Hook
 
@@ -92,11 +103,16 @@ def import_episode(
     subtitles: str | Path | None = None,
     options: ImportOptions | Mapping[str, Any] | None = None,
     hook: Hook | None = None,
+    sink: MediaSink | None = None,
 ) -> ImportResult:
     """Cut ``video`` into one task per dialogue line under ``out_dir/<episode_id>/``.
 
+    sink : also given every clip and frame in memory as its file is written (see
+        `importers.sink`), e.g. to compute features while the frame walk runs.
+
     Raises `MediaError` or `SubtitleError` (one line, naming the file) when a whole input is
-    unusable; single bad cues are skipped and listed in the report instead.
+    unusable; single bad cues are skipped and listed in the report instead. An exception
+    raised by ``sink`` stops the media work and is raised here.
     """
     options = ImportOptions.coerce(options)
     video = Path(video)
@@ -119,11 +135,14 @@ def import_episode(
         len(parsed.non_dialogue),
     )
     media = [_line_media(line, options.frames_per_line) for line in parsed.lines]
+    if sink is not None:
+        ids = {line.index: line_id(episode_id, line.index) for line in parsed.lines}
+        sink.begin(episode_dir, ids, options.frames_per_line)
     with ThreadPoolExecutor(max_workers=1) as audio_worker:
         audio_done = audio_worker.submit(
-            _write_clips, video, parsed.lines, media, episode_dir, options.clips, hook
+            _write_clips, video, parsed.lines, media, episode_dir, options.clips, hook, sink
         )
-        _write_frames(video, parsed.lines, media, episode_dir, options, hook)
+        _write_frames(video, parsed.lines, media, episode_dir, options, hook, sink)
         audio_done.result()
     urls = MediaUrls(
         document_root=None if options.url_prefix else (options.document_root or out_dir),
@@ -156,11 +175,15 @@ def _write_clips(
     episode_dir: Path,
     clip_options: ClipOptions,
     hook: Hook | None,
+    sink: MediaSink | None,
 ) -> None:
     audio = decode_audio(video, sample_rate=clip_options.sample_rate)
     for done, (line, line_media) in enumerate(zip(lines, media, strict=True), start=1):
-        clip = slice_clip(audio, line.start, line.end, options=clip_options)
-        write_clip(episode_dir / line_media.audio, clip, clip_options.sample_rate)
+        pcm = to_pcm16(slice_clip(audio, line.start, line.end, options=clip_options))
+        data = wav_bytes(pcm, clip_options.sample_rate)
+        atomic_write_bytes(episode_dir / line_media.audio, data)
+        if sink is not None:
+            sink.clip(line.index, from_pcm16(pcm), data)
         if hook is not None:
             hook("clips", completed=done, total=len(lines))
 
@@ -172,6 +195,7 @@ def _write_frames(
     episode_dir: Path,
     options: ImportOptions,
     hook: Hook | None,
+    sink: MediaSink | None,
 ) -> None:
     positions = FRAME_POSITIONS[options.frames_per_line]
     requests = [
@@ -179,10 +203,15 @@ def _write_frames(
         for line, line_media in zip(lines, media, strict=True)
         for fraction, frame in zip(positions, line_media.frames, strict=True)
     ]
+    owners = [(line.index, position) for line in lines for position in range(len(positions))]
 
     def frames_hook(_step: str, *, completed: int, total: int) -> None:
         if hook is not None:
             hook("frames", completed=completed, total=total)
+
+    def on_frame(request: int, rgb: np.ndarray, jpeg: bytes) -> None:
+        index, position = owners[request]
+        sink.frame(index, position, rgb, jpeg)  # type: ignore[union-attr]
 
     extract_frames(
         video,
@@ -190,6 +219,7 @@ def _write_frames(
         jpeg_quality=options.jpeg_quality,
         max_width=options.max_frame_width,
         hook=frames_hook,
+        on_frame=on_frame if sink is not None else None,
     )
 
 

@@ -193,8 +193,9 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _run_import(args: argparse.Namespace) -> int:
     from importers.media import ClipOptions
-    from importers.pipeline import ImportOptions, import_episode
+    from importers.pipeline import ImportOptions
     from importers.subtitles import SubtitleOptions
+    from speaker_grouping.episode_import import import_with_features
     from speaker_grouping.progress import ProgressBars
 
     if args.push and not args.api_key:
@@ -213,25 +214,21 @@ def _run_import(args: argparse.Namespace) -> int:
     if not args.no_features:
         from speaker_grouping.commands.features import FeatureExtractor
 
-        # Model names are checked before any work, and the models load beside the media work.
+        # Model names are checked before any work; the features are computed during the
+        # media work, from the clips and frames in memory.
         extractor = FeatureExtractor.build(args.voice_model, args.image_model)
     try:
         with ProgressBars(disable=True if args.quiet else None) as bars:
-
-            def hook(step: str, *, completed: int, total: int) -> None:
-                if extractor is not None:  # the first report: the inputs are good, start
-                    extractor.start_loading()
-                bars(step, completed=completed, total=total)
-
-            result = import_episode(
-                args.episode, subtitles=args.subs, out_dir=args.out, options=options, hook=hook
+            done = import_with_features(
+                args.episode, args.out, args.subs, options, extractor, hook=bars
             )
+            result = done.media
             for problem in result.problems:
                 print(problem, file=sys.stderr)
             print(f"{len(result.tasks)} tasks written to {result.tasks_path}")
             print(f"report: {result.report_path}")
-            if extractor is not None and result.tasks:
-                print(extractor.extract(result.episode_dir, hook=bars).summary())
+            if done.features is not None:
+                print(done.features.summary())
     finally:
         if extractor is not None:
             extractor.close()
