@@ -58,6 +58,70 @@ class _StepTimer:
             span[1] = now
 
 
+THREAD_GROUPS = (
+    ("av:", "H.264 decoder threads"),
+    ("MainThread", "main: frame walk 1, tasks"),
+    ("frames", "frame walk 2"),
+    ("jpeg", "RGB + JPEG (+ sink)"),
+    ("clips", "audio decode + clips"),
+    ("load-models", "model loading"),
+    ("feed-voice", "voice (feed)"),
+    ("feed-quality", "quality (feed)"),
+    ("quality", "quality (from files)"),
+    ("feed-image", "image dispatch (feed)"),
+    ("resemblyzer", "resemblyzer workers"),
+)
+"""Thread name prefixes (FFmpeg's own names, else Python's) → the part of the import they do."""
+
+
+class _ThreadCpu:
+    """CPU seconds per thread of this process, sampled from /proc, grouped by what they do.
+
+    A thread's last sample is kept after it exits, so up to one interval of CPU per
+    short-lived thread is missed; the process total comes from getrusage, not from here.
+    """
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.seconds: dict[int, tuple[str, float]] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> _ThreadCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        self.names.update({t.native_id: t.name for t in threading.enumerate() if t.native_id})
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                comm = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # exited between listing and reading
+                continue
+            tid = int(task.name)
+            name = comm if comm.startswith("av:") else self.names.get(tid, comm)
+            self.seconds[tid] = (name, (int(fields[11]) + int(fields[12])) / self._tick)
+
+    def grouped(self) -> dict[str, float]:
+        groups: dict[str, float] = {}
+        for name, seconds in self.seconds.values():
+            group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
+            groups[group] = round(groups.get(group, 0.0) + seconds, 2)
+        return dict(sorted(groups.items(), key=lambda item: -item[1]))
+
+
 def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
     """One measured import, as `speaker-grouping import` runs it; prints one JSON line."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,13 +138,14 @@ def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
         from speaker_grouping.commands.features import FeatureExtractor
 
         extractor = FeatureExtractor.build(None, None)
-    try:
-        done = import_with_features(
-            video, out, srt, None, extractor, timer, overlap=approach != "sequential"
-        )
-    finally:
-        if extractor is not None:
-            extractor.close()
+    with _ThreadCpu() as threads:
+        try:
+            done = import_with_features(
+                video, out, srt, None, extractor, timer, overlap=approach != "sequential"
+            )
+        finally:
+            if extractor is not None:
+                extractor.close()
     wall = time.perf_counter() - began
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,6 +160,8 @@ def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
                 "cores_busy": cpu / wall,
                 "peak_rss_mb": own_peak_rss_kib() / 1024,
                 "worker_peak_rss_mb": children.ru_maxrss / 1024,
+                "thread_cpu_s": threads.grouped(),
+                "worker_processes_cpu_s": children.ru_utime + children.ru_stime,
                 "lines": len(result.tasks),
                 "computed": done.features.computed if done.features is not None else {},
                 "steps": {step: [round(t, 2) for t in span] for step, span in timer.spans.items()},
@@ -153,7 +220,31 @@ def markdown(runs: dict[str, list[dict]], minutes: float, cues: int) -> str:
             f"{cpu:.1f} | {cpu / base_cpu:.2f} | {busy:.2f} | {rss} | {steps} |"
         )
     title = f"{minutes:g}-minute 720p episode, {cues} lines; medians of {len(runs[baseline])} runs"
-    return title + "\n\n" + "\n".join(rows)
+    return title + "\n\n" + "\n".join(rows) + "\n\n" + thread_table(runs)
+
+
+def thread_table(runs: dict[str, list[dict]]) -> str:
+    """Median CPU seconds per part of the import (threads grouped by name), per approach."""
+    names = list(runs)
+    groups: list[str] = []
+    for items in runs.values():
+        for run in items:
+            groups += [g for g in run.get("thread_cpu_s", {}) if g not in groups]
+    groups.append("image worker processes")
+    rows = [
+        "| CPU s by part (median) | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for group in groups:
+        cells = []
+        for name in names:
+            if group == "image worker processes":
+                values = [run.get("worker_processes_cpu_s", 0.0) for run in runs[name]]
+            else:
+                values = [run.get("thread_cpu_s", {}).get(group, 0.0) for run in runs[name]]
+            cells.append(f"{statistics.median(values):.1f}")
+        rows.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -138,7 +138,7 @@ def import_episode(
     if sink is not None:
         ids = {line.index: line_id(episode_id, line.index) for line in parsed.lines}
         sink.begin(episode_dir, ids, options.frames_per_line)
-    with ThreadPoolExecutor(max_workers=1) as audio_worker:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clips") as audio_worker:
         audio_done = audio_worker.submit(
             _write_clips, video, parsed.lines, media, episode_dir, options.clips, hook, sink
         )

@@ -99,7 +99,7 @@ def extract_features(
     )
     if jobs["quality"]:
         quality_meter.load()  # here, not on the worker: loading resets torch's thread count
-    with ThreadPoolExecutor(max_workers=1) as worker:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quality") as worker:
         quality: Future | None = None
         if jobs["quality"] and not quality_meter.uses_torch_threads:
             quality = worker.submit(_measure, quality_meter, jobs["quality"], batch_size, hook)
@@ -249,7 +249,7 @@ def _clips(batch: Sequence[LineMediaFiles]) -> tuple[list[np.ndarray], list[str]
     return clips, hashes
 
 
-def decode_wav(data: bytes, path: Path) -> np.ndarray:
+def decode_wav(data: bytes, path: Path | str) -> np.ndarray:
     """(num_samples,) float32 in [-1, 1] from the importer's 16 kHz mono 16-bit WAV bytes."""
     try:
         with wave.open(io.BytesIO(data)) as clip:

@@ -12,7 +12,9 @@ What it writes is what `extract_features` would write from the same folder: the 
 and the same source hashes (SHA-1 of the WAV bytes, and `frames_hash` of the JPEG bytes),
 so a later ``speaker-grouping features`` run finds everything up to date. To that end:
 
-- voice and quality see the clip as the WAV stores it (16-bit), not the float slice;
+- voice and quality see the clip as the WAV stores it (16-bit), not the float slice; the
+  queue holds the WAV bytes (half the float samples' size: the voice encoder may lag the
+  cutting by most of the episode) and decodes them with `decode_wav`, as from a file;
 - the image embedder sees the JPEG, not the frame before encoding: the stored source is the
   JPEG's hash, and a recomputation can only ever see the JPEG, so a vector made from the
   raw frame would differ from its own recomputation (by JPEG's loss);
@@ -39,6 +41,7 @@ import numpy as np
 from ml_backend.features.embedder import Embedder
 from ml_backend.features.extract import (
     STORE_NAME,
+    decode_wav,
     drop_if_model_changed,
     embed_frames,
     frames_hash,
@@ -182,7 +185,7 @@ class FeatureFeed:
             self._audio_seen.add(line_id)
             for kind in ("quality", "voice"):
                 if kind in self._active:
-                    self._offer(kind, line_id, samples, digest)
+                    self._offer(kind, line_id, wav, digest)
 
     def frame(self, index: int, position: int, rgb: np.ndarray, jpeg: bytes) -> None:
         """Keep the frame's JPEG; once all of line ``index``'s frames are in, queue the line."""
@@ -277,13 +280,18 @@ class FeatureFeed:
         self, kind: str, ids: list[str], items: list[Any], hashes: list[str]
     ) -> tuple[list[str], Any, list[str]]:
         self._wait_for_models()
+        if kind in ("quality", "voice"):
+            clips = [
+                decode_wav(data, f"{self.episode_dir}: line {line_id}'s clip")
+                for line_id, data in zip(ids, items, strict=True)
+            ]
         if kind == "quality":
             with self._torch_lock if self.quality_meter.uses_torch_threads else nullcontext():
-                values: Any = self.quality_meter.measure(items)
+                values: Any = self.quality_meter.measure(clips)
         elif kind == "voice":
             serialise = "quality" in self._active and self.quality_meter.uses_torch_threads
             with self._torch_lock if serialise else nullcontext():
-                values = self.voice_embedder.embed(items)  # type: ignore[union-attr]
+                values = self.voice_embedder.embed(clips)  # type: ignore[union-attr]
         else:
             counts = [len(frames) for frames in items]
             encoded = [data for frames in items for data in frames]
