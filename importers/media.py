@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import NamedTuple
@@ -49,12 +50,18 @@ logger = logging.getLogger(__name__)
 FRAME_TIME_TOLERANCE_S = 1e-3
 """A frame counts as "at" t when it is at most this early: Matroska rounds times to 1 ms."""
 
-FULL_DECODE_MARGIN_S = 0.5
+FULL_DECODE_MARGIN_S = 0.1
 """Decode every frame from this long before a requested time; skip unreferenced ones earlier.
 
-Frames are skipped per packet, so the margin only needs to cover B-frame reordering and
-timestamp jitter, both well under half a second in real encodes.
-"""
+Frames are skipped per packet, by the packet's own presentation time, so the frame at or after
+a request is decoded whatever the reordering; the margin only covers timestamp jitter (1 ms in
+Matroska). 0.5 s also decoded the unreferenced B-frames of the half second before every
+request, for nothing: 0.1 s cut the benchmark episode's frame-pass CPU by about 13 % with
+byte-identical JPEGs (bench/README.md, "Features during the media pass")."""
+
+END_DECODE_MARGIN_S = 0.5
+"""Everything this close to the end of the file is decoded in full: requests past the end get
+the last frame, and the container's duration can run a little past the video's."""
 
 SEEK_MIN_GAIN_S = 1.0
 """Seek only when it skips at least this much video; a seek restarts the decoder's threads."""
@@ -318,6 +325,7 @@ def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> np.ndarray:
         _require_decoder(path, stream, "audio")
         _discard_other_streams(container, stream)
         origin = _timeline_origin(container)
+        time_base = stream.time_base
         pieces: list[np.ndarray] = []
         placed = 0  # timeline samples covered by pieces (negative: audio before the origin)
         resampler: _MonoResampler | None = None
@@ -330,7 +338,7 @@ def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> np.ndarray:
                 bad_packets = _count_bad_packet(path, error, bad_packets)
                 continue
             for frame in frames:
-                seconds = _frame_seconds(frame, stream, origin)
+                seconds = _frame_seconds(frame, time_base, origin)
                 at = None if seconds is None else round(seconds * sample_rate)
                 if resampler is None:
                     if at is not None:
@@ -374,16 +382,21 @@ def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> np.ndarray:
         return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def _frame_seconds(frame: av.frame.Frame, stream: av.stream.Stream, origin: float) -> float | None:
+def _frame_seconds(
+    frame: av.frame.Frame, time_base: Fraction | None, origin: float
+) -> float | None:
     """A decoded frame's time on the file's timeline, or None when it has no timestamp.
 
-    From ``frame.pts`` in the stream's time base, not ``frame.time``: PyAV gives frames that
-    come out of the final flush (``decode(None)``) no time base, so their ``time`` is NaN,
-    and the last few frames of a video with B-frames come out of that flush.
+    From ``frame.pts`` in the stream's time base (``stream.time_base``, read once per stream
+    by the caller), not ``frame.time``: PyAV gives frames that come out of the final flush
+    (``decode(None)``) no time base, so their ``time`` is NaN, and the last few frames of a
+    video with B-frames come out of that flush. Integer true division is correctly rounded,
+    so this is ``float(pts * time_base)`` without building three Fractions per frame, which
+    cost a third of the audio decode's CPU (67,500 AAC frames in a 24-minute episode).
     """
-    if frame.pts is None or not stream.time_base:
+    if frame.pts is None or not time_base:
         return None
-    return float(frame.pts * stream.time_base) - origin
+    return frame.pts * time_base.numerator / time_base.denominator - origin
 
 
 def _discard_other_streams(container: av.container.InputContainer, keep: av.stream.Stream) -> None:
@@ -814,6 +827,7 @@ class _FrameWalk:
         self.progress = progress
         self.origin = _timeline_origin(container)
         self.time_base = float(stream.time_base)
+        self.exact_time_base = stream.time_base
         self.context = stream.codec_context
         if not self.context.is_open:  # the fallback walk reuses an open decoder
             # Frame threads pipeline consecutive frames; slice threads split one. AUTO uses
@@ -916,8 +930,8 @@ class _FrameWalk:
         skip = (
             packet_time is not None
             and self.next < len(self.wanted)
-            and packet_time
-            < min(self.wanted[self.next].seconds, self.end_time) - FULL_DECODE_MARGIN_S
+            and packet_time < self.wanted[self.next].seconds - FULL_DECODE_MARGIN_S
+            and packet_time < self.end_time - END_DECODE_MARGIN_S
         )
         if skip != self.skipping:
             self.context.skip_frame = "NONREF" if skip else "DEFAULT"
@@ -953,7 +967,7 @@ class _FrameWalk:
 
     def _take(self, frame: av.VideoFrame) -> None:
         """Serve every pending request this frame is the first at or after."""
-        seconds = _frame_seconds(frame, self.stream, self.origin)
+        seconds = _frame_seconds(frame, self.exact_time_base, self.origin)
         if seconds is None:  # no timestamp: assume it follows the previous frame
             rate = self.stream.average_rate
             step = 1.0 / float(rate) if rate else 0.0
