@@ -11,6 +11,10 @@ It uses the same cached synthetic episode as :mod:`bench.bench_import` (made onc
   loads included: the import before the overlap (``overlap=False``);
 - ``overlapped``: the same, with the features computed from the clips and frames in memory
   while the frame walk runs (``overlap=True``, what ``import`` does now);
+- ``today``: the code before this benchmark's changes, run from a copy of that commit
+  (``--today-tree DIR``, e.g. ``git archive 46c0cd4 | tar -x -C DIR``) by its own child
+  (``--child media+features``): media, then features from the files, with the frame walk and
+  audio decode as they were;
 - ``media``: ``import --no-features`` (``--approaches media,...``), the floor;
 - ``overlapped-dec1``: overlapped with one decoder thread per frame walk (an experiment).
 
@@ -37,9 +41,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APPROACHES = ("sequential", "overlapped", "media", "overlapped-dec1")
+APPROACHES = ("today", "sequential", "overlapped", "media", "overlapped-dec1")
 DEFAULT_APPROACHES = ("sequential", "overlapped")
-BASELINE = "sequential"
+BASELINES = ("today", "sequential")
+"""The first of these that ran is what the ratios divide by."""
 STEPS = ("clips", "frames", "hash", "quality", "voice", "image")
 
 
@@ -170,6 +175,13 @@ def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
     )
 
 
+def _commit(tree: Path) -> str | None:
+    done = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or None
+
+
 def own_peak_rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -177,18 +189,26 @@ def own_peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def measure(approach: str, video: Path, srt: Path, cache: Path) -> dict:
+def measure(
+    approach: str, video: Path, srt: Path, cache: Path, today_tree: Path | None = None
+) -> dict:
+    root, child = ROOT, approach
+    if approach == "today":  # the old code's own child, which timed exactly this
+        root, child = today_tree, "media+features"
     with tempfile.TemporaryDirectory(dir=cache, prefix="work-") as work:
-        command = [sys.executable, "-m", "bench.bench_import_features", "--child", approach]
+        command = [sys.executable, "-m", "bench.bench_import_features", "--child", child]
         command += ["--video", str(video), "--srt", str(srt), "--workdir", work]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        done = subprocess.run(
+            command, capture_output=True, text=True, cwd=root, env=env, check=False
+        )
         if done.returncode:
             raise SystemExit(f"{approach} failed:\n{done.stderr}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def markdown(runs: dict[str, list[dict]], minutes: float, cues: int) -> str:
-    baseline = BASELINE if BASELINE in runs else next(iter(runs))
+    baseline = next((name for name in BASELINES if name in runs), next(iter(runs)))
     base_wall = statistics.median(run["wall_s"] for run in runs[baseline])
     base_cpu = statistics.median(run["cpu_s"] for run in runs[baseline])
     rows = [
@@ -238,10 +258,13 @@ def thread_table(runs: dict[str, list[dict]]) -> str:
     for group in groups:
         cells = []
         for name in names:
+            if not all("thread_cpu_s" in run for run in runs[name]):
+                cells.append("–")  # the `today` child does not sample its threads
+                continue
             if group == "image worker processes":
-                values = [run.get("worker_processes_cpu_s", 0.0) for run in runs[name]]
+                values = [run["worker_processes_cpu_s"] for run in runs[name]]
             else:
-                values = [run.get("thread_cpu_s", {}).get(group, 0.0) for run in runs[name]]
+                values = [run["thread_cpu_s"].get(group, 0.0) for run in runs[name]]
             cells.append(f"{statistics.median(values):.1f}")
         rows.append(f"| {group} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -257,6 +280,11 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(DEFAULT_APPROACHES),
         help=f"comma-separated, from {', '.join(APPROACHES)}; the first listed runs first in "
         f"each round (default: {','.join(DEFAULT_APPROACHES)})",
+    )
+    parser.add_argument(
+        "--today-tree",
+        type=Path,
+        help="a copy of the code before the overlap, for the `today` approach",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--child", choices=APPROACHES, help=argparse.SUPPRESS)
@@ -275,11 +303,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in approaches if name not in APPROACHES]
     if unknown or not approaches:
         parser.error(f"unknown approach(es) {unknown}; choose from {', '.join(APPROACHES)}")
+    if "today" in approaches and not (args.today_tree and args.today_tree.is_dir()):
+        parser.error("the `today` approach needs --today-tree DIR, a copy of the older code")
     runs: dict[str, list[dict]] = {name: [] for name in approaches}
     load_before = os.getloadavg()
     for repeat in range(args.repeats):
         for name in approaches:  # interleaved, so background load hits both alike
-            result = measure(name, video, srt, CACHE)
+            result = measure(name, video, srt, CACHE, args.today_tree)
             result["load_average_1min"] = os.getloadavg()[0]
             runs[name].append(result)
             print(f"run {repeat + 1} {name}: {json.dumps(result)}", file=sys.stderr)
@@ -288,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "video": video.name,
         "cues": args.cues,
+        "commit": _commit(ROOT),
+        "today_tree": str(args.today_tree) if "today" in approaches else None,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
