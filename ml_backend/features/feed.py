@@ -142,7 +142,8 @@ class FeatureFeed:
         self.episode_dir = Path(episode_dir)
         self.store_path = self.episode_dir / STORE_NAME
         self._ids = dict(line_ids)
-        self._position = {line_id: position for position, line_id in enumerate(self._ids.values())}
+        # Rows go into the store in line order, as extract_features adds them from tasks.json.
+        self._position = {self._ids[index]: row for row, index in enumerate(sorted(self._ids))}
         self._frames_per_line = frames_per_line
         self.store, self._changed = open_store(self.store_path)
         self._changed |= bool(self.store.retain(self._ids.values()))
@@ -177,7 +178,10 @@ class FeatureFeed:
             self._on_begin()
 
     def clip(self, index: int, samples: np.ndarray, wav: bytes) -> None:
-        """Queue line ``index``'s clip for quality and voice unless the store is up to date."""
+        """Queue line ``index``'s clip for quality and voice unless the store is up to date.
+
+        The WAV bytes are queued, not ``samples``: they are half the size, and decoding them
+        is what `extract_features` does with the file."""
         self._check_open()
         line_id = self._ids[index]
         digest = hashlib.sha1(wav).hexdigest()
