@@ -16,6 +16,8 @@ It uses the same cached synthetic episode as :mod:`bench.bench_import` (made onc
   (``--child media+features``): media, then features from the files, with the frame walk and
   audio decode as they were;
 - ``media``: ``import --no-features`` (``--approaches media,...``), the floor;
+- ``overlapped-all``: overlapped with the voice encoder and the VAD also running during the
+  frame walk (`ml_backend.features.feed.DURING_MEDIA` = every kind), not after it;
 - ``overlapped-dec1``: overlapped with one decoder thread per frame walk (an experiment).
 
 For each, the table gives wall and CPU seconds (user + sys, worker processes included), how
@@ -41,7 +43,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APPROACHES = ("today", "sequential", "overlapped", "media", "overlapped-dec1")
+APPROACHES = ("today", "sequential", "overlapped", "media", "overlapped-all", "overlapped-dec1")
 DEFAULT_APPROACHES = ("sequential", "overlapped")
 BASELINES = ("today", "sequential")
 """The first of these that ran is what the ratios divide by."""
@@ -137,6 +139,10 @@ def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
         import importers.media
 
         importers.media.DECODER_THREADS = 1
+    if approach == "overlapped-all":
+        import ml_backend.features.feed
+
+        ml_backend.features.feed.DURING_MEDIA = ml_backend.features.feed.KINDS
     timer = _StepTimer(began)
     extractor = None
     if approach != "media":

@@ -20,6 +20,7 @@ from importers.media import MediaError
 from importers.pipeline import import_episode
 from ml_backend.features.embedder import ModelUnavailableError
 from ml_backend.features.extract import extract_features
+from ml_backend.features.feed import KINDS
 from ml_backend.features.store import ModelInfo
 from speaker_grouping.cli import main as cli_main
 from speaker_grouping.commands.features import FeatureExtractor
@@ -110,6 +111,21 @@ def test_overlapped_import_writes_the_features_and_tasks_of_the_sequential_one(i
         assert arrays[f"{kind}_present"].all(), kind
         assert np.isfinite(arrays[kind]).all(), kind
         assert all(len(source) == 40 for source in arrays[f"{kind}_source"]), kind
+
+
+def test_every_kind_during_the_frame_walk_writes_the_same_features(
+    imports, tiny, extractor, tmp_path
+):
+    """By default voice and quality wait for the last frame (DURING_MEDIA); run beside the
+    walk instead, they must still write the same store."""
+    sequential, _ = imports["sequential"]
+    video, subtitles = tiny
+    feed = extractor.feed(batch_size=BATCH, during_media=KINDS)
+
+    result = import_episode(video, subtitles=subtitles, out_dir=tmp_path, sink=feed)
+    feed.finish()
+
+    _assert_same_features(sequential / "features.npz", result.episode_dir / "features.npz")
 
 
 def test_features_command_finds_an_overlapped_import_up_to_date(imports, tmp_path, capsys):

@@ -8,6 +8,14 @@ importer hands it each clip and frame (it implements `importers.sink.MediaSink` 
 so neither package imports the other), it queues them into batches for one worker thread
 per kind, and `finish` writes ``features.npz``.
 
+Which kinds run *during* the frame walk is `DURING_MEDIA`: by default only the image embedder,
+whose anime-colour descriptors are computed in worker processes. The voice encoder and the VAD
+run in this process, and their Python work (resemblyzer's per-window VAD, the partial windows,
+the per-clip stats) contends for the GIL with the frame walks' per-packet Python loop: on an
+idle 2-core machine, running them beside the walk made the import slower (41.4 s against
+37.3 s) and costlier (78.7 against 70.8 CPU s) than queueing their clips in memory and starting
+them the moment the last frame is in (bench/README.md, "Features during the media pass").
+
 What it writes is what `extract_features` would write from the same folder: the same rows
 and the same source hashes (SHA-1 of the WAV bytes, and `frames_hash` of the JPEG bytes),
 so a later ``speaker-grouping features`` run finds everything up to date. To that end:
@@ -29,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -54,6 +62,8 @@ from speaker_grouping.progress import Hook
 logger = logging.getLogger(__name__)
 
 KINDS = ("quality", "voice", "image")
+DURING_MEDIA: tuple[str, ...] = ("image",)
+"""Kinds computed while the frame walk runs; the others start once every frame is in."""
 QUALITY_BATCH = 64
 """Clips per VAD call at least, as `extract_features` measures them."""
 
@@ -99,6 +109,8 @@ class FeatureFeed:
     on_begin : called by `begin`, when the inputs are known to be good (e.g. start loading
         the models on a thread of its own).
     models_ready : called by each worker before its first batch (e.g. wait for that load).
+    during_media : kinds computed while the media are still being cut (default
+        `DURING_MEDIA`); the others wait until every frame is in, their inputs queued.
 
     One feed serves one episode: `begin`, then `clip`/`frame` for every line, then `finish`
     (or `abort` when the import failed). An embedder's error is raised by the next `clip` or
@@ -115,9 +127,15 @@ class FeatureFeed:
         hook: Hook | None = None,
         on_begin: Callable[[], None] | None = None,
         models_ready: Callable[[], None] | None = None,
+        during_media: Collection[str] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        during_media = DURING_MEDIA if during_media is None else tuple(during_media)
+        unknown = sorted(set(during_media) - set(KINDS))
+        if unknown:
+            raise ValueError(f"during_media: unknown kind(s) {unknown}; expected some of {KINDS}")
+        self.during_media = frozenset(during_media)
         self.voice_embedder = voice_embedder
         self.image_embedder = image_embedder
         self.quality_meter = quality_meter or QualityMeter()
@@ -130,7 +148,8 @@ class FeatureFeed:
         self._ready_lock = threading.Lock()
         self._ready = False
         self._failure: BaseException | None = None
-        self._begun = self._ended = False
+        self._begun = self._ended = self._aborted = False
+        self._frames_in = threading.Event()  # every frame has arrived (or the feed ended)
 
     # ------------------------------------------------------------------ MediaSink
 
@@ -202,6 +221,8 @@ class FeatureFeed:
                 return
             del self._frames[line_id]
             self._frames_done.add(line_id)
+            if len(self._frames_done) == len(self._ids):
+                self._frames_in.set()
             if "image" in self._active:
                 encoded = [part for part in parts if part is not None]
                 self._offer("image", line_id, encoded, frames_hash(encoded))
@@ -220,6 +241,7 @@ class FeatureFeed:
                 f"{self.episode_dir}: the import ended without the clips of "
                 f"{len(lost_audio)} line(s) or the frames of {len(lost_frames)}"
             )
+        self._frames_in.set()
         with self._lock:
             for kind in self._active:
                 if self._pending[kind].ids:
@@ -247,7 +269,8 @@ class FeatureFeed:
 
     def abort(self) -> None:
         """Drop queued work and stop the workers, writing nothing (the import failed)."""
-        self._ended = True
+        self._ended = self._aborted = True
+        self._frames_in.set()  # workers waiting for the frames give up instead
         self._shutdown(cancel=True)
 
     # ------------------------------------------------------------------ inside
@@ -283,6 +306,10 @@ class FeatureFeed:
     def _run_batch(
         self, kind: str, ids: list[str], items: list[Any], hashes: list[str]
     ) -> tuple[list[str], Any, list[str]]:
+        if kind not in self.during_media:
+            self._frames_in.wait()
+            if self._aborted:
+                return ids, None, hashes  # nobody reads it
         self._wait_for_models()
         if kind in ("quality", "voice"):
             clips = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -199,10 +199,16 @@ class FeatureExtractor:
         computed = {step: counting.totals.get(step, 0) for step in COMPUTED_STEPS}
         return ExtractionReport(folder, folder / STORE_NAME, len(store.line_ids), computed)
 
-    def feed(self, *, batch_size: int = 32, hook: Hook | None = None) -> FeatureFeed:
+    def feed(
+        self,
+        *,
+        batch_size: int = 32,
+        hook: Hook | None = None,
+        during_media: Collection[str] | None = None,
+    ) -> FeatureFeed:
         """A `FeatureFeed` for one episode's import, to pass to `import_episode` as its sink:
         the models start loading when the import's inputs turn out good, and each kind's
-        worker waits for them before its first batch."""
+        worker waits for them before its first batch. during_media: see `FeatureFeed`."""
         from ml_backend.features.feed import FeatureFeed
 
         return FeatureFeed(
@@ -213,6 +219,7 @@ class FeatureExtractor:
             hook=hook,
             on_begin=self.start_loading,
             models_ready=self.wait_loaded,
+            during_media=during_media,
         )
 
     @staticmethod
