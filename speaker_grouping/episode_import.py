@@ -5,9 +5,10 @@ The feature pass runs during the media pass: `importers.pipeline.import_episode`
 clip and frame to the extractor's `FeatureFeed` as it writes them, so nothing is read back
 from disk, the image workers embed frames while the frame walk decodes, and the voice encoder
 and the VAD start on the queued clips as soon as the last frame is in (see
-`ml_backend.features.feed.DURING_MEDIA` for why not sooner). The sequential order (media first, then `FeatureExtractor.extract` on the folder) stays
-available as ``overlap=False``: it is what ``speaker-grouping features`` does, and the
-benchmark's baseline. Both write the same ``features.npz``.
+`ml_backend.features.feed.DURING_MEDIA` for why not sooner). The sequential order (media
+first, then `FeatureExtractor.extract` on the folder) stays available as ``overlap=False``:
+it is what ``speaker-grouping features`` does, and the benchmark's baseline. Both write the
+same ``features.npz``.
 """
 
 from __future__ import annotations
