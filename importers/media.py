@@ -30,8 +30,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import accumulate, chain
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import av.logging
@@ -48,12 +50,18 @@ logger = logging.getLogger(__name__)
 FRAME_TIME_TOLERANCE_S = 1e-3
 """A frame counts as "at" t when it is at most this early: Matroska rounds times to 1 ms."""
 
-FULL_DECODE_MARGIN_S = 0.5
+FULL_DECODE_MARGIN_S = 0.1
 """Decode every frame from this long before a requested time; skip unreferenced ones earlier.
 
-Frames are skipped per packet, so the margin only needs to cover B-frame reordering and
-timestamp jitter, both well under half a second in real encodes.
-"""
+Frames are skipped per packet, by the packet's own presentation time, so the frame at or after
+a request is decoded whatever the reordering; the margin only covers timestamp jitter (1 ms in
+Matroska). 0.5 s also decoded the unreferenced B-frames of the half second before every
+request, for nothing: 0.1 s cut the benchmark episode's frame-pass CPU by about 13 % with
+byte-identical JPEGs (bench/README.md, "Features during the media pass")."""
+
+END_DECODE_MARGIN_S = 0.5
+"""Everything this close to the end of the file is decoded in full: requests past the end get
+the last frame, and the container's duration can run a little past the video's."""
 
 SEEK_MIN_GAIN_S = 1.0
 """Seek only when it skips at least this much video; a seek restarts the decoder's threads."""
@@ -337,6 +345,7 @@ def decode_audio(
         _discard_other_streams(container, stream)
         origin = _timeline_origin(container)
         limit = _silence_limit(path, container, stream, sample_rate)
+        time_base = stream.time_base
         pieces: list[np.ndarray] = []
         placed = 0  # timeline samples covered by pieces (negative: audio before the origin)
         resampler: _MonoResampler | None = None
@@ -349,7 +358,7 @@ def decode_audio(
                 bad_packets = _count_bad_packet(path, error, bad_packets)
                 continue
             for frame in frames:
-                seconds = _frame_seconds(frame, stream, origin)
+                seconds = _frame_seconds(frame, time_base, origin)
                 at = None if seconds is None else round(seconds * sample_rate)
                 if resampler is None:
                     if at is not None:
@@ -424,16 +433,21 @@ def _silence_limit(
     return check
 
 
-def _frame_seconds(frame: av.frame.Frame, stream: av.stream.Stream, origin: float) -> float | None:
+def _frame_seconds(
+    frame: av.frame.Frame, time_base: Fraction | None, origin: float
+) -> float | None:
     """A decoded frame's time on the file's timeline, or None when it has no timestamp.
 
-    From ``frame.pts`` in the stream's time base, not ``frame.time``: PyAV gives frames that
-    come out of the final flush (``decode(None)``) no time base, so their ``time`` is NaN,
-    and the last few frames of a video with B-frames come out of that flush.
+    From ``frame.pts`` in the stream's time base (``stream.time_base``, read once per stream
+    by the caller), not ``frame.time``: PyAV gives frames that come out of the final flush
+    (``decode(None)``) no time base, so their ``time`` is NaN, and the last few frames of a
+    video with B-frames come out of that flush. Integer true division is correctly rounded,
+    so this is ``float(pts * time_base)`` without building three Fractions per frame, which
+    cost a third of the audio decode's CPU (67,500 AAC frames in a 24-minute episode).
     """
-    if frame.pts is None or not stream.time_base:
+    if frame.pts is None or not time_base:
         return None
-    return float(frame.pts * stream.time_base) - origin
+    return frame.pts * time_base.numerator / time_base.denominator - origin
 
 
 def _discard_other_streams(container: av.container.InputContainer, keep: av.stream.Stream) -> None:
@@ -494,14 +508,27 @@ def slice_clip(
     return audio[first : max(first, last)]
 
 
-def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
-    """A 16-bit PCM mono WAV file of ``samples`` (float in [-1, 1], clipped; or int16)."""
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """(num_samples,) int16: float samples in [-1, 1] (clipped) as a 16-bit WAV stores them;
+    int16 samples as they are."""
     samples = np.asarray(samples)
     if samples.ndim != 1:
         raise ValueError(f"expected (num_samples,) mono audio, got shape {samples.shape}")
-    if samples.dtype != np.int16:
-        scaled = np.clip(samples.astype(np.float32, copy=False), -1.0, 1.0) * 32767.0
-        samples = np.rint(scaled).astype(np.int16)
+    if samples.dtype == np.int16:
+        return samples
+    scaled = np.clip(samples.astype(np.float32, copy=False), -1.0, 1.0) * 32767.0
+    return np.rint(scaled).astype(np.int16)
+
+
+def from_pcm16(pcm: np.ndarray) -> np.ndarray:
+    """(num_samples,) float32: 16-bit samples as any WAV reader returns them (divided by
+    32768), so that a clip handed on in memory equals the one read back from its file."""
+    return np.asarray(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
+    """A 16-bit PCM mono WAV file of ``samples`` (float in [-1, 1], clipped; or int16)."""
+    samples = to_pcm16(samples)
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
         wav.setnchannels(1)
@@ -556,25 +583,34 @@ def keyframe_index(path: str | Path) -> tuple[list[float], float]:
     return [seconds for seconds, _ in keyframes], rate
 
 
-def _frame_jpeg(frame: av.VideoFrame, jpeg_quality: int, max_width: int | None) -> bytes:
-    """Convert (and shrink, when wider than max_width) one frame to JPEG bytes."""
+FrameCallback = Callable[[int, np.ndarray, bytes], None]
+"""``on_frame(request, rgb, jpeg)`` of `extract_frames`: the request's position in the
+``requests`` given, the (h, w, 3) uint8 RGB frame that was encoded (after any downscale),
+and the JPEG file's bytes as written."""
+
+
+def _frame_jpeg(
+    frame: av.VideoFrame, jpeg_quality: int, max_width: int | None
+) -> tuple[np.ndarray, bytes]:
+    """One frame as (h, w, 3) uint8 RGB (shrunk when wider than max_width) and its JPEG."""
     size: dict[str, object] = {}
     if max_width is not None and frame.width > max_width:
         height = max(2, round(frame.height * max_width / frame.width / 2) * 2)
         size = {"width": max_width, "height": height, "interpolation": "AREA"}
     # to_ndarray + fromarray, not to_image: measured 6 ms against 16 ms per 720p frame.
-    image = Image.fromarray(frame.to_ndarray(format="rgb24", **size))
+    rgb = frame.to_ndarray(format="rgb24", **size)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=jpeg_quality)
-    return buffer.getvalue()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=jpeg_quality)
+    return rgb, buffer.getvalue()
 
 
-def _save_frame(
-    frame: av.VideoFrame, paths: list[Path], jpeg_quality: int, max_width: int | None
-) -> None:
-    data = _frame_jpeg(frame, jpeg_quality, max_width)
-    for path in paths:
-        atomic_write_bytes(path, data)
+def _save_frame(frame: av.VideoFrame, requests: list[_Request], settings: _WalkSettings) -> None:
+    rgb, data = _frame_jpeg(frame, settings.jpeg_quality, settings.max_width)
+    for request in requests:
+        atomic_write_bytes(request.path, data)
+    if settings.on_frame is not None:
+        for request in requests:
+            settings.on_frame(request.number, rgb, data)
 
 
 LOOP_FILTER_SKIPS = ("default", "noref", "bidir", "nokey", "all")
@@ -660,6 +696,8 @@ def extract_frames(
     hook: Hook | None = None,
     walks: int | None = None,
     skip_loop_filter: str = DEFAULT_SKIP_LOOP_FILTER,
+    decoder_threads: int | None = None,
+    on_frame: FrameCallback | None = None,
 ) -> None:
     """Write one JPEG per (seconds, out_path) request, from forward passes over the video.
 
@@ -672,6 +710,11 @@ def extract_frames(
         requests (see :func:`plan_walks`), run in parallel; None = one per usable core.
         One H.264 decoder keeps only about 1.4 of 2 cores busy, so two walks finish sooner.
     skip_loop_filter : one of LOOP_FILTER_SKIPS; "default" decodes every frame exactly.
+    decoder_threads : threads per walk's decoder; None = DECODER_THREADS (FFmpeg's choice).
+    on_frame : given each request's frame in memory once its JPEG is written (see
+        `FrameCallback`), so a consumer need not read and decode the file again. It is
+        called from the JPEG threads (one per walk) in no particular order across walks, so
+        it must be thread-safe; an exception it raises stops every walk and is raised here.
     hook : called as ``hook("frames", completed=k, total=n)`` as JPEGs are written.
     """
     path = Path(path)
@@ -681,15 +724,26 @@ def extract_frames(
         raise ValueError(f"max_width must be at least 2, got {max_width}")
     if walks is not None and walks < 1:
         raise ValueError(f"walks must be at least 1, got {walks}")
+    if decoder_threads is not None and decoder_threads < 0:
+        raise ValueError(f"decoder_threads must be 0 (automatic) or more, got {decoder_threads}")
     if skip_loop_filter not in LOOP_FILTER_SKIPS:
         raise ValueError(
             f"skip_loop_filter must be one of {list(LOOP_FILTER_SKIPS)}, got {skip_loop_filter!r}"
         )
-    wanted = sorted(((float(t), Path(p)) for t, p in requests), key=lambda item: item[0])
-    for seconds, _ in wanted:
-        if not math.isfinite(seconds):
-            raise ValueError(f"frame times must be finite, got {seconds}")
-    settings = _WalkSettings(jpeg_quality, max_width, skip_loop_filter)
+    wanted = sorted(
+        (_Request(float(t), Path(p), number) for number, (t, p) in enumerate(requests)),
+        key=lambda request: request.seconds,
+    )
+    for request in wanted:
+        if not math.isfinite(request.seconds):
+            raise ValueError(f"frame times must be finite, got {request.seconds}")
+    settings = _WalkSettings(
+        jpeg_quality,
+        max_width,
+        skip_loop_filter,
+        DECODER_THREADS if decoder_threads is None else decoder_threads,
+        on_frame,
+    )
     with _open(path) as container:
         stream = _video_stream(container)
         if stream is None:
@@ -701,7 +755,7 @@ def extract_frames(
         progress = _Progress(hook, len(wanted))
         keyframes = _keyframe_times(container, stream, _timeline_origin(container))
         starts = plan_walks(
-            [seconds for seconds, _ in wanted],
+            [request.seconds for request in wanted],
             [seconds for seconds, _ in keyframes],
             usable_cores() if walks is None else walks,
         )
@@ -717,14 +771,14 @@ def _walk_in_parallel(
     path: Path,
     container: av.container.InputContainer,
     stream: av.stream.Stream,
-    parts: list[list[tuple[float, Path]]],
+    parts: list[list[_Request]],
     settings: _WalkSettings,
     progress: _Progress,
 ) -> None:
     """One walk per part: the first on ``container`` in this thread, each other one on its
     own container in a thread of its own. The first error stops every walk and is raised."""
     stop = threading.Event()
-    leftovers: list[list[tuple[float, Path]]] = [[] for _ in parts]
+    leftovers: list[list[_Request]] = [[] for _ in parts]
 
     def walk(number: int) -> None:
         try:
@@ -770,11 +824,21 @@ class _Stopped(Exception):
     """A walk gave up because another walk failed."""
 
 
+class _Request(NamedTuple):
+    """One frame request: its time, its JPEG's path, and its position in the caller's list."""
+
+    seconds: float
+    path: Path
+    number: int
+
+
 @dataclass(frozen=True)
 class _WalkSettings:
     jpeg_quality: int
     max_width: int | None
     skip_loop_filter: str
+    decoder_threads: int
+    on_frame: FrameCallback | None
 
 
 class _Progress:
@@ -801,7 +865,7 @@ class _FrameWalk:
         path: Path,
         container: av.container.InputContainer,
         stream: av.stream.Stream,
-        wanted: list[tuple[float, Path]],
+        wanted: list[_Request],
         settings: _WalkSettings,
         progress: _Progress,
     ) -> None:
@@ -814,12 +878,13 @@ class _FrameWalk:
         self.progress = progress
         self.origin = _timeline_origin(container)
         self.time_base = float(stream.time_base)
+        self.exact_time_base = stream.time_base
         self.context = stream.codec_context
         if not self.context.is_open:  # the fallback walk reuses an open decoder
             # Frame threads pipeline consecutive frames; slice threads split one. AUTO uses
             # both, which measured fastest for H.264 on 2 cores.
             stream.thread_type = "AUTO"
-            stream.thread_count = DECODER_THREADS
+            stream.thread_count = settings.decoder_threads
             if settings.skip_loop_filter != "default":
                 self.context.options = {
                     **self.context.options,
@@ -842,7 +907,7 @@ class _FrameWalk:
 
     def run(
         self, stop: threading.Event | None = None, *, first_walk: bool = True
-    ) -> list[tuple[float, Path]]:
+    ) -> list[_Request]:
         """Serve the requests; return those a later walk could not serve (see below).
 
         A walk that starts by seeking and then finds no frame at all cannot know the last
@@ -868,7 +933,7 @@ class _FrameWalk:
                     self.path,
                     self.served,
                     len(self.wanted),
-                    self.wanted[0][0],
+                    self.wanted[0].seconds,
                     self.decoded,
                     self.seeks,
                 )
@@ -916,7 +981,8 @@ class _FrameWalk:
         skip = (
             packet_time is not None
             and self.next < len(self.wanted)
-            and packet_time < min(self.wanted[self.next][0], self.end_time) - FULL_DECODE_MARGIN_S
+            and packet_time < self.wanted[self.next].seconds - FULL_DECODE_MARGIN_S
+            and packet_time < self.end_time - END_DECODE_MARGIN_S
         )
         if skip != self.skipping:
             self.context.skip_frame = "NONREF" if skip else "DEFAULT"
@@ -926,7 +992,7 @@ class _FrameWalk:
         """Jump to the last keyframe before the next request when that is well ahead."""
         if not self.keyframes:
             return False
-        target = self.wanted[self.next][0] - FULL_DECODE_MARGIN_S
+        target = self.wanted[self.next].seconds - FULL_DECODE_MARGIN_S
         position = bisect_right(self.key_seconds, target) - 1
         if position < 0:
             return False
@@ -952,7 +1018,7 @@ class _FrameWalk:
 
     def _take(self, frame: av.VideoFrame) -> None:
         """Serve every pending request this frame is the first at or after."""
-        seconds = _frame_seconds(frame, self.stream, self.origin)
+        seconds = _frame_seconds(frame, self.exact_time_base, self.origin)
         if seconds is None:  # no timestamp: assume it follows the previous frame
             rate = self.stream.average_rate
             step = 1.0 / float(rate) if rate else 0.0
@@ -961,22 +1027,22 @@ class _FrameWalk:
         self.last_time = seconds
         self.decoded += 1
         end = self.next
-        while end < len(self.wanted) and seconds >= self.wanted[end][0] - FRAME_TIME_TOLERANCE_S:
+        while (
+            end < len(self.wanted) and seconds >= self.wanted[end].seconds - FRAME_TIME_TOLERANCE_S
+        ):
             end += 1
         if end > self.next:
             self._serve(frame, end)
 
     def _serve(self, frame: av.VideoFrame, end: int) -> None:
         """Queue one JPEG of ``frame`` for requests [next, end)."""
-        paths = [out for _, out in self.wanted[self.next : end]]
+        requests = self.wanted[self.next : end]
         self.next = end
         self.served += 1
         while len(self.jobs) >= PENDING_JPEGS:
             self._finish_oldest()
-        job = self.pool.submit(
-            _save_frame, frame, paths, self.settings.jpeg_quality, self.settings.max_width
-        )
-        self.jobs.append((job, len(paths)))
+        job = self.pool.submit(_save_frame, frame, requests, self.settings)
+        self.jobs.append((job, len(requests)))
 
     def _finish_oldest(self) -> None:
         job, count = self.jobs.popleft()

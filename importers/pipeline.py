@@ -2,7 +2,9 @@
 
 The audio is decoded once and sliced; the frames come from one sequential decode
 (DESIGN.md §6: per-clip processes and per-frame seeks are 10–20× slower). The two decodes run
-side by side, one per core. Everything written is atomic, so an import that dies half-way
+side by side, one per core. A `MediaSink` (``sink=``) is given every clip and frame in memory
+as its file is written, so that features are computed during the media pass, not after it by
+reading everything back. Everything written is atomic, so an import that dies half-way
 leaves the previous tasks.json and report readable, and re-running it is always safe.
 """
 
@@ -18,11 +20,20 @@ from typing import Any
 import numpy as np
 
 from importers.asr import Transcriber, transcribe_lines
-from importers.media import ClipOptions, decode_audio, extract_frames, probe_media, slice_clip
-from importers.media import write_wav as write_clip
+from importers.media import (
+    ClipOptions,
+    decode_audio,
+    extract_frames,
+    from_pcm16,
+    probe_media,
+    slice_clip,
+    to_pcm16,
+    wav_bytes,
+)
+from importers.sink import MediaSink
 from importers.speech_segments import SpeechSegmentOptions, speech_lines, speech_report
 from importers.subtitles import ParsedSubtitles, SubtitleError, SubtitleLine, SubtitleOptions
-from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for
+from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for, line_id
 from importers.tracks import (
     SubtitleSource,
     Track,
@@ -32,7 +43,7 @@ from importers.tracks import (
     list_tracks,
     read_subtitles,
 )
-from speaker_grouping.atomic import atomic_write_json, atomic_write_text
+from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from speaker_grouping.options import coerce_options
 from speaker_grouping.progress import Hook
 
@@ -116,16 +127,21 @@ def import_episode(
     options: ImportOptions | Mapping[str, Any] | None = None,
     hook: Hook | None = None,
     transcriber: Transcriber | None = None,
+    sink: MediaSink | None = None,
 ) -> ImportResult:
     """Cut ``video`` into one task per dialogue line under ``out_dir/<episode_id>/``.
 
     ``subtitles`` is a file; None takes a file beside the video, else the video's own text
-    subtitle track (``options.tracks`` chooses tracks; see importers/tracks.py).
+    subtitle track (``options.tracks`` chooses tracks; see importers/tracks.py). Lines come
+    from detected speech instead when ``options.line_source`` says so (see `LINE_SOURCES`);
+    then ``transcriber``, if given, fills their text.
+
+    sink : also given every clip and frame in memory as its file is written (see
+        `importers.sink`), e.g. to compute features while the frame walk runs.
 
     Raises `MediaError` or `SubtitleError` (one line, naming the file) when a whole input is
-    unusable; single bad cues are skipped and listed in the report instead. Lines come from
-    detected speech instead when ``options.line_source`` says so (see `LINE_SOURCES`); then
-    ``transcriber``, if given, fills their text.
+    unusable; single bad cues are skipped and listed in the report instead. An exception
+    raised by ``sink`` stops the media work and is raised here.
     """
     options = ImportOptions.coerce(options)
     video = Path(video)
@@ -154,7 +170,10 @@ def import_episode(
         len(parsed.non_dialogue),
     )
     media = [_line_media(line, options.frames_per_line) for line in parsed.lines]
-    with ThreadPoolExecutor(max_workers=1) as audio_worker:
+    if sink is not None:
+        ids = {line.index: line_id(episode_id, line.index) for line in parsed.lines}
+        sink.begin(episode_dir, ids, options.frames_per_line)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clips") as audio_worker:
         audio_done = audio_worker.submit(
             _write_clips,
             video,
@@ -163,10 +182,11 @@ def import_episode(
             episode_dir,
             options.clips,
             hook,
+            sink,
             audio_index,
             audio,
         )
-        _write_frames(video, parsed.lines, media, episode_dir, options, hook)
+        _write_frames(video, parsed.lines, media, episode_dir, options, hook, sink)
         audio_done.result()
     urls = MediaUrls(
         document_root=None if options.url_prefix else (options.document_root or out_dir),
@@ -260,14 +280,18 @@ def _write_clips(
     episode_dir: Path,
     clip_options: ClipOptions,
     hook: Hook | None,
+    sink: MediaSink | None,
     audio_track: int | None = None,
     audio: np.ndarray | None = None,
 ) -> None:
     if audio is None:  # decoded already when lines came from speech
         audio = decode_audio(video, sample_rate=clip_options.sample_rate, audio_track=audio_track)
     for done, (line, line_media) in enumerate(zip(lines, media, strict=True), start=1):
-        clip = slice_clip(audio, line.start, line.end, options=clip_options)
-        write_clip(episode_dir / line_media.audio, clip, clip_options.sample_rate)
+        pcm = to_pcm16(slice_clip(audio, line.start, line.end, options=clip_options))
+        data = wav_bytes(pcm, clip_options.sample_rate)
+        atomic_write_bytes(episode_dir / line_media.audio, data)
+        if sink is not None:
+            sink.clip(line.index, from_pcm16(pcm), data)
         if hook is not None:
             hook("clips", completed=done, total=len(lines))
 
@@ -279,6 +303,7 @@ def _write_frames(
     episode_dir: Path,
     options: ImportOptions,
     hook: Hook | None,
+    sink: MediaSink | None,
 ) -> None:
     positions = FRAME_POSITIONS[options.frames_per_line]
     requests = [
@@ -286,10 +311,15 @@ def _write_frames(
         for line, line_media in zip(lines, media, strict=True)
         for fraction, frame in zip(positions, line_media.frames, strict=True)
     ]
+    owners = [(line.index, position) for line in lines for position in range(len(positions))]
 
     def frames_hook(_step: str, *, completed: int, total: int) -> None:
         if hook is not None:
             hook("frames", completed=completed, total=total)
+
+    def on_frame(request: int, rgb: np.ndarray, jpeg: bytes) -> None:
+        index, position = owners[request]
+        sink.frame(index, position, rgb, jpeg)  # type: ignore[union-attr]
 
     extract_frames(
         video,
@@ -297,6 +327,7 @@ def _write_frames(
         jpeg_quality=options.jpeg_quality,
         max_width=options.max_frame_width,
         hook=frames_hook,
+        on_frame=on_frame if sink is not None else None,
     )
 
 

@@ -353,10 +353,11 @@ def _speech_options(args: argparse.Namespace) -> tuple[str, dict]:
 
 def _run_import(args: argparse.Namespace) -> int:
     from importers.media import ClipOptions
-    from importers.pipeline import ImportOptions, import_episode
+    from importers.pipeline import ImportOptions
     from importers.speech_segments import SpeechSegmentOptions
     from importers.subtitles import SubtitleOptions
     from importers.tracks import TrackChoice
+    from speaker_grouping.episode_import import import_with_features
     from speaker_grouping.progress import ProgressBars
 
     track_choice = TrackChoice(
@@ -401,31 +402,28 @@ def _run_import(args: argparse.Namespace) -> int:
     if not args.no_features:
         from speaker_grouping.commands.features import FeatureExtractor
 
-        # Model names are checked before any work, and the models load beside the media work.
+        # Model names are checked before any work; the features are computed during the
+        # media work, from the clips and frames in memory.
         extractor = FeatureExtractor.build(args.voice_model, args.image_model)
     try:
         with ProgressBars(disable=True if args.quiet else None) as bars:
-
-            def hook(step: str, *, completed: int, total: int) -> None:
-                if extractor is not None:  # the first report: the inputs are good, start
-                    extractor.start_loading()
-                bars(step, completed=completed, total=total)
-
-            result = import_episode(
+            done = import_with_features(
                 args.episode,
-                subtitles=args.subs,
-                out_dir=args.out,
-                options=options,
-                hook=hook,
+                args.out,
+                args.subs,
+                options,
+                extractor,
+                hook=bars,
                 transcriber=transcriber,
             )
+            result = done.media
             for problem in result.problems:
                 print(problem, file=sys.stderr)
             print(_tracks_used(result))
             print(f"{len(result.tasks)} tasks written to {result.tasks_path}")
             print(f"report: {result.report_path}")
-            if extractor is not None and result.tasks:
-                print(extractor.extract(result.episode_dir, hook=bars).summary())
+            if done.features is not None:
+                print(done.features.summary())
     finally:
         if extractor is not None:
             extractor.close()

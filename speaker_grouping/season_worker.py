@@ -1,4 +1,4 @@
-"""The per-episode work of a season import: ``import_episode``, then the features, then the marker.
+"""The per-episode work of a season import: media and features, then the completion marker.
 
 This sits in ``speaker_grouping`` because it joins two layers: the importer (which must not know
 about models) and the feature extractor of ``speaker-grouping features``, which holds the
@@ -22,7 +22,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from importers.pipeline import ImportOptions, import_episode
+from importers.pipeline import ImportOptions
 from importers.season import (
     EpisodeOutcome,
     clear_marker,
@@ -30,6 +30,7 @@ from importers.season import (
     one_line,
     write_marker,
 )
+from speaker_grouping.episode_import import import_with_features
 
 if TYPE_CHECKING:
     from speaker_grouping.commands.features import FeatureExtractor
@@ -100,9 +101,9 @@ def versions() -> dict[str, str]:
 class SeasonWorker:
     """Imports episodes one after another with one set of loaded models.
 
-    The models load on a background thread as soon as the first episode's inputs are known to
-    be good (its first progress report), beside the media work, as ``speaker-grouping import``
-    does for one episode; then they stay loaded.
+    Each episode goes through `import_with_features`, as ``speaker-grouping import`` runs one
+    episode: the features are computed from the clips and frames in memory during the media
+    work. The models load with the first episode and then stay loaded.
     """
 
     def __init__(self, job: SeasonJob) -> None:
@@ -123,18 +124,18 @@ class SeasonWorker:
             episode_id = key["episode"]
             episode_dir = self.job.out_dir / episode_id
             clear_marker(episode_dir)
-            result = import_episode(
+            done = import_with_features(
                 video,
-                out_dir=self.job.out_dir,
-                subtitles=self.job.subtitles,
-                options=self.job.options,
-                hook=self._start_loading,
+                self.job.out_dir,
+                self.job.subtitles,
+                self.job.options,
+                self._extractor,
                 transcriber=self._transcriber,
             )
+            result, extraction = done.media, done.features
             outputs = ["tasks.json", "report.json"]
             notes = [f"{len(result.problems)} cues reported"] if result.problems else []
-            if self._extractor is not None and result.tasks:
-                extraction = self._extractor.extract(result.episode_dir)
+            if extraction is not None:
                 outputs.append(extraction.store_path.name)
                 notes.append(
                     "features "
@@ -155,10 +156,6 @@ class SeasonWorker:
             "; ".join(notes),
             _worker_name(),
         )
-
-    def _start_loading(self, _step: str, *, completed: int, total: int) -> None:
-        if self._extractor is not None:  # the first report: the inputs are good, start
-            self._extractor.start_loading()
 
     def close(self) -> None:
         if self._extractor is not None:

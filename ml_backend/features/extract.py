@@ -82,7 +82,7 @@ def extract_features(
     store_path = Path(store_path) if store_path is not None else episode_dir / STORE_NAME
     quality_meter = quality_meter or QualityMeter()
     lines = read_line_media(episode_dir)
-    store, changed = _open_store(store_path)
+    store, changed = open_store(store_path)
     changed |= bool(store.retain(line.line_id for line in lines))
 
     audio_hashes, frame_hashes = _hash_media(lines, hook)
@@ -99,7 +99,7 @@ def extract_features(
     )
     if jobs["quality"]:
         quality_meter.load()  # here, not on the worker: loading resets torch's thread count
-    with ThreadPoolExecutor(max_workers=1) as worker:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quality") as worker:
         quality: Future | None = None
         if jobs["quality"] and not quality_meter.uses_torch_threads:
             quality = worker.submit(_measure, quality_meter, jobs["quality"], batch_size, hook)
@@ -165,7 +165,7 @@ def _media_path(episode_dir: Path, url: str) -> Path:
     return episode_dir.joinpath(*parts[-2:]) if len(parts) >= 2 else episode_dir / path
 
 
-def _open_store(path: Path) -> tuple[FeatureStore, bool]:
+def open_store(path: Path) -> tuple[FeatureStore, bool]:
     """The stored features, and whether the file must be (re)written regardless."""
     if not path.exists():
         return FeatureStore(), True
@@ -194,13 +194,14 @@ def _hash_media(
     audio, frames = {}, {}
     for done, line in enumerate(lines, start=1):
         audio[line.line_id] = hashlib.sha1(_read(line.audio, "clip")).hexdigest()
-        frames[line.line_id] = _frames_hash([_read(path, "frame") for path in line.frames])
+        frames[line.line_id] = frames_hash([_read(path, "frame") for path in line.frames])
         if hook is not None:
             hook("hash", completed=done, total=len(lines))
     return audio, frames
 
 
-def _frames_hash(frames: Sequence[bytes]) -> str:
+def frames_hash(frames: Sequence[bytes]) -> str:
+    """SHA-1 of a line's frame files' bytes, in order: the source recorded with its image row."""
     digest = hashlib.sha1()
     for data in frames:
         digest.update(len(data).to_bytes(8, "little"))
@@ -220,11 +221,17 @@ def _stale(
         return []
     if kind == "image":
         lines = [line for line in lines if line.frames]
+    drop_if_model_changed(store, kind, model)
+    return [line for line in lines if store.source(kind, line.line_id) != hashes[line.line_id]]
+
+
+def drop_if_model_changed(store: FeatureStore, kind: str, model: ModelInfo) -> None:
+    """Forget ``kind``'s column when another model made it: its vectors cannot be mixed with
+    ``model``'s, so every line is computed again."""
     stored = store.model(kind)
     if stored is not None and stored != model:
         logger.info("%s model changed from %s to %s: recomputing every line", kind, stored, model)
         store.drop(kind)
-    return [line for line in lines if store.source(kind, line.line_id) != hashes[line.line_id]]
 
 
 def _batches(lines: Sequence[LineMediaFiles], size: int) -> Iterator[list[LineMediaFiles]]:
@@ -242,7 +249,7 @@ def _clips(batch: Sequence[LineMediaFiles]) -> tuple[list[np.ndarray], list[str]
     return clips, hashes
 
 
-def decode_wav(data: bytes, path: Path) -> np.ndarray:
+def decode_wav(data: bytes, path: Path | str) -> np.ndarray:
     """(num_samples,) float32 in [-1, 1] from the importer's 16 kHz mono 16-bit WAV bytes."""
     try:
         with wave.open(io.BytesIO(data)) as clip:
@@ -321,8 +328,8 @@ def _embed_images(
             encoded += data
             paths += line.frames
             counts.append(len(data))
-            hashes.append(_frames_hash(data))
-        vectors = _embed_frames(embedder, encoded, paths)
+            hashes.append(frames_hash(data))
+        vectors = embed_frames(embedder, encoded, paths)
         per_line = np.split(np.asarray(vectors), np.cumsum(counts)[:-1])
         store.add(
             [line.line_id for line in batch],
@@ -335,9 +342,13 @@ def _embed_images(
             hook("image", completed=done, total=len(lines))
 
 
-def _embed_frames(embedder: Embedder, encoded: list[bytes], paths: list[Path]) -> np.ndarray:
-    """Embedders that decode files themselves (anime-colour decodes in its workers, at the
-    scale it needs) get the bytes; the others get decoded frames."""
+def embed_frames(
+    embedder: Embedder, encoded: list[bytes], paths: Sequence[Path | str]
+) -> np.ndarray:
+    """(len(encoded), dim) rows of encoded frames; ``paths`` name them in error messages.
+
+    Embedders that decode files themselves (anime-colour decodes in its workers, at the scale
+    it needs) get the bytes; the others get decoded frames."""
     embed_encoded = getattr(embedder, "embed_encoded", None)
     if embed_encoded is None:
         return embedder.embed(
@@ -353,7 +364,7 @@ def _embed_frames(embedder: Embedder, encoded: list[bytes], paths: list[Path]) -
         ) from None
 
 
-def decode_frame(data: bytes, path: Path) -> np.ndarray:
+def decode_frame(data: bytes, path: Path | str) -> np.ndarray:
     """(h, w, 3) uint8 RGB."""
     try:
         with Image.open(io.BytesIO(data)) as picture:

@@ -106,7 +106,7 @@ class ResemblyzerEmbedder:
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="resemblyzer") as pool:
                 windows_per_clip = list(pool.map(self._partial_mels, batch))
                 owner = np.repeat(np.arange(len(batch)), [len(w) for w in windows_per_clip])
                 windows = np.concatenate(windows_per_clip)

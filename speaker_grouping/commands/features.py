@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ml_backend.features.embedder import Embedder
+    from ml_backend.features.feed import FeatureFeed, FeedResult
     from ml_backend.features.quality import QualityMeter
     from speaker_grouping.progress import Hook
 
@@ -174,13 +175,18 @@ class FeatureExtractor:
         except Exception as error:  # reported by extract(), which loads on the caller's thread
             logger.debug("loading models ahead failed: %s", error)
 
+    def wait_loaded(self) -> None:
+        """Wait for `start_loading`'s thread, if one was started."""
+        if self._loading is not None:
+            self._loading.join()
+
     def extract(
         self, folder: Path, *, batch_size: int = 32, hook: Hook | None = None
     ) -> ExtractionReport:
+        """Bring an imported folder's features up to date from its files on disk."""
         from ml_backend.features.extract import STORE_NAME, extract_features
 
-        if self._loading is not None:
-            self._loading.join()
+        self.wait_loaded()
         counting = _CountingHook(hook)
         store = extract_features(
             folder,
@@ -192,6 +198,36 @@ class FeatureExtractor:
         )
         computed = {step: counting.totals.get(step, 0) for step in COMPUTED_STEPS}
         return ExtractionReport(folder, folder / STORE_NAME, len(store.line_ids), computed)
+
+    def feed(
+        self,
+        *,
+        batch_size: int = 32,
+        hook: Hook | None = None,
+        during_media: Collection[str] | None = None,
+    ) -> FeatureFeed:
+        """A `FeatureFeed` for one episode's import, to pass to `import_episode` as its sink:
+        the models start loading when the import's inputs turn out good, and each kind's
+        worker waits for them before its first batch. during_media: see `FeatureFeed`."""
+        from ml_backend.features.feed import FeatureFeed
+
+        return FeatureFeed(
+            voice_embedder=self.voice,
+            image_embedder=self.image,
+            quality_meter=self.quality,
+            batch_size=batch_size,
+            hook=hook,
+            on_begin=self.start_loading,
+            models_ready=self.wait_loaded,
+            during_media=during_media,
+        )
+
+    @staticmethod
+    def report(folder: Path, result: FeedResult) -> ExtractionReport:
+        """The `ExtractionReport` of a feed's result, as `extract` gives for a folder."""
+        return ExtractionReport(
+            folder, result.store_path, len(result.store.line_ids), dict(result.computed)
+        )
 
     def close(self) -> None:
         """Stop worker processes the embedders keep (anime-colour's detector pool)."""
