@@ -486,10 +486,12 @@ class SpeakerGroupingModel:
     def _snapshot_for(self, line_ids: set[str]) -> tuple[Mapping[str, Any], str]:
         """(proposals, the version they were made with) covering ``line_ids``.
 
-        Fresh when no refit holds the model. While the worker refits, a request reads the
-        last complete snapshot instead of waiting for the fit: an immutable pair, replaced
-        whole, so it is never half-updated. Lines the snapshot lacks (an episode registered
-        just now) wait for fresh proposals.
+        Fresh when nothing holds the model. While the worker holds it, a request reads the
+        last complete snapshot instead of waiting: an immutable pair, replaced whole, so it is
+        never half-updated. But only a snapshot of the version the backend now publishes
+        (``/versions``, ``/setup``): once a refit has bumped the version, its proposals are
+        what a client that saw the new version must get, so the request waits for them. Lines
+        the snapshot lacks (an episode registered just now) wait for fresh proposals too.
         """
         if self._compute.acquire(blocking=False):
             try:
@@ -497,7 +499,11 @@ class SpeakerGroupingModel:
             finally:
                 self._compute.release()
         snapshot = self._snapshot
-        if snapshot is not None and line_ids <= snapshot[0].keys():
+        if (
+            snapshot is not None
+            and snapshot[1] == self.model_version
+            and line_ids <= snapshot[0].keys()
+        ):
             return snapshot
         with self._compute:
             return self._fresh_snapshot()
@@ -517,6 +523,7 @@ class SpeakerGroupingModel:
             labels = {k: v for k, v in self.state.labels().items() if k in self._line_set}
             key = (self.model_version, self._lines_key, _digest(labels))
             if key == self._proposals_key:
+                self._snapshot = (self._proposals, self.model_version)
                 return self._proposals
             began = time.perf_counter()
             placeholders = self._placeholders_object()
@@ -524,6 +531,7 @@ class SpeakerGroupingModel:
             self.state.save_placeholders(placeholders.to_json())
             self._proposals = {p.line_id: p for p in proposals}
             self._proposals_key = key
+            self._snapshot = (self._proposals, self.model_version)  # the worker's too
             self.state.save_proposals(
                 self.model_version, {p.line_id: shown_choice(p) for p in proposals}
             )
