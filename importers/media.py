@@ -2,8 +2,8 @@
 
 An episode has hundreds of subtitle lines. Starting FFmpeg once per line, or seeking once per
 frame, costs a process start or a keyframe-to-target decode for every line; decoding the file
-once and cutting in memory costs one decode in all (DESIGN.md §6: 1.5 s against 15-32 s for
-the audio of a 20-minute video). So:
+once and cutting in memory costs one decode in all (docs/architecture.md §6; the figures are in
+bench/README.md, "Import speed"). So:
 
 - :func:`decode_audio` decodes the whole audio track once to 16 kHz mono float32, and
   :func:`slice_clip` cuts each line's clip out of that array;

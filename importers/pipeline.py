@@ -1,11 +1,12 @@
 """Import one episode: video + subtitles → clips, frames, tasks.json and a report.
 
 The audio is decoded once and sliced; the frames come from one sequential decode
-(DESIGN.md §6: per-clip processes and per-frame seeks are 10–20× slower). The two decodes run
-side by side, one per core. A `MediaSink` (``sink=``) is given every clip and frame in memory
-as its file is written, so that features are computed during the media pass, not after it by
-reading everything back. Everything written is atomic, so an import that dies half-way
-leaves the previous tasks.json and report readable, and re-running it is always safe.
+(docs/architecture.md §6: per-clip processes and per-frame seeks are an order of magnitude
+slower). The two decodes run side by side, one per core. A `MediaSink` (``sink=``) is given
+every clip and frame in memory as its file is written, so that features are computed during
+the media pass, not after it by reading everything back. Everything written is atomic, so an
+import that dies half-way leaves the previous tasks.json and report readable, and re-running
+it is always safe.
 """
 
 from __future__ import annotations

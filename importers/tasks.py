@@ -1,8 +1,9 @@
 """Label Studio tasks for an imported episode: one task per spoken line.
 
-The task is the contract between the importer, Label Studio and the ML backend (DESIGN.md §3):
-the backend finds a line's stored features by ``line_id``, so the id must be stable across
-re-imports of the same file, and the media URLs must be ones Label Studio can serve.
+The task is the contract between the importer, Label Studio and the ML backend
+(docs/architecture.md §3): the backend finds a line's stored features by ``line_id``, so the id
+must be stable across re-imports of the same file, and the media URLs must be ones Label Studio
+can serve.
 """
 
 from __future__ import annotations
