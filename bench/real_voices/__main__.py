@@ -1,6 +1,8 @@
 """Build the real-voice benchmark episodes from Flight of the Amazon Queen's game data.
 
-Usage: ``python -m bench.real_voices build --out DIR [--episodes NAME ...] [--max-lines N]``
+Usage: ``python -m bench.real_voices build --out DIR [--episodes NAME ...] [--max-lines N]``,
+or ``python -m bench.real_voices prepare [--split evaluation]`` to build, import and embed them
+under ``.cache/real_voices/episodes/`` for the benchmarks
 (also ``speaker-grouping bench real-episodes build ...``). The game is downloaded once with
 ``apt-get download flight-of-the-amazon-queen`` into ``--cache``; its audio is never committed.
 """
@@ -48,7 +50,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cache", type=Path, default=CACHE, help=f"where the game is downloaded (default {CACHE})"
     )
     build.add_argument("-v", "--verbose", action="store_true", help="log each episode")
+    prepare = commands.add_parser(
+        "prepare",
+        help="build, import and embed (default models) the episodes under the cache, for the "
+        "benchmarks (python -m bench.ceiling --real-voices ...)",
+    )
+    prepare.add_argument(
+        "--split",
+        choices=("training", "evaluation", "all"),
+        default="all",
+        help="which episodes (default all)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "prepare":
+        from bench.real_voices.episodes import built_episodes
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        try:
+            for episode in built_episodes(args.split):
+                print(f"{episode.name}: {episode.imported}", flush=True)
+        except (GameDataError, RuntimeError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

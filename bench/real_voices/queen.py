@@ -62,7 +62,7 @@ RAW_SB_RATE = 11025
 RAW_SB_HEADERS = {104: 110, 110: 122}
 COMPRESSION_CODECS = {0: "raw", 1: "mp3", 2: "ogg", 3: "flac"}
 SLOT_JOE, SLOT_PERSON = "J", "P"
-_COMMAND_EXTRA = {"XY": 9}
+_COMMAND_EXTRA = {"XY": 11}
 """Characters a command takes beyond its two letters (``*XY00(237,112)``)."""
 
 
