@@ -245,14 +245,17 @@ def game_data(cache: Path = CACHE) -> Path:
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # As root apt hands downloads to the _apt user, which cannot write into our folder.
             options = ["-o", "APT::Sandbox::User=root"]
-        result = subprocess.run(
-            ["apt-get", *options, "download", PACKAGE],
-            cwd=debs,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        try:
+            result = subprocess.run(
+                ["apt-get", *options, "download", PACKAGE],
+                cwd=debs,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"apt-get download {PACKAGE} timed out after 600 s") from None
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no message"])[-1]
             raise RuntimeError(f"apt-get download {PACKAGE} failed: {last}")
