@@ -31,6 +31,7 @@ from bench.real_voices.queen import (
     segments,
     speech_lines,
 )
+from importers.pipeline import import_episode
 
 SR = 16000
 
@@ -356,3 +357,14 @@ def test_real_game_builds_a_short_episode_of_real_speech(real_game, tmp_path):
         clip = resources.speech(line["resource"])
         assert len(clip) > 0.2 * SR, line["resource"]
         assert float(np.sqrt(np.mean(clip**2))) > 0.01, line["resource"]
+    # The normal importer cuts one clip per line, and each holds the actor's voice.
+    imported = import_episode(files.video, subtitles=files.subtitles, out_dir=tmp_path / "imp")
+    assert len(imported.tasks) == 36
+    for wav in sorted((imported.episode_dir / "audio").glob("*.wav")):
+        with av.open(str(wav)) as container:
+            audio = np.concatenate(
+                [frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)]
+            )
+        if audio.dtype.kind == "i":
+            audio = audio.astype(np.float32) / 32768.0
+        assert float(np.sqrt(np.mean(audio**2))) > 0.01, wav
