@@ -28,6 +28,7 @@ from bench.real_voices.queen import (
     ResourceFile,
     decode_speech,
     parse_dialogue,
+    read_dialogues,
     segments,
     speech_lines,
 )
@@ -246,6 +247,12 @@ def test_table_running_past_the_file_is_named(tmp_path, game):
     cut.write_bytes(bytes(data[:-50]))
     with pytest.raises(GameDataError, match=r"cut\.1c: entry \d+ \(.*\) runs past the end"):
         ResourceFile(cut)
+
+
+def test_cut_short_dialogue_names_the_file_and_the_dialogue(tmp_path):
+    broken = resource_file(tmp_path / "q.1c", {"BOB1.DOG": b"\0" * 30}, compression=1)
+    with pytest.raises(GameDataError, match=r"q\.1c: BOB1\.DOG: dialogue header cut short"):
+        read_dialogues(ResourceFile(broken))
 
 
 def test_undecodable_speech_names_the_resource():

@@ -314,4 +314,13 @@ def _clean(text: str) -> str:
 def read_dialogues(resources: ResourceFile, names: Sequence[str] | None = None) -> list[Dialogue]:
     """Parse the named ``*.DOG`` files (default: all of them)."""
     chosen = names if names is not None else resources.names(".DOG")
-    return [parse_dialogue(name, resources.read(name)) for name in chosen]
+    dialogues = []
+    for name in chosen:
+        try:
+            dialogues.append(parse_dialogue(name, resources.read(name)))
+        except GameDataError as error:
+            message = str(error)
+            if not message.startswith(str(resources.path)):
+                message = f"{resources.path}: {message}"
+            raise GameDataError(message) from None
+    return dialogues
