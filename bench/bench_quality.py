@@ -481,6 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SET",
         help="sets to tune the linkage cut on (default: the training split)",
     )
+    parser.add_argument(
+        "--real-voices",
+        action="store_true",
+        help="score the real-voice evaluation episodes instead, with the linkage cut tuned on "
+        "the real-voice training episodes (bench.real_voices; built on first use); results go "
+        "to <out>/real_voices/",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
     parser.add_argument("--build", action="store_true", help="build episodes not yet built")
     parser.add_argument("--cache", type=Path, default=CACHE, help=argparse.SUPPRESS)
@@ -507,14 +514,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
 
 
+def _real_voice_sets(split: str) -> list[EvalSet]:
+    from bench.real_voices.episodes import built_episodes
+
+    return [load_set(one.name, "real", [one]) for one in built_episodes(split)]
+
+
 def _run(args: argparse.Namespace) -> int:
-    chosen = [parse_set_name(n) for n in args.episodes] if args.episodes else list(EVALUATION)
-    training = [parse_set_name(n) for n in args.train] if args.train is not None else TRAINING
-    sets = _sets(chosen, build=args.build, cache=args.cache)
-    if not sets:
-        print("no episode set is built yet; nothing to evaluate (see --build)", file=sys.stderr)
-        return 1
-    train_sets = _sets(training, build=args.build, cache=args.cache)
+    if args.real_voices:
+        sets, train_sets = _real_voice_sets("evaluation"), _real_voice_sets("training")
+        args.out = args.out / "real_voices"
+    else:
+        chosen = [parse_set_name(n) for n in args.episodes] if args.episodes else list(EVALUATION)
+        training = [parse_set_name(n) for n in args.train] if args.train is not None else TRAINING
+        sets = _sets(chosen, build=args.build, cache=args.cache)
+        if not sets:
+            print("no episode set is built yet; nothing to evaluate (see --build)", file=sys.stderr)
+            return 1
+        train_sets = _sets(training, build=args.build, cache=args.cache)
     report = Report(training=[data.name for data in train_sets])
     if train_sets:
         sweep = baselines.tune_linkage_threshold(

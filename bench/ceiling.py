@@ -16,7 +16,8 @@ reported per space:
 
 Lines of a character who speaks only once cannot have a right neighbour and are not scored.
 
-Usage: ``python -m bench.ceiling [--episodes hard-seed1 ...] [--out bench/results/ceiling.json]``
+Usage: ``python -m bench.ceiling [--episodes hard-seed1 ...] [--out bench/results/ceiling.json]``;
+``--real-voices evaluation`` measures the real-voice episodes (:mod:`bench.real_voices`) instead.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from speaker_grouping.atomic import atomic_write_json
 logger = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ceiling.json"
+REAL_RESULTS = RESULTS.with_name("real_voices_ceiling.json")
 ADAPT_MIN_CLUSTER = 3
 """Smallest cold-start cluster that counts as one pseudo-speaker for ``voice adapted``."""
 SPACES = ("voice", "voice centred", "voice adapted", "voice oracle", "image", "voice + image")
@@ -89,10 +91,8 @@ def spaces(
 def measure(names: Sequence[str]) -> list[dict]:
     """One row per built single-episode evaluation set (a season is several episodes)."""
     from bench.episode_cache import CACHE, EVALUATION, READY, episodes
-    from bench.train_priors import read_episode
-    from ml_backend.grouping import SpeakerGrouper
 
-    rows = []
+    chosen = []
     for preset, seed in EVALUATION:
         name = f"{preset}-seed{seed}"
         if preset == "season" or (names and name not in names):
@@ -100,18 +100,28 @@ def measure(names: Sequence[str]) -> list[dict]:
         if not (CACHE / name / READY).is_file():
             logger.warning("%s is not built; skipped (python -m bench.episode_cache)", name)
             continue
-        cached = episodes(preset, seed)[0]
-        episode = read_episode(cached.name, cached.folder, cached.imported)
+        chosen.append(episodes(preset, seed)[0])
+    return measure_episodes(chosen)
+
+
+def measure_episodes(cached: Sequence) -> list[dict]:
+    """One row per imported episode (:class:`bench.episode_cache.CachedEpisode`)."""
+    from bench.train_priors import read_episode
+    from ml_backend.grouping import SpeakerGrouper
+
+    rows = []
+    for one in cached:
+        episode = read_episode(one.name, one.folder, one.imported)
         clusters = np.array([p.cluster for p in SpeakerGrouper().propose(episode.lines)])
         lines = episode.lines
         vectors = spaces(lines.voice, lines.image, episode.context.episode, episode.codes, clusters)
         row = {
-            "episode": name,
+            "episode": one.name,
             "lines": len(lines),
             "speakers": int(episode.codes.max()) + 1,
             "accuracy": {space: nn_accuracy(v, episode.codes) for space, v in vectors.items()},
         }
-        logger.info("%s: %s", name, row["accuracy"])
+        logger.info("%s: %s", one.name, row["accuracy"])
         rows.append(row)
     return rows
 
@@ -133,17 +143,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--episodes", nargs="*", default=[], help="names (default: every built one)"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument(
+        "--real-voices",
+        choices=("evaluation", "training", "all"),
+        help="measure the real-voice episodes of this split instead (bench.real_voices; "
+        "built, imported and embedded on first use)",
+    )
+    parser.add_argument("--out", type=Path, help=f"JSON results file (default {RESULTS.name})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    rows = measure(args.episodes)
+    if args.real_voices:
+        from bench.real_voices.episodes import built_episodes
+
+        rows = measure_episodes(list(built_episodes(args.real_voices, names=args.episodes)))
+        out = args.out or REAL_RESULTS
+    else:
+        rows = measure(args.episodes)
+        out = args.out or RESULTS
     if not rows:
         print(
             "no built evaluation episode; build them with python -m bench.episode_cache",
             file=sys.stderr,
         )
         return 1
-    atomic_write_json(args.out, {"episodes": rows, "spaces": list(SPACES)})
+    atomic_write_json(out, {"episodes": rows, "spaces": list(SPACES)})
     print(table(rows))
     return 0
 

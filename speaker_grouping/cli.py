@@ -253,6 +253,7 @@ _BENCH_TOOLS = {
     "loop": "bench.bench_loop",
     "latency": "bench.bench_latency",
     "segmentation": "bench.bench_segmentation",
+    "real-episodes": "bench.real_voices.__main__",
 }
 
 
