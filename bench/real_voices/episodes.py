@@ -246,14 +246,12 @@ def game_data(cache: Path = CACHE) -> Path:
             # As root apt hands downloads to the _apt user, which cannot write into our folder.
             options = ["-o", "APT::Sandbox::User=root"]
         try:
-            result = subprocess.run(
-                ["apt-get", *options, "download", PACKAGE],
-                cwd=debs,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
+            result = _apt_download(options, debs)
+            if result.returncode != 0 and options:
+                # A machine whose package lists were never fetched knows no package yet: as
+                # root, fetch them once (what `make setup-system` does) and try again.
+                subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
+                result = _apt_download(options, debs)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"apt-get download {PACKAGE} timed out after 600 s") from None
         if result.returncode != 0:
@@ -266,6 +264,17 @@ def game_data(cache: Path = CACHE) -> Path:
     if result.returncode != 0 or not data.is_file():
         raise RuntimeError(f"{deb}: could not unpack {DATA_FILE} ({result.stderr.strip()})")
     return data
+
+
+def _apt_download(options: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["apt-get", *options, "download", PACKAGE],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
