@@ -40,6 +40,7 @@ from ml_backend.operation_log import OperationLog
 from ml_backend.project_state import (
     ProjectState,
     annotation_entry,
+    episode_id_in,
     rebuild_from_annotations,
 )
 from ml_backend.protocol import (
@@ -377,7 +378,7 @@ class SpeakerGroupingModel:
             logger.info("project %d: episode not registered (%s)", self.project, error)
             return
         usable = folder is not None and (folder / "features.npz").is_file()
-        if usable and _episode_id_of_folder(folder) == episode:
+        if usable and episode_id_in(folder) == episode:
             self.state.add_episodes({episode: folder})
 
     # ------------------------------------------------------------------ episodes and proposals
@@ -392,7 +393,7 @@ class SpeakerGroupingModel:
                 return folder
         folder = episode_folder(parsed[0].data, self.config.media_roots)
         if folder is not None:
-            own = _episode_id_of_folder(folder)
+            own = episode_id_in(folder)
             if own != episode:
                 raise MediaError(
                     f"task of episode {episode!r} points into folder {folder.name}, whose lines "
@@ -720,16 +721,6 @@ class SpeakerGroupingModel:
 def _digest(labels: Mapping[str, str]) -> str:
     text = json.dumps(sorted(labels.items()), ensure_ascii=False)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-def _episode_id_of_folder(folder: Path) -> str | None:
-    """The episode id an imported folder's ``tasks.json`` gives its lines (None: unreadable)."""
-    try:
-        tasks = json.loads((folder / "tasks.json").read_text(encoding="utf-8"))
-        episode = tasks[0]["data"]["episode"]
-    except (OSError, ValueError, LookupError, TypeError):
-        return None
-    return episode if isinstance(episode, str) else None
 
 
 _LINE_IDS: dict[tuple[str, int], frozenset[str]] = {}

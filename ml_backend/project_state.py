@@ -284,7 +284,7 @@ class ProjectState:
         for folder, names in by_folder.items():
             if len(names) < 2:
                 continue
-            own = _episode_id_in(Path(folder))
+            own = episode_id_in(Path(folder))
             keep = own if own in names else sorted(names)[0]
             dropped.extend(name for name in names if name != keep)
         for name in dropped:
@@ -469,7 +469,7 @@ def _folder_key(folder: str) -> str:
         return folder
 
 
-def _episode_id_in(folder: Path) -> str | None:
+def episode_id_in(folder: Path) -> str | None:
     """The episode id an imported folder's ``tasks.json`` gives its lines, if readable."""
     try:
         tasks = json.loads((folder / "tasks.json").read_text(encoding="utf-8"))
