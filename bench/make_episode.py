@@ -34,7 +34,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -771,30 +771,77 @@ def _encode_video(
     duration_s = len(pcm) / sr
     num_frames = math.ceil(duration_s * spec.fps)
     title = f"Episode {episode + 1}: {_episode_title(seed, episode)}"
+    mux_episode(
+        path,
+        _frames(spec, shots, num_frames, title, seed * 1000 + episode),
+        num_frames,
+        pcm,
+        VideoSettings(
+            fps=spec.fps,
+            width=spec.width,
+            height=spec.height,
+            crf=spec.video_crf,
+            preset=spec.video_preset,
+            gop=spec.fps * 5,
+            audio_bitrate=spec.audio_bitrate,
+            sample_rate=sr,
+        ),
+        hook=hook,
+        report_every=spec.fps * 10,
+    )
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """How `mux_episode` encodes: H.264 pictures and mono AAC at ``sample_rate``."""
+
+    fps: int
+    width: int
+    height: int
+    crf: int
+    preset: str
+    audio_bitrate: int
+    sample_rate: int
+    gop: int | None = None
+    """Frames between keyframes; None leaves the encoder's default."""
+
+
+def mux_episode(
+    path: Path,
+    frames: Iterable[av.VideoFrame],
+    num_frames: int,
+    pcm: np.ndarray,
+    settings: VideoSettings,
+    *,
+    hook: Hook | None = None,
+    report_every: int = 240,
+) -> None:
+    """Mux ``frames`` (yuv420p, pts set) and ``pcm`` ((num_samples,) int16 mono), interleaved
+    in time, into ``path`` atomically; ``hook("video", ...)`` every ``report_every`` frames."""
+    sr = settings.sample_rate
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     chunk = 1024
     try:
         with av.open(str(temp), mode="w") as container:
-            video = container.add_stream(H264_ENCODER, rate=spec.fps)
-            video.width, video.height = spec.width, spec.height
+            video = container.add_stream(H264_ENCODER, rate=settings.fps)
+            video.width, video.height = settings.width, settings.height
             video.pix_fmt = "yuv420p"
-            video.codec_context.gop_size = spec.fps * 5
-            video.options = {"preset": spec.video_preset, "crf": str(spec.video_crf)}
+            if settings.gop is not None:
+                video.codec_context.gop_size = settings.gop
+            video.options = {"preset": settings.preset, "crf": str(settings.crf)}
             video.thread_type = "AUTO"
             audio = container.add_stream("aac", rate=sr, layout="mono")
-            audio.bit_rate = spec.audio_bitrate
+            audio.bit_rate = settings.audio_bitrate
             # The default "twoloop" coder is twice as slow for no difference that matters here.
             audio.options = {"aac_coder": "fast"}
             audio_pts = 0
-            for index, frame in enumerate(
-                _frames(spec, shots, num_frames, title, seed * 1000 + episode)
-            ):
-                frame_time = index / spec.fps
+            for index, frame in enumerate(frames):
+                frame_time = index / settings.fps
                 while audio_pts < len(pcm) and audio_pts / sr <= frame_time:
                     container.mux(audio.encode(_audio_frame(pcm, audio_pts, chunk, sr)))
                     audio_pts += chunk
                 container.mux(video.encode(frame))
-                if hook is not None and (index % (spec.fps * 10) == 0 or index == num_frames - 1):
+                if hook is not None and (index % report_every == 0 or index == num_frames - 1):
                     hook("video", completed=index + 1, total=num_frames)
             while audio_pts < len(pcm):
                 container.mux(audio.encode(_audio_frame(pcm, audio_pts, chunk, sr)))

@@ -45,7 +45,7 @@ import pysubs2
 
 from bench import audio_effects
 from bench.drawing import Background, Placement, random_looks, render_frame
-from bench.make_episode import H264_ENCODER, ONE_WORD_MAX_S, TRUTH_COLUMNS
+from bench.make_episode import ONE_WORD_MAX_S, TRUTH_COLUMNS, VideoSettings, mux_episode
 from bench.real_voices.queen import SLOT_JOE, ResourceFile, SpeechLine, read_dialogues, speech_lines
 from speaker_grouping.atomic import atomic_write_json, atomic_write_text
 from speaker_grouping.progress import Hook
@@ -500,49 +500,30 @@ def _encode(
             cache[key] = av.VideoFrame.from_image(image.convert("RGB")).reformat(format="yuv420p")
         return cache[key]
 
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    chunk = 1024
     starts = [p.speech_start for p in placed]
-    try:
-        with av.open(str(temp), mode="w") as container:
-            video = container.add_stream(H264_ENCODER, rate=options.fps)
-            video.width, video.height = options.width, options.height
-            video.pix_fmt = "yuv420p"
-            video.options = {"preset": "ultrafast", "crf": str(options.video_crf)}
-            audio = container.add_stream("aac", rate=sr, layout="mono")
-            audio.bit_rate = options.audio_bitrate
-            audio.options = {"aac_coder": "fast"}
-            audio_pts = 0
-            current = 0
-            for index in range(num_frames):
-                t = index / options.fps
-                while current + 1 < len(placed) and starts[current + 1] <= t:
-                    current += 1
-                line = placed[current]
-                talking = line.speech_start <= t < line.speech_end and (index // 2) % 2 == 0
-                frame = picture(line.dialogue, line.character if talking else None)
-                frame.pts = index
-                while audio_pts < len(pcm) and audio_pts / sr <= t:
-                    container.mux(audio.encode(_audio_frame(pcm, audio_pts, chunk, sr)))
-                    audio_pts += chunk
-                container.mux(video.encode(frame))
-                if hook is not None and (index % 600 == 0 or index == num_frames - 1):
-                    hook("video", completed=index + 1, total=num_frames)
-            while audio_pts < len(pcm):
-                container.mux(audio.encode(_audio_frame(pcm, audio_pts, chunk, sr)))
-                audio_pts += chunk
-            container.mux(video.encode(None))
-            container.mux(audio.encode(None))
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
+    def frames() -> Iterator[av.VideoFrame]:
+        current = 0
+        for index in range(num_frames):
+            t = index / options.fps
+            while current + 1 < len(placed) and starts[current + 1] <= t:
+                current += 1
+            line = placed[current]
+            talking = line.speech_start <= t < line.speech_end and (index // 2) % 2 == 0
+            frame = picture(line.dialogue, line.character if talking else None)
+            frame.pts = index
+            yield frame
 
-def _audio_frame(pcm: np.ndarray, start: int, size: int, sample_rate: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(pcm[None, start : start + size], format="s16", layout="mono")
-    frame.sample_rate = sample_rate
-    frame.pts = start
-    return frame
+    settings = VideoSettings(
+        fps=options.fps,
+        width=options.width,
+        height=options.height,
+        crf=options.video_crf,
+        preset="ultrafast",
+        audio_bitrate=options.audio_bitrate,
+        sample_rate=sr,
+    )
+    mux_episode(path, frames(), num_frames, pcm, settings, hook=hook, report_every=600)
 
 
 def _srt(placed: Sequence[_Placed]) -> str:
