@@ -429,20 +429,9 @@ def _run_import(args: argparse.Namespace) -> int:
         if extractor is not None:
             extractor.close()
     if args.push:
-        from importers.push import push_tasks
+        from speaker_grouping.commands.season import push_episode
 
-        pushed = push_tasks(
-            result.tasks,
-            url=args.push,
-            api_key=args.api_key,
-            project=args.project,
-            document_root=(args.document_root or args.out) if not args.url_prefix else None,
-            media_dir=result.episode_dir if not args.url_prefix else None,
-        )
-        print(
-            f"Label Studio project {pushed.project_id}: {pushed.tasks_created} tasks created, "
-            f"{pushed.tasks_already_present} already there"
-        )
+        print(push_episode(args, result.tasks, result.episode_dir))
     return 0
 
 

@@ -152,21 +152,26 @@ class SeasonBar:
 
 def _push(args: argparse.Namespace, summary: SeasonSummary) -> None:
     """Push every imported or already finished episode; Label Studio keeps what it has."""
-    from importers.push import push_tasks
-
     for outcome in summary.outcomes:
         if outcome.status == "failed" or outcome.episode_dir is None or not outcome.tasks:
             continue
         tasks = json.loads((outcome.episode_dir / "tasks.json").read_text(encoding="utf-8"))
-        pushed = push_tasks(
-            tasks,
-            url=args.push,
-            api_key=args.api_key,
-            project=args.project,
-            document_root=(args.document_root or args.out) if not args.url_prefix else None,
-            media_dir=outcome.episode_dir if not args.url_prefix else None,
-        )
-        print(
-            f"{outcome.episode_id}: Label Studio project {pushed.project_id}: "
-            f"{pushed.tasks_created} tasks created, {pushed.tasks_already_present} already there"
-        )
+        print(f"{outcome.episode_id}: {push_episode(args, tasks, outcome.episode_dir)}")
+
+
+def push_episode(args: argparse.Namespace, tasks: list[dict], episode_dir: Path) -> str:
+    """``import --push`` for one imported episode folder; the line that says what happened."""
+    from importers.push import push_tasks
+
+    pushed = push_tasks(
+        tasks,
+        url=args.push,
+        api_key=args.api_key,
+        project=args.project,
+        document_root=(args.document_root or args.out) if not args.url_prefix else None,
+        media_dir=episode_dir if not args.url_prefix else None,
+    )
+    return (
+        f"Label Studio project {pushed.project_id}: {pushed.tasks_created} tasks created, "
+        f"{pushed.tasks_already_present} already there"
+    )
