@@ -247,13 +247,9 @@ def choose_audio_track(
     choice = TrackChoice.coerce(choice)
     audio = [track for track in tracks if track.kind == "audio"]
     if choice.audio_track is not None:
-        chosen = next((track for track in tracks if track.index == choice.audio_track), None)
-        if chosen is None or chosen.kind != "audio":
-            what = f"is {chosen.kind}" if chosen is not None else "does not exist"
-            raise MediaError(
-                video,
-                f"track {choice.audio_track} {what}, not audio; audio tracks: {_listing(audio)}",
-            )
+        chosen, problem = _by_index(tracks, choice.audio_track, "audio")
+        if chosen is None:
+            raise MediaError(video, f"{problem}, not audio; audio tracks: {_listing(audio)}")
         return chosen
     if choice.audio_language is not None:
         audio = _in_language(audio, choice.audio_language)
@@ -272,6 +268,16 @@ def choose_audio_track(
     )
 
 
+def _by_index(tracks: list[Track], index: int, kind: str) -> tuple[Track | None, str]:
+    """The track at stream ``index`` if it is of ``kind``; else None and what is wrong."""
+    chosen = next((track for track in tracks if track.index == index), None)
+    if chosen is None:
+        return None, f"track {index} does not exist"
+    if chosen.kind != kind:
+        return None, f"track {index} is {chosen.kind}"
+    return chosen, ""
+
+
 def choose_subtitle_track(
     video: str | Path, tracks: list[Track], choice: TrackChoice | None = None
 ) -> Track | None:
@@ -284,12 +290,10 @@ def choose_subtitle_track(
     choice = TrackChoice.coerce(choice)
     subtitles = [track for track in tracks if track.kind == "subtitle"]
     if choice.subtitle_track is not None:
-        chosen = next((track for track in tracks if track.index == choice.subtitle_track), None)
-        if chosen is None or chosen.kind != "subtitle":
-            what = f"is {chosen.kind}" if chosen is not None else "does not exist"
+        chosen, problem = _by_index(tracks, choice.subtitle_track, "subtitle")
+        if chosen is None:
             raise SubtitleError(
-                f"{video}: track {choice.subtitle_track} {what}, not subtitles; "
-                f"subtitle tracks: {_listing(subtitles)}"
+                f"{video}: {problem}, not subtitles; subtitle tracks: {_listing(subtitles)}"
             )
         candidates = [chosen]
     elif choice.subtitle_language is not None:
