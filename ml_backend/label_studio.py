@@ -112,16 +112,19 @@ class LabelStudioClient:
         """A rooted path joined to Label Studio's URL, or an absolute URL on its origin."""
         if path_or_url.startswith("/") and not path_or_url.startswith("//"):
             return f"{self.url}{path_or_url}"
-        try:
-            same = origin_of(path_or_url) == self.origin
-        except ValueError:
-            same = False
-        if not same:
+        if not self._on_origin(path_or_url):
             raise UntrustedUrlError(
                 f"{path_or_url[:120]!r} is not on Label Studio's origin "
                 f"{self.origin[0]}://{self.origin[1]}; refused"
             )
         return path_or_url
+
+    def _on_origin(self, url: str) -> bool:
+        """Whether ``url`` is absolute and on Label Studio's own scheme, host and port."""
+        try:
+            return origin_of(url) == self.origin
+        except ValueError:
+            return False
 
     def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
         """One call; redirects followed only within the origin, reads retried with backoff."""
@@ -154,11 +157,7 @@ class LabelStudioClient:
                 return answer
             target = urljoin(url, answer.headers["Location"])
             answer.close()
-            try:
-                same = origin_of(target) == self.origin
-            except ValueError:
-                same = False
-            if not same:
+            if not self._on_origin(target):
                 raise LabelStudioError(
                     f"Label Studio redirected {method} {urlsplit(url).path} to another origin "
                     f"({target[:120]!r}); refused"
