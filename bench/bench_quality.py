@@ -38,9 +38,9 @@ import numpy as np
 
 from bench import baselines
 from bench.episode_cache import CACHE, EVALUATION, READY, TRAINING, CachedEpisode, episodes
+from foundation.atomic import atomic_write_bytes, atomic_write_json
 from ml_backend.grouping.lines import EpisodeLines, concatenate, load_lines
 from ml_backend.metrics import edge_scores, score_grouping
-from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench-season"

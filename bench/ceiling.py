@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.atomic import atomic_write_json
 from ml_backend.grouping.knn_graph import ABSENT, knn
 from ml_backend.grouping.name_model import centred, whitened
-from speaker_grouping.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

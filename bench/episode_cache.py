@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "episodes"

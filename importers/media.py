@@ -40,9 +40,9 @@ import av.logging
 import numpy as np
 from PIL import Image
 
-from speaker_grouping.atomic import atomic_write_bytes
-from speaker_grouping.options import coerce_options
-from speaker_grouping.progress import Hook
+from foundation.atomic import atomic_write_bytes
+from foundation.hook import Hook
+from foundation.options import coerce_options
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from foundation.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from foundation.hook import Hook
+from foundation.options import coerce_options
 from importers.asr import Transcriber, transcribe_lines
 from importers.media import (
     ClipOptions,
@@ -44,9 +47,6 @@ from importers.tracks import (
     list_tracks,
     read_subtitles,
 )
-from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from speaker_grouping.options import coerce_options
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

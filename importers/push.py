@@ -25,8 +25,8 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from foundation.hook import Hook
 from label_config import load_config, speakers_in_config
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

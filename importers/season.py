@@ -28,11 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from foundation.atomic import atomic_write_json
+from foundation.hook import Hook
 from importers.media import MediaError
 from importers.subtitles import SubtitleError, find_subtitles_for
 from importers.tasks import episode_id_for
-from speaker_grouping.atomic import atomic_write_json
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

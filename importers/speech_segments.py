@@ -49,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from foundation.options import coerce_options
 from importers.subtitles import ParsedSubtitles, SubtitleLine
-from speaker_grouping.options import coerce_options
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from typing import Any
 import av
 import langcodes
 
+from foundation.options import coerce_options
 from importers.media import (
     MediaError,
     _decodable,
@@ -53,7 +54,6 @@ from importers.subtitles import (
     parse_subtitle_track,
     parse_subtitles,
 )
-from speaker_grouping.options import coerce_options
 
 logger = logging.getLogger(__name__)
 

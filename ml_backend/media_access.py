@@ -26,8 +26,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ml_backend.label_studio import Credentials, LabelStudioClient, LabelStudioError
-from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json
+from foundation.atomic import atomic_write_bytes, atomic_write_json
+from foundation.label_studio import Credentials, LabelStudioClient, LabelStudioError
 
 __all__ = [
     "Credentials",
@@ -265,7 +265,7 @@ def fetch_to(
     """Download ``url`` from Label Studio's own origin into ``destination``; returns the size.
 
     The key goes only to the configured origin: a URL on another host is refused before any
-    connection, and so is a redirect off the origin (`ml_backend.label_studio`). The body is
+    connection, and so is a redirect off the origin (`foundation.label_studio`). The body is
     streamed to disk, so memory stays at one chunk whatever the file's size.
     """
     if not credentials.usable:

@@ -12,7 +12,7 @@ model version, so a ``/predict`` for one task after the first costs a lookup, no
 
 The rest of the backend lives beside it, one job per module: `ml_backend.protocol` (parsing and
 refusals), `ml_backend.worker` (the refit thread), `ml_backend.registry` (every project, trust,
-recovery on start), `ml_backend.project_state` (what is on disk), `ml_backend.label_studio`
+recovery on start), `ml_backend.project_state` (what is on disk), `foundation.label_studio`
 (the one HTTP client).
 """
 

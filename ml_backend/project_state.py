@@ -33,10 +33,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from foundation.atomic import atomic_write_text
 from label_config import PLACEHOLDER_SPEAKER, flags_from_annotation, speaker_from_annotation
 from ml_backend.label_journal import JOURNAL_FILE, LabelJournal
 from ml_backend.label_journal import apply as apply_record
-from speaker_grouping.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

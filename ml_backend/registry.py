@@ -13,13 +13,13 @@ import threading
 import time
 from typing import Any
 
+from foundation.atomic import remove_stale_temporaries
+from foundation.label_studio import Credentials, base_url
 from ml_backend.config import BackendConfig
 from ml_backend.label_journal import JOURNAL_FILE
-from ml_backend.label_studio import Credentials, base_url
 from ml_backend.model import INITIAL_VERSION, SpeakerGroupingModel
 from ml_backend.project_state import ProjectState, StateError
 from ml_backend.protocol import BadRequest, Conflict, Refused
-from speaker_grouping.atomic import remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 

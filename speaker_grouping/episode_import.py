@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from foundation.hook import Hook
     from importers.asr import Transcriber
     from importers.pipeline import ImportOptions, ImportResult
     from speaker_grouping.commands.features import ExtractionReport, FeatureExtractor
-    from speaker_grouping.progress import Hook
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from foundation.label_studio import LabelStudioClient, LabelStudioError, origin_of
 from label_config import MAX_SPEAKER_NAME, clean_speaker_name, load_config
 from ml_backend.config import BackendConfig, ConfigError
-from ml_backend.label_studio import LabelStudioClient, LabelStudioError, origin_of
 from ml_backend.media_access import Credentials, EpisodeCache, MediaError, fetch_to
 from ml_backend.server import create_app
 from tests.backend_fixtures import speakers_of, write_episode

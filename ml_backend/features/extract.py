@@ -29,10 +29,10 @@ from urllib.parse import unquote
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from foundation.hook import Hook
 from ml_backend.features.embedder import Embedder
 from ml_backend.features.quality import SAMPLE_RATE, QualityMeter
 from ml_backend.features.store import FeatureStore, FeatureStoreError, ModelInfo
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

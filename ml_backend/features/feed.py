@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from foundation.hook import Hook
 from ml_backend.features.embedder import Embedder
 from ml_backend.features.extract import (
     STORE_NAME,
@@ -57,7 +58,6 @@ from ml_backend.features.extract import (
 )
 from ml_backend.features.quality import QualityMeter
 from ml_backend.features.store import FeatureStore
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

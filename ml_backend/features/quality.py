@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from foundation.hook import Hook
 from ml_backend.features.store import ModelInfo
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

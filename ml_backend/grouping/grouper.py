@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from foundation.atomic import atomic_write_json
 from ml_backend.grouping.calibration import score_features
 from ml_backend.grouping.clustering import gated_clustering
 from ml_backend.grouping.clusters import UNLABELLED
@@ -32,7 +33,6 @@ from ml_backend.grouping.name_model import NameModel
 from ml_backend.grouping.naming import PLACEHOLDER_PREFIX, Placeholders, cluster_names, membership
 from ml_backend.grouping.priors import Priors, load_priors
 from ml_backend.grouping.proposal import Proposal
-from speaker_grouping.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foundation.atomic import atomic_write_json
 from ml_backend.grouping.calibration import ScoreCalibrator
 from ml_backend.grouping.confidence import ConfidenceModel
 from ml_backend.grouping.merge import MergeClassifier
 from ml_backend.grouping.name_model import NameModel
-from speaker_grouping.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

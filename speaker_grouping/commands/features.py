@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from foundation.hook import Hook
     from ml_backend.features.embedder import Embedder
     from ml_backend.features.feed import FeatureFeed, FeedResult
     from ml_backend.features.quality import QualityMeter
-    from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

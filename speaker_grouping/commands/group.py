@@ -73,13 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from exporters.tagged_subtitles import SpeakerLine, write_tagged_ass, write_tagged_srt
+    from foundation.atomic import atomic_write_text
     from importers.pipeline import ImportOptions, import_episode
     from ml_backend.features.embedder import image_embedder, voice_embedder
     from ml_backend.features.extract import extract_features
     from ml_backend.features.quality import QualityMeter
     from ml_backend.grouping import SpeakerGrouper
     from ml_backend.grouping.lines import load_lines
-    from speaker_grouping.atomic import atomic_write_text
     from speaker_grouping.progress import ProgressBars
 
     if args.no_subtitles and args.subs:

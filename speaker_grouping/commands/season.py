@@ -124,7 +124,7 @@ def run_season_import(args: argparse.Namespace, options: ImportOptions) -> int:
 class SeasonBar:
     """One bar for the season: episodes done of all, with the episode that started last.
 
-    A `speaker_grouping.progress.Hook` for step ``episodes``; each finished episode's line is
+    A `foundation.hook.Hook` for step ``episodes``; each finished episode's line is
     written above the bar so that the bar stays at the bottom.
     """
 

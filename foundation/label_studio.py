@@ -27,7 +27,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from speaker_grouping.atomic import atomic_writer
+from foundation.atomic import atomic_writer
 
 logger = logging.getLogger(__name__)
 
