@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from foundation.atomic import atomic_write_json
+from foundation.layout import line_index, tasks_path
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class LoopEpisode:
 
     def tasks(self, first_id: int = 1) -> list[dict[str, Any]]:
         """The episode's tasks as Label Studio holds them: ``{"id", "data"}``, ids running."""
-        raw = json.loads((self.imported / "tasks.json").read_text(encoding="utf-8"))
+        raw = json.loads(tasks_path(self.imported).read_text(encoding="utf-8"))
         tasks = [{"id": first_id + k, "data": task["data"]} for k, task in enumerate(raw)]
         unknown = [t["data"]["index"] for t in tasks if t["data"]["index"] not in self.truth]
         if unknown:
@@ -460,7 +461,7 @@ def simulate_direct(
 
     began = time.perf_counter()
     lines = load_lines([episode.imported])
-    truth = [episode.truth[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids]
+    truth = [episode.truth[line_index(line_id)] for line_id in lines.line_ids]
     order_key = {line_id: k for k, line_id in enumerate(lines.line_ids)}
     placeholders = Placeholders()
     labels: dict[str, str] = {}
@@ -541,7 +542,7 @@ def run_prototype(episode: LoopEpisode) -> LoopResult:
 
     began = time.perf_counter()
     lines = load_lines([episode.imported])
-    names = [episode.truth[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids]
+    names = [episode.truth[line_index(line_id)] for line_id in lines.line_ids]
     reviews, corrections, wrong = prototype_loop(lines.voice.astype(np.float64), names)
     return LoopResult(
         method="prototype",

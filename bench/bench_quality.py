@@ -39,6 +39,7 @@ import numpy as np
 from bench import baselines
 from bench.episode_cache import CACHE, EVALUATION, READY, TRAINING, CachedEpisode, episodes
 from foundation.atomic import atomic_write_bytes, atomic_write_json
+from foundation.layout import line_index
 from ml_backend.grouping.lines import EpisodeLines, concatenate, load_lines
 from ml_backend.metrics import edge_scores, score_grouping
 
@@ -110,7 +111,7 @@ def load_set(name: str, preset: str, cached: Sequence[CachedEpisode]) -> EvalSet
         lines = load_lines([episode.imported])
         characters = {row.index: row.character for row in read_truth(episode.truth)}
         for line_id in lines.line_ids:
-            index = int(line_id.rsplit(":", 1)[1])
+            index = line_index(line_id)
             if index not in characters:
                 raise ValueError(f"{episode.truth}: no truth for line {line_id}")
             truth.append(characters[index])

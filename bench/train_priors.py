@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.layout import line_index
 from ml_backend.grouping.priors import Priors
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def read_episode(name: str, folder: Path, imported: Path) -> Episode:
     lines = load_lines([imported])
     with (folder / "truth.csv").open(newline="", encoding="utf-8") as stream:
         character = {int(row["index"]): row["character"] for row in csv.DictReader(stream)}
-    truth = np.array([character[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids])
+    truth = np.array([character[line_index(line_id)] for line_id in lines.line_ids])
     codes = np.unique(truth, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return Episode(name, lines, truth, build_context(lines), codes)
 

@@ -28,9 +28,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
 
 from exporters import SOURCE_ANNOTATION, SOURCE_PREDICTION, SpeakerLine
+from foundation.layout import (
+    AUDIO_DIR,
+    file_under_root,
+    media_url_path,
+    report_path,
+    split_line_id,
+)
 from label_config import (
     FLAG_NOT_SPEECH,
     FLAG_TWO_SPEAKERS,
@@ -55,7 +61,6 @@ logger = logging.getLogger(__name__)
 
 SKIPPED_FLAGS = frozenset({FLAG_TWO_SPEAKERS, FLAG_NOT_SPEECH})
 EXPORT_TIMEOUT_S = 600.0
-_LOCAL_FILES_PATH = "/data/local-files"
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,7 @@ def read_project(
                 media_root=media_root,
                 document_root=document_root,
             )
-            if clip is not None and folder is None and clip.parent.name == "audio":
+            if clip is not None and folder is None and clip.parent.name == AUDIO_DIR:
                 folder = clip.parent.parent
             lines.append(replace(task.line, clip=clip))
         if folder is None and media_root is not None:
@@ -301,7 +306,7 @@ def _episode_and_index(data: Mapping[str, Any]) -> tuple[str | None, int | None]
     index = _int_or_none(data.get("index"))
     line_id = data.get("line_id")
     if isinstance(line_id, str) and ":" in line_id:
-        from_id, _, number = line_id.rpartition(":")
+        from_id, number = split_line_id(line_id)
         episode = episode or from_id
         index = index if index is not None else _int_or_none(number)
     return (str(episode) if episode else None), index
@@ -339,9 +344,10 @@ def media_path(
     """
     if not url:
         return None
-    parsed = urlparse(url)
-    local = parsed.path.rstrip("/").endswith(_LOCAL_FILES_PATH)
-    relative = (parse_qs(parsed.query).get("d") or [""])[0] if local else unquote(parsed.path)
+    try:
+        relative, local = media_url_path(url)
+    except ValueError:
+        return None
     parts = [part for part in PurePosixPath(relative).parts if part != "/"]
     candidates: list[tuple[Path, Sequence[str]]] = []
     if local and document_root is not None:
@@ -353,11 +359,8 @@ def media_path(
         if local:
             candidates.append((Path(media_root), parts))
     for root, relative_parts in candidates:
-        if not relative_parts or ".." in relative_parts:
-            continue
-        root = root.resolve()
-        path = root.joinpath(*relative_parts).resolve()
-        if path.is_relative_to(root) and path.is_file():
+        path = file_under_root(root, relative_parts)
+        if path is not None:
             return path
     return None
 
@@ -373,7 +376,7 @@ def original_subtitles(folder: Path, *, media_root: Path | None = None) -> Path 
     in ``media_root``.
     """
     try:
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        report = json.loads(report_path(folder).read_text(encoding="utf-8"))
         recorded = Path(str(report["subtitles"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -24,10 +24,19 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from foundation.atomic import atomic_write_bytes, atomic_write_json
 from foundation.label_studio import Credentials, LabelStudioClient, LabelStudioError
+from foundation.layout import (
+    clip_file,
+    features_path,
+    frame_file,
+    is_imported,
+    lexically_under,
+    media_url_path,
+    tasks_path,
+)
 
 __all__ = [
     "Credentials",
@@ -41,7 +50,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LOCAL_FILES_PATH = "/data/local-files/"
 MAX_MEDIA_BYTES = 256 * 1024 * 1024
 FETCH_TIMEOUT_S = 30.0
 _EPISODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -60,32 +68,25 @@ def local_path(url: str, roots: Sequence[Path]) -> Path | None:
     """
     if not isinstance(url, str) or not url:
         raise MediaError("empty media URL")
-    if "\x00" in url:
-        raise MediaError(f"media URL {url[:80]!r} contains a NUL byte")
+    try:
+        path_text, local = media_url_path(url)
+    except ValueError as error:
+        raise MediaError(str(error)) from None
+    if local:
+        return _under_roots(path_text, roots, url=url, relative=True)
     parts = urlsplit(url)
-    if parts.path.endswith(LOCAL_FILES_PATH.rstrip("/")) or parts.path.endswith(LOCAL_FILES_PATH):
-        values = parse_qs(parts.query).get("d")
-        if not values:
-            raise MediaError(f"local-files URL {url!r} has no ?d= path")
-        return _under_roots(values[0], roots, url=url, relative=True)
     if parts.scheme == "file":
-        return _under_roots(unquote(parts.path), roots, url=url, relative=False)
+        return _under_roots(path_text, roots, url=url, relative=False)
     if not parts.scheme and not parts.netloc and url.startswith("/"):
         # A rooted path is a file path when it lies under a root; Label Studio's own
         # ``/data/upload/...`` and the like are fetched from it; anything else is refused.
-        if "\x00" in unquote(parts.path):
-            raise MediaError(f"media URL {url[:80]!r} contains a NUL byte (%00); refused")
-        path = Path(os.path.normpath(unquote(parts.path)))
-        if "?" not in url and any(_lexically_under(path, root) for root in roots):
-            return _under_roots(unquote(parts.path), roots, url=url, relative=False)
-        if url.startswith("/data/") and ".." not in PurePosixPath(unquote(parts.path)).parts:
+        path = Path(os.path.normpath(path_text))
+        if "?" not in url and any(lexically_under(path, root) for root in roots):
+            return _under_roots(path_text, roots, url=url, relative=False)
+        if url.startswith("/data/") and ".." not in PurePosixPath(path_text).parts:
             return None
-        return _under_roots(unquote(parts.path), roots, url=url, relative=False)
+        return _under_roots(path_text, roots, url=url, relative=False)
     return None
-
-
-def _lexically_under(path: Path, root: Path) -> bool:
-    return path.is_relative_to(Path(os.path.abspath(root))) or path.is_relative_to(root.resolve())
 
 
 def _under_roots(path_text: str, roots: Sequence[Path], *, url: str, relative: bool) -> Path:
@@ -148,7 +149,7 @@ def episode_folder(data: Mapping[str, Any], roots: Sequence[Path]) -> Path | Non
     if path is None:
         return None
     folder = path.parent.parent
-    if not (folder / "tasks.json").is_file():
+    if not is_imported(folder):
         return None
     if not any(folder.is_relative_to(root.resolve()) for root in roots):
         return None
@@ -188,14 +189,14 @@ class EpisodeCache:
 
     def from_import(self, import_dir: Path) -> Path:
         """A cache folder with the import's tasks and freshly computed features."""
-        tasks = json.loads((import_dir / "tasks.json").read_text(encoding="utf-8"))
+        tasks = json.loads(tasks_path(import_dir).read_text(encoding="utf-8"))
         episode = _episode_of(tasks, import_dir)
         target = self.folder_for(episode)
-        if _cache_is_current(target, import_dir / "tasks.json"):
+        if _cache_is_current(target, tasks_path(import_dir)):
             return target
         with _EXTRACT_LOCK:
-            atomic_write_json(target / "tasks.json", tasks)
-            _extract(import_dir, target / "features.npz", self.voice_model, self.image_model)
+            atomic_write_json(tasks_path(target), tasks)
+            _extract(import_dir, features_path(target), self.voice_model, self.image_model)
         return target
 
     def from_tasks(self, episode: str, tasks: Iterable[Mapping[str, Any]]) -> Path:
@@ -212,9 +213,9 @@ class EpisodeCache:
         # Read, extend and write tasks.json under one lock: two predicts on the same episode
         # that each read it first would otherwise each write back only their own lines.
         known: dict[str, dict[str, Any]] = {}
-        tasks_path = target / "tasks.json"
-        if tasks_path.is_file():
-            for task in json.loads(tasks_path.read_text(encoding="utf-8")):
+        tasks_file = tasks_path(target)
+        if tasks_file.is_file():
+            for task in json.loads(tasks_file.read_text(encoding="utf-8")):
                 known[task["data"]["line_id"]] = task
         added = 0
         for task in tasks:
@@ -224,24 +225,24 @@ class EpisodeCache:
                 continue
             index = int(data["index"])
             stem = f"{index:04d}"
-            audio = self._store(str(data["audio"]), target / "audio" / f"{stem}.wav")
+            audio = self._store(str(data["audio"]), target / clip_file(stem))
             entry = dict(data)
             entry["audio"] = audio
             image_url = data.get("image")
             if isinstance(image_url, str) and image_url:
                 suffix = PurePosixPath(urlsplit(image_url).path or "x.jpg").suffix.lower()
                 suffix = suffix if suffix in _IMAGE_SUFFIXES else ".jpg"
-                entry["image"] = self._store(image_url, target / "frames" / f"{stem}{suffix}")
+                entry["image"] = self._store(image_url, target / frame_file(stem, suffix))
                 entry["frames"] = [entry["image"]]
             else:
                 entry.pop("image", None)
                 entry["frames"] = []
             known[line_id] = {"data": entry}
             added += 1
-        if added or not (target / "features.npz").is_file():
+        if added or not features_path(target).is_file():
             with _EXTRACT_LOCK:
-                atomic_write_json(tasks_path, list(known.values()))
-                _extract(target, target / "features.npz", self.voice_model, self.image_model)
+                atomic_write_json(tasks_file, list(known.values()))
+                _extract(target, features_path(target), self.voice_model, self.image_model)
         return target
 
     def _store(self, url: str, destination: Path) -> str:
@@ -325,12 +326,12 @@ def _episode_of(tasks: Any, folder: Path) -> str:
         episode = (tasks[0].get("data") or {}).get("episode")
         if isinstance(episode, str):
             return safe_episode_name(episode)
-    raise MediaError(f"{folder / 'tasks.json'}: no episode id in its tasks")
+    raise MediaError(f"{tasks_path(folder)}: no episode id in its tasks")
 
 
 def _cache_is_current(target: Path, source_tasks: Path) -> bool:
     """The cache was built after the import's tasks last changed."""
-    features, tasks = target / "features.npz", target / "tasks.json"
+    features, tasks = features_path(target), tasks_path(target)
     if not (features.is_file() and tasks.is_file()):
         return False
     return features.stat().st_mtime >= source_tasks.stat().st_mtime

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from foundation.layout import features_path, is_grouping_ready, line_episode, tasks_path
 from label_config import PLACEHOLDER_SPEAKER, speaker_prediction, speakers_in_config
 from ml_backend.config import BackendConfig
 from ml_backend.media_access import (
@@ -284,7 +285,7 @@ class SpeakerGroupingModel:
             line_id = self.state.line_of_task(task_id)
         if not isinstance(line_id, str):
             raise BadRequest(f"annotation {annotation_id}: task {task_id} has no data.line_id")
-        episode = data.get("episode", line_id.rpartition(":")[0]) if data is not None else None
+        episode = data.get("episode", line_episode(line_id)) if data is not None else None
         if episode is not None:
             problem = task_problem(ParsedTask(task_id, line_id, str(episode), data or {}))
             if not isinstance(episode, str) or problem is not None:
@@ -321,7 +322,7 @@ class SpeakerGroupingModel:
             proposed = None if seen is None or seen[0] == PLACEHOLDER_SPEAKER else seen[0]
             kind = self.oplog.record(
                 item.annotation_id,
-                episode=line_id.rsplit(":", 1)[0],
+                episode=line_episode(line_id),
                 annotator=item.entry["annotator"],
                 line_id=line_id,
                 proposed=proposed,
@@ -351,7 +352,7 @@ class SpeakerGroupingModel:
             proposed = None if shown is None or shown[0] == PLACEHOLDER_SPEAKER else shown[0]
             self.oplog.record(
                 annotation_id,
-                episode=line_id.rsplit(":", 1)[0],
+                episode=line_episode(line_id),
                 annotator=str(entry.get("annotator") or "unknown"),
                 line_id=line_id,
                 proposed=proposed,
@@ -368,7 +369,7 @@ class SpeakerGroupingModel:
     def _register_episode_of(self, data: Mapping[str, Any]) -> None:
         """A webhook may come before any /predict (a restarted backend): learn the episode."""
         line_id = str(data.get("line_id"))
-        episode = data.get("episode", line_id.rsplit(":", 1)[0])
+        episode = data.get("episode", line_episode(line_id))
         if not isinstance(episode, str) or episode in self.state.episodes():
             return
         try:
@@ -377,7 +378,7 @@ class SpeakerGroupingModel:
         except MediaError as error:
             logger.info("project %d: episode not registered (%s)", self.project, error)
             return
-        usable = folder is not None and (folder / "features.npz").is_file()
+        usable = folder is not None and features_path(folder).is_file()
         if usable and episode_id_in(folder) == episode:
             self.state.add_episodes({episode: folder})
 
@@ -389,7 +390,7 @@ class SpeakerGroupingModel:
         known = self.state.episodes().get(episode)
         if known is not None:
             folder = Path(known["folder"])
-            if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
+            if is_grouping_ready(folder):
                 return folder
         folder = episode_folder(parsed[0].data, self.config.media_roots)
         if folder is not None:
@@ -399,7 +400,7 @@ class SpeakerGroupingModel:
                     f"task of episode {episode!r} points into folder {folder.name}, whose lines "
                     f"are of episode {own!r}; refused"
                 )
-        if folder is not None and (folder / "features.npz").is_file():
+        if folder is not None and features_path(folder).is_file():
             return folder
         try:
             if folder is not None:
@@ -439,13 +440,13 @@ class SpeakerGroupingModel:
         folders: dict[Path, None] = {}
         for entry in self.state.episodes().values():
             folder = Path(entry["folder"])
-            if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
+            if is_grouping_ready(folder):
                 folders.setdefault(folder.resolve(), None)  # one folder is loaded once
         return list(folders)
 
     def _load_lines(self, folders: Sequence[Path]) -> Any:
         key = tuple(
-            (str(f), (f / "features.npz").stat().st_mtime_ns, (f / "tasks.json").stat().st_mtime_ns)
+            (str(f), features_path(f).stat().st_mtime_ns, tasks_path(f).stat().st_mtime_ns)
             for f in folders
         )
         if key != self._lines_key:
@@ -669,7 +670,7 @@ class SpeakerGroupingModel:
             data = task.get("data") or {}
             line_id = data.get("line_id")
             if isinstance(line_id, str):
-                firsts.setdefault(str(data.get("episode", line_id.rsplit(":", 1)[0])), data)
+                firsts.setdefault(str(data.get("episode", line_episode(line_id))), data)
         for data in firsts.values():
             self._register_episode_of(data)
         self._last_reconcile = time.monotonic()
@@ -728,7 +729,7 @@ _LINE_IDS: dict[tuple[str, int], frozenset[str]] = {}
 
 def _line_ids_of(folder: Path) -> frozenset[str]:
     """Every line id in ``folder/tasks.json`` (cached while the file is unchanged)."""
-    path = folder / "tasks.json"
+    path = tasks_path(folder)
     try:
         key = (str(path), path.stat().st_mtime_ns)
     except OSError:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.atomic import atomic_write_text
+from foundation.layout import tasks_path
 from label_config import PLACEHOLDER_SPEAKER, flags_from_annotation, speaker_from_annotation
 from ml_backend.label_journal import JOURNAL_FILE, LabelJournal
 from ml_backend.label_journal import apply as apply_record
@@ -472,7 +473,7 @@ def _folder_key(folder: str) -> str:
 def episode_id_in(folder: Path) -> str | None:
     """The episode id an imported folder's ``tasks.json`` gives its lines, if readable."""
     try:
-        tasks = json.loads((folder / "tasks.json").read_text(encoding="utf-8"))
+        tasks = json.loads(tasks_path(folder).read_text(encoding="utf-8"))
         episode = tasks[0]["data"]["episode"]
     except (OSError, ValueError, LookupError, TypeError):
         return None

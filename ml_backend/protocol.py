@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from foundation.layout import line_episode, split_line_id
 from label_config import PLACEHOLDER_SPEAKER
 from ml_backend.media_access import MediaError, safe_episode_name
 
@@ -80,7 +81,7 @@ def parse_task(task: Any, position: int) -> ParsedTask:
             f"tasks[{position}] has no data.line_id '<episode>:<index>' "
             "(import the episode with speaker-grouping import)"
         )
-    episode = data.get("episode", line_id.rsplit(":", 1)[0])
+    episode = data.get("episode", line_episode(line_id))
     if not isinstance(episode, str):
         raise BadRequest(f"tasks[{position}].data.episode is not a string")
     return ParsedTask(task_id, line_id, episode, data)
@@ -97,7 +98,7 @@ def task_problem(task: ParsedTask) -> str | None:
         safe_episode_name(task.episode)
     except MediaError as error:
         return str(error)
-    prefix, _, index = task.line_id.rpartition(":")
+    prefix, index = split_line_id(task.line_id)
     if prefix != task.episode:
         return (
             f"line id {task.line_id[:80]!r} is not of its task's episode {task.episode!r}; refused"

@@ -39,7 +39,7 @@ from werkzeug.exceptions import HTTPException
 
 from label_config import speakers_in_config
 from ml_backend.config import BackendConfig, ConfigError
-from ml_backend.features.embedder import ModelUnavailableError
+from ml_backend.features.base import ModelUnavailableError
 from ml_backend.features.store import FeatureStoreError
 from ml_backend.grouping.priors import PriorsError
 from ml_backend.media_access import MediaError

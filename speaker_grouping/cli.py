@@ -46,7 +46,7 @@ def _is_user_error(error: Exception) -> bool:
     from importers.media import MediaError
     from importers.push import LabelStudioError
     from importers.subtitles import SubtitleError
-    from ml_backend.features.embedder import ModelUnavailableError
+    from ml_backend.features.base import ModelUnavailableError
     from speaker_grouping.local_label_studio import LabelStudioStartError
 
     user_errors = (

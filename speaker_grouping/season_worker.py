@@ -22,6 +22,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from foundation.layout import REPORT_FILE, TASKS_FILE
 from importers.pipeline import ImportOptions
 from importers.season import (
     EpisodeOutcome,
@@ -133,7 +134,7 @@ class SeasonWorker:
                 transcriber=self._transcriber,
             )
             result, extraction = done.media, done.features
-            outputs = ["tasks.json", "report.json"]
+            outputs = [TASKS_FILE, REPORT_FILE]
             notes = [f"{len(result.problems)} cues reported"] if result.problems else []
             if extraction is not None:
                 outputs.append(extraction.store_path.name)

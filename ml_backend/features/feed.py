@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 
 from foundation.hook import Hook
-from ml_backend.features.embedder import Embedder
+from foundation.layout import features_path
+from ml_backend.features.base import Embedder
 from ml_backend.features.extract import (
-    STORE_NAME,
     decode_wav,
     drop_if_model_changed,
     embed_frames,
@@ -159,7 +159,7 @@ class FeatureFeed:
             raise FeedError("a FeatureFeed serves one episode; make a new one")
         self._begun = True
         self.episode_dir = Path(episode_dir)
-        self.store_path = self.episode_dir / STORE_NAME
+        self.store_path = features_path(self.episode_dir)
         self._ids = dict(line_ids)
         # Rows go into the store in line order, as extract_features adds them from tasks.json.
         self._position = {self._ids[index]: row for row, index in enumerate(sorted(self._ids))}

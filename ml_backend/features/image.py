@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ml_backend.features.anime_faces import AnimeFace, detect_faces
-from ml_backend.features.embedder import check_batch, normalise_rows
+from ml_backend.features.base import check_batch, normalise_rows
 from ml_backend.features.store import ModelInfo
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ml_backend.features.embedder import ModelUnavailableError, check_batch, normalise_rows
+from ml_backend.features.base import ModelUnavailableError, check_batch, normalise_rows
 from ml_backend.features.store import ModelInfo
 
 if TYPE_CHECKING:

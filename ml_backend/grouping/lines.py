@@ -2,18 +2,19 @@
 
 `load_lines` joins each episode folder's ``tasks.json`` (cue order, text, times) with its
 ``features.npz`` (vectors and quality stats). Several folders (a season) are concatenated in the
-order given, so that one clustering can span episodes and name recurring characters alike.
+order given, so that one clustering can span episodes and name recurring characters alike. The
+files are read by `ml_backend.features.episode_files`; this module only joins what it is given.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ml_backend.features.episode_files import EpisodeFiles, read_episode_files
 from ml_backend.features.store import FeatureStore
 
 QUALITY_KEYS = ("duration", "speech_ratio", "snr_db", "rms_dbfs")
@@ -98,26 +99,20 @@ def load_lines(import_dirs: Sequence[Path | str]) -> EpisodeLines:
     Raises FileNotFoundError for a folder without them, `MixedEmbeddersError` when the folders'
     voice or image models differ, and ValueError when no folder has voice features.
     """
-    parts = [_load_one(Path(folder)) for folder in import_dirs]
+    parts = [lines_of(read_episode_files(Path(folder))) for folder in import_dirs]
     if not parts:
         raise ValueError("load_lines() needs at least one episode folder")
     return concatenate(parts)
 
 
-def _load_one(folder: Path) -> EpisodeLines:
-    tasks_path, store_path = folder / "tasks.json", folder / "features.npz"
-    for path in (tasks_path, store_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (import the episode and extract features)")
-    tasks = json.loads(tasks_path.read_text(encoding="utf-8"))
-    rows = [task.get("data", task) for task in tasks]
-    rows.sort(key=lambda data: (str(data["episode"]), int(data["index"])))
-    store = FeatureStore.load(store_path)
+def lines_of(episode: EpisodeFiles) -> EpisodeLines:
+    """One episode's lines: its task rows (cue order) joined with its feature store's rows."""
+    rows, store = episode.rows, episode.store
     ids = [str(data["line_id"]) for data in rows]
     n = len(ids)
     voice_model = _model_name(store, "voice")
     if voice_model is None:
-        raise ValueError(f"{store_path}: no voice features")
+        raise ValueError(f"{episode.store_path}: no voice features")
     voice = np.zeros((n, store.model("voice").dim), np.float32)
     absent = set(store.missing(ids, "voice"))
     have = [i for i, line_id in enumerate(ids) if line_id not in absent]

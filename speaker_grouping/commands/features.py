@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from foundation.layout import TASKS_FILE, features_path, is_imported
+
 if TYPE_CHECKING:
     from foundation.hook import Hook
-    from ml_backend.features.embedder import Embedder
+    from ml_backend.features.base import Embedder
     from ml_backend.features.feed import FeatureFeed, FeedResult
     from ml_backend.features.quality import QualityMeter
 
 logger = logging.getLogger(__name__)
 
-TASKS_FILE = "tasks.json"
 COMPUTED_STEPS = ("quality", "voice", "image")
 """Progress steps that mean real work; ``hash`` is reported on every run."""
 
@@ -85,12 +86,12 @@ def episode_folders(paths: Sequence[Path]) -> list[Path]:
     """
     folders: list[Path] = []
     for path in paths:
-        if (path / TASKS_FILE).is_file():
+        if is_imported(path):
             folders.append(path)
             continue
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: no such folder")
-        inside = sorted(child for child in path.iterdir() if (child / TASKS_FILE).is_file())
+        inside = sorted(child for child in path.iterdir() if is_imported(child))
         if not inside:
             raise FileNotFoundError(
                 f"{path}: no {TASKS_FILE} in it or in its folders; import the episode first"
@@ -184,7 +185,7 @@ class FeatureExtractor:
         self, folder: Path, *, batch_size: int = 32, hook: Hook | None = None
     ) -> ExtractionReport:
         """Bring an imported folder's features up to date from its files on disk."""
-        from ml_backend.features.extract import STORE_NAME, extract_features
+        from ml_backend.features.extract import extract_features
 
         self.wait_loaded()
         counting = _CountingHook(hook)
@@ -197,7 +198,7 @@ class FeatureExtractor:
             hook=counting,
         )
         computed = {step: counting.totals.get(step, 0) for step in COMPUTED_STEPS}
-        return ExtractionReport(folder, folder / STORE_NAME, len(store.line_ids), computed)
+        return ExtractionReport(folder, features_path(folder), len(store.line_ids), computed)
 
     def feed(
         self,

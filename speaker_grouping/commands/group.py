@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from foundation.layout import line_index, make_line_id
+
 LABEL_COLUMNS = ("index", "speaker")
 
 
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
 def line_id_index(line_id: str) -> int:
     """The cue number at the end of a ``<episode_id>:<index>`` line id."""
-    return int(line_id.rsplit(":", 1)[1])
+    return line_index(line_id)
 
 
 def read_labels(path: Path, episodes: Sequence[EpisodeInput]) -> dict[str, str]:
@@ -203,7 +205,7 @@ def read_labels(path: Path, episodes: Sequence[EpisodeInput]) -> dict[str, str]:
                 raise ValueError(f"{path}:{line}: index {row['index']!r} is not a number") from None
             speaker = (row["speaker"] or "").strip()
             if speaker:
-                labels[f"{episode.episode_id}:{index}"] = speaker
+                labels[make_line_id(episode.episode_id, index)] = speaker
     return labels
 
 
