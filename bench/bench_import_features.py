@@ -146,7 +146,7 @@ def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
     timer = _StepTimer(began)
     extractor = None
     if approach != "media":
-        from speaker_grouping.commands.features import FeatureExtractor
+        from speaker_grouping.feature_extractor import FeatureExtractor
 
         extractor = FeatureExtractor.build(None, None)
     with _ThreadCpu() as threads:

@@ -401,7 +401,7 @@ def _run_import(args: argparse.Namespace) -> int:
         transcriber = load_transcriber(args.asr, language=args.asr_language)  # fails before work
     extractor = None
     if not args.no_features:
-        from speaker_grouping.commands.features import FeatureExtractor
+        from speaker_grouping.feature_extractor import FeatureExtractor
 
         # Model names are checked before any work; the features are computed during the
         # media work, from the clips and frames in memory.

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from foundation.hook import Hook
     from importers.asr import Transcriber
     from importers.pipeline import ImportOptions, ImportResult
-    from speaker_grouping.commands.features import ExtractionReport, FeatureExtractor
+    from speaker_grouping.feature_extractor import ExtractionReport, FeatureExtractor
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from importers.season import (
 from speaker_grouping.episode_import import import_with_features
 
 if TYPE_CHECKING:
-    from speaker_grouping.commands.features import FeatureExtractor
+    from speaker_grouping.feature_extractor import FeatureExtractor
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def build_extractor(job: SeasonJob) -> FeatureExtractor | None:
     """The job's feature extractor, or None with ``features=False``; names are checked here."""
     if not job.features:
         return None
-    from speaker_grouping.commands.features import FeatureExtractor
+    from speaker_grouping.feature_extractor import FeatureExtractor
 
     return FeatureExtractor.build(job.voice_model, job.image_model)
 
