@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from exporters import SOURCE_ANNOTATION, SOURCE_PREDICTION, SpeakerLine
+from foundation.label_studio import LabelStudioClient, LabelStudioError
 from foundation.layout import (
     AUDIO_DIR,
     file_under_root,
@@ -145,19 +146,13 @@ def fetch_project_tasks(
     because only a snapshot carries the predictions' results rather than their ids; the snapshot
     is deleted once downloaded, so exports do not pile up in the project's Export page.
     ``project`` is an id (an int, or a string of digits naming an existing id) or an exact title.
-    Raises `importers.push.LabelStudioError` with one line when Label Studio refuses or is away.
+    Raises `foundation.label_studio.LabelStudioError` with one line when Label Studio refuses or
+    is away.
     """
-    from label_studio_sdk import LabelStudio
-
-    from importers.push import LabelStudioError, _translated_errors
-
-    base_url = url.rstrip("/")
-    client = LabelStudio(base_url=base_url, api_key=api_key)
-    exports = client.projects.exports
-    with _translated_errors(base_url, f"project {project!r}"):
+    with LabelStudioClient(url, api_key) as client:
         project_id, title = _find_project(client, project)
-        snapshot = exports.create(
-            id=project_id,
+        snapshot = client.create_export(
+            project_id,
             title="speaker-grouping export",
             task_filter_options={"only_with_annotations": False},
             annotation_filter_options={"usual": True, "ground_truth": True, "skipped": True},
@@ -166,23 +161,21 @@ def fetch_project_tasks(
         try:
             # Without Redis, Label Studio builds the snapshot inside the request; with it, later.
             deadline = time.monotonic() + timeout
-            while snapshot.status not in ("completed", "failed"):
+            while snapshot.get("status") not in ("completed", "failed"):
                 if time.monotonic() > deadline:
                     raise LabelStudioError(
                         f"Label Studio did not finish exporting project {project_id} "
-                        f"in {timeout:.0f} s (export {snapshot.id} is {snapshot.status})"
+                        f"in {timeout:.0f} s (export {snapshot['id']} is {snapshot.get('status')})"
                     )
                 time.sleep(0.5)
-                snapshot = exports.get(id=project_id, export_pk=snapshot.id)
-            if snapshot.status == "failed":
+                snapshot = client.export(project_id, snapshot["id"])
+            if snapshot["status"] == "failed":
                 raise LabelStudioError(
-                    f"Label Studio failed to export project {project_id} (export {snapshot.id})"
+                    f"Label Studio failed to export project {project_id} (export {snapshot['id']})"
                 )
-            payload = b"".join(
-                exports.download(id=project_id, export_pk=snapshot.id, export_type="JSON")
-            )
+            payload = client.download_export(project_id, snapshot["id"], export_type="JSON")
         finally:
-            _delete_snapshot(exports, project_id, snapshot.id)
+            _delete_snapshot(client, project_id, snapshot["id"])
     try:
         tasks = json.loads(payload)
     except ValueError as error:
@@ -195,39 +188,27 @@ def fetch_project_tasks(
     return project_id, title, tasks
 
 
-def _delete_snapshot(exports: Any, project_id: int, export_id: int) -> None:
-    from label_studio_sdk.core.api_error import ApiError
-
+def _delete_snapshot(client: LabelStudioClient, project_id: int, export_id: int) -> None:
     try:
-        exports.delete(id=project_id, export_pk=export_id)
-    except (ApiError, OSError) as error:  # best effort: the export itself succeeded
+        client.delete_export(project_id, export_id)
+    except LabelStudioError as error:  # best effort: the export itself succeeded
         logger.info(
             "export snapshot %d of project %d not deleted: %s", export_id, project_id, error
         )
 
 
-def _find_project(client: Any, project: str | int) -> tuple[int, str]:
-    from label_studio_sdk.core.api_error import ApiError
-
+def _find_project(client: LabelStudioClient, project: str | int) -> tuple[int, str]:
     text = str(project).strip()
     if text.isdigit():
         try:
-            found = client.projects.get(id=int(text))
-            return int(found.id), str(found.title or "")
-        except ApiError as error:
-            if error.status_code != 404 or isinstance(project, int):
+            found = client.project(int(text))
+            return int(found["id"]), str(found.get("title") or "")
+        except LabelStudioError as error:
+            if error.status != 404 or isinstance(project, int):
                 raise
-    titles: list[tuple[int, str]] = []
-    page = 1
-    while True:
-        response = client.projects.list(title=text, page=page, page_size=100)
-        titles.extend((int(p.id), p.title) for p in response.items or [] if p.title == text)
-        if not response.items or getattr(response.response, "next", None) is None:
-            break
-        page += 1
+    titles = [(int(p["id"]), str(p["title"])) for p in client.projects_titled(text)]
     if not titles:
         raise ValueError(f"Label Studio has no project titled {text!r} (nor with that id)")
-    titles.sort()
     if len(titles) > 1:
         logger.warning("%d projects are titled %r; using the oldest", len(titles), text)
     return titles[0]

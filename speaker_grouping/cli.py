@@ -43,8 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(error: Exception) -> bool:
+    from foundation.label_studio import LabelStudioError
     from importers.media import MediaError
-    from importers.push import LabelStudioError
     from importers.subtitles import SubtitleError
     from ml_backend.features.base import ModelUnavailableError
     from speaker_grouping.local_label_studio import LabelStudioStartError
