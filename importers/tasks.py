@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from foundation.layout import local_files_url, make_line_id
+from foundation.layout import LOCAL_FILES_PREFIX, local_files_url, make_line_id  # noqa: F401
 from importers.subtitles import SubtitleLine
 
 _HASHED_BYTES = 1 << 20
