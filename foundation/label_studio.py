@@ -305,22 +305,7 @@ class LabelStudioClient:
         with answer:
             if answer.status_code >= 400:
                 raise self._refused(method, path, answer, subject)
-            declared = answer.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise LabelStudioError(f"{path[:120]!r} is larger than {max_bytes} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            try:
-                for chunk in answer.iter_content(1 << 16):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise LabelStudioError(f"{path[:120]!r} is larger than {max_bytes} bytes")
-                    chunks.append(chunk)
-            except requests.RequestException as error:
-                raise LabelStudioError(
-                    f"{path[:120]!r}: reading Label Studio's answer failed ({type(error).__name__})"
-                ) from None
-        return b"".join(chunks)
+            return b"".join(_bounded_chunks(answer, path, max_bytes))
 
     def download(self, path_or_url: str, destination: Path, *, max_bytes: int) -> int:
         """Stream one file into ``destination`` (atomically); returns its size.
@@ -335,23 +320,11 @@ class LabelStudioClient:
                     f"{path_or_url[:120]!r}: Label Studio answered {answer.status_code}",
                     status=answer.status_code,
                 )
-            declared = answer.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise LabelStudioError(f"{path_or_url[:120]!r} is larger than {max_bytes} bytes")
             size = 0
-            try:
-                with atomic_writer(destination) as out:
-                    for chunk in answer.iter_content(1 << 16):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise LabelStudioError(
-                                f"{path_or_url[:120]!r} is larger than {max_bytes} bytes"
-                            )
-                        out.write(chunk)
-            except requests.RequestException as error:
-                raise LabelStudioError(
-                    f"{path_or_url[:120]!r}: download failed ({type(error).__name__})"
-                ) from None
+            with atomic_writer(destination) as out:
+                for chunk in _bounded_chunks(answer, path_or_url, max_bytes):
+                    size += len(chunk)
+                    out.write(chunk)
         return size
 
     def pages(
@@ -576,6 +549,25 @@ class LabelStudioClient:
         finally:
             if client is not self:
                 client.close()
+
+
+def _bounded_chunks(answer: requests.Response, what: str, max_bytes: int) -> Iterator[bytes]:
+    """The body of a streamed answer in chunks, refused as soon as it passes ``max_bytes``."""
+    too_large = f"{what[:120]!r} is larger than {max_bytes} bytes"
+    declared = answer.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise LabelStudioError(too_large)
+    size = 0
+    try:
+        for chunk in answer.iter_content(1 << 16):
+            size += len(chunk)
+            if size > max_bytes:
+                raise LabelStudioError(too_large)
+            yield chunk
+    except requests.RequestException as error:
+        raise LabelStudioError(
+            f"{what[:120]!r}: reading Label Studio's answer failed ({type(error).__name__})"
+        ) from None
 
 
 def _error_detail(answer: requests.Response) -> str:

@@ -61,13 +61,6 @@ def server():
     stop(recorder)
 
 
-@pytest.fixture
-def attacker():
-    recorder = start_recorder(Recorder())
-    yield recorder
-    stop(recorder)
-
-
 # --------------------------------------------------------------------------- errors
 
 
@@ -193,12 +186,14 @@ def test_answers_larger_than_the_bound_are_refused(server):
 # --------------------------------------------------------------------------- where the key goes
 
 
-def test_the_key_is_never_sent_to_another_origin(server, attacker, tmp_path):
+def test_the_key_is_never_sent_to_another_origin(server, tmp_path):
+    attacker = start_recorder(Recorder())
     with LabelStudioClient(server.url, SECRET) as client:
         with pytest.raises(UntrustedUrlError, match="not on Label Studio's origin"):
             client.call("GET", f"{attacker.url}/api/projects/1")
         with pytest.raises(UntrustedUrlError):
             client.download(f"{attacker.url}/x.wav", tmp_path / "x.wav", max_bytes=10)
+    stop(attacker)
     assert attacker.seen == []
     assert not (tmp_path / "x.wav").exists()
 

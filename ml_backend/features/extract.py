@@ -29,8 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from foundation.hook import Hook
-from foundation.layout import episode_media_file as _media_file
-from foundation.layout import features_path, tasks_path
+from foundation.layout import episode_media_file, features_path, tasks_path
 from ml_backend.features.base import Embedder
 from ml_backend.features.quality import SAMPLE_RATE, QualityMeter
 from ml_backend.features.store import FeatureStore, FeatureStoreError, ModelInfo
@@ -148,8 +147,8 @@ def read_line_media(episode_dir: str | Path) -> list[LineMediaFiles]:
         seen.add(line_id)
         frame_urls = data.get("frames") or ([data["image"]] if data.get("image") else [])
         try:
-            audio = _media_file(episode_dir, str(data["audio"]))
-            frames = tuple(_media_file(episode_dir, str(url)) for url in frame_urls)
+            audio = episode_media_file(episode_dir, str(data["audio"]))
+            frames = tuple(episode_media_file(episode_dir, str(url)) for url in frame_urls)
         except ValueError as error:
             raise FeatureExtractionError(f"{tasks_file}: task {number}: {error}") from None
         lines.append(LineMediaFiles(line_id=line_id, audio=audio, frames=frames))
