@@ -72,12 +72,12 @@ RECONCILE_EVERY_S = 300.0
 
 
 def _grouping() -> tuple[Any, Any, Any]:
-    """SpeakerGrouper, Placeholders and load_lines, imported on first use (numpy, priors)."""
+    """SpeakerGrouper, SpeakerNumbers and load_lines, imported on first use (numpy, priors)."""
     from ml_backend.grouping import SpeakerGrouper
     from ml_backend.grouping.lines import load_lines
-    from ml_backend.grouping.proposal import Placeholders
+    from ml_backend.grouping.speaker_numbers import SpeakerNumbers
 
-    return SpeakerGrouper, Placeholders, load_lines
+    return SpeakerGrouper, SpeakerNumbers, load_lines
 
 
 class SpeakerGroupingModel:
@@ -117,7 +117,7 @@ class SpeakerGroupingModel:
         self._proposals: dict[str, Any] = {}
         self._proposals_key: Any = None
         self._snapshot: tuple[Mapping[str, Any], str] | None = None
-        self._placeholders: Any = None
+        self._speaker_numbers: Any = None
         self._listed_speakers: set[str] = set()
         self._last_reconcile = 0.0
         self.worker = RefitWorker(self, delay=config.refit_delay_s)
@@ -465,6 +465,16 @@ class SpeakerGroupingModel:
             self._lines_key = key
         return self._lines
 
+    def _new_grouper(self) -> Any:
+        """A grouper with the configured priors and the backend's parameters on top of them."""
+        SpeakerGrouper, _, _ = _grouping()
+        from ml_backend.grouping.params import params_for_priors
+        from ml_backend.grouping.priors import load_priors
+
+        priors = load_priors(self.config.priors)
+        params = params_for_priors(priors).replace(**self.config.grouper_changes())
+        return SpeakerGrouper(params, priors=priors)
+
     def grouper(self) -> Any:
         SpeakerGrouper, _, _ = _grouping()
         version = self.state.model_version
@@ -473,16 +483,16 @@ class SpeakerGroupingModel:
             if folder is not None and folder.is_dir():
                 self._grouper = SpeakerGrouper.load(folder)
             else:
-                self._grouper = SpeakerGrouper(**self.config.grouper_kwargs())
+                self._grouper = self._new_grouper()
             self._grouper_version = version
         return self._grouper
 
-    def _placeholders_object(self) -> Any:
-        if self._placeholders is None:
-            _, Placeholders, _ = _grouping()
-            stored = self.state.load_placeholders()
-            self._placeholders = Placeholders.from_json(stored) if stored else Placeholders()
-        return self._placeholders
+    def _speaker_numbers_object(self) -> Any:
+        if self._speaker_numbers is None:
+            _, SpeakerNumbers, _ = _grouping()
+            stored = self.state.load_speaker_numbers()
+            self._speaker_numbers = SpeakerNumbers.from_json(stored) if stored else SpeakerNumbers()
+        return self._speaker_numbers
 
     def _snapshot_for(self, line_ids: set[str]) -> tuple[Mapping[str, Any], str]:
         """(proposals, the version they were made with) covering ``line_ids``.
@@ -527,9 +537,10 @@ class SpeakerGroupingModel:
                 self._snapshot = (self._proposals, self.model_version)
                 return self._proposals
             began = time.perf_counter()
-            placeholders = self._placeholders_object()
-            proposals = self.grouper().propose(lines, labels, placeholders)
-            self.state.save_placeholders(placeholders.to_json())
+            grouping = self.grouper().propose(lines, labels, self._speaker_numbers_object())
+            proposals = grouping.proposals
+            self.state.save_speaker_numbers(grouping.speaker_numbers.to_json())
+            self._speaker_numbers = grouping.speaker_numbers
             self._proposals = {p.line_id: p for p in proposals}
             self._proposals_key = key
             self._snapshot = (self._proposals, self.model_version)  # the worker's too
@@ -551,7 +562,6 @@ class SpeakerGroupingModel:
         labels = self.state.labels()
         if not force and labels == self.state.fitted_labels and self.state.model_version:
             return False
-        SpeakerGrouper, _, _ = _grouping()
         began = time.perf_counter()
         with self._compute:
             folders = self._folders()
@@ -560,7 +570,7 @@ class SpeakerGroupingModel:
                 return False
             lines = self._load_lines(folders)
             usable = {k: v for k, v in labels.items() if k in self._line_set}
-            grouper = SpeakerGrouper(**self.config.grouper_kwargs()).fit(lines, usable)
+            grouper = self._new_grouper().fit(lines, usable)
             number = self.state.version_number + 1
             digest = _digest({"instance": self.state.instance, **usable})
             version = f"{VERSION_PREFIX}{number:04d}-{digest[:8]}"

@@ -2,6 +2,17 @@
 
 from ml_backend.grouping.grouper import SpeakerGrouper
 from ml_backend.grouping.lines import EpisodeLines, load_lines, select
-from ml_backend.grouping.proposal import Placeholders, Proposal
+from ml_backend.grouping.params import GrouperParams
+from ml_backend.grouping.proposal import Grouping, Proposal
+from ml_backend.grouping.speaker_numbers import SpeakerNumbers
 
-__all__ = ["EpisodeLines", "Placeholders", "Proposal", "SpeakerGrouper", "load_lines", "select"]
+__all__ = [
+    "EpisodeLines",
+    "GrouperParams",
+    "Grouping",
+    "Proposal",
+    "SpeakerGrouper",
+    "SpeakerNumbers",
+    "load_lines",
+    "select",
+]

@@ -61,6 +61,9 @@ class EpisodeLines:
     def __len__(self) -> int:
         return len(self.line_ids)
 
+    def __contains__(self, line_id: object) -> bool:
+        return line_id in self._index
+
     def index_of(self, line_id: str) -> int:
         """Position of a line; raises KeyError naming the id."""
         return self._index[line_id]

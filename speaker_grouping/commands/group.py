@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     grouper = SpeakerGrouper()
     if labels:
         grouper.fit(lines, labels)
-    proposals = grouper.propose(lines, labels)
+    proposals = grouper.propose(lines, labels).proposals
 
     args.out.mkdir(parents=True, exist_ok=True)
     by_line = {proposal.line_id: proposal for proposal in proposals}
