@@ -42,11 +42,11 @@ def test_params_are_frozen_and_typed():
         params.threshold = 0.9  # type: ignore[misc]
     assert GrouperParams.from_json({"reassign_rounds": 3.0}).reassign_rounds == 3
     assert GrouperParams.from_json({"weak_joins": 0.0}).weak_joins is False
-    with pytest.raises(ValueError, match="reassign_rounds must be int, got 2.5"):
+    with pytest.raises(ValueError, match=r"reassign_rounds must be int, got 2\.5"):
         GrouperParams(reassign_rounds=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="threshold must be a number"):
         GrouperParams(threshold=float("nan"))
-    with pytest.raises(ValueError, match="unknown grouper parameter.*thresold"):
+    with pytest.raises(ValueError, match=r"unknown grouper parameter.*thresold"):
         params.replace(thresold=0.5)
 
 
