@@ -136,9 +136,9 @@ def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
     from speaker_grouping.episode_import import import_with_features
 
     if approach == "overlapped-dec1":
-        import importers.media
+        import importers.media.frames
 
-        importers.media.DECODER_THREADS = 1
+        importers.media.frames.DECODER_THREADS = 1
     if approach == "overlapped-all":
         import ml_backend.features.feed
 

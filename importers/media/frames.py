@@ -1,20 +1,5 @@
-"""One-pass media cutting: every line's clip and frames from one decode of the episode.
-
-An episode has hundreds of subtitle lines. Starting FFmpeg once per line, or seeking once per
-frame, costs a process start or a keyframe-to-target decode for every line; decoding the file
-once and cutting in memory costs one decode in all (docs/architecture.md §6; the figures are in
-bench/README.md, "Import speed"). So:
-
-- :func:`decode_audio` decodes the whole audio track once to 16 kHz mono float32, and
-  :func:`slice_clip` cuts each line's clip out of that array;
-- :func:`extract_frames` walks the video stream once, in order, and keeps the frames the
-  caller asked for. Between requests it skips decoding frames nothing depends on, and it
-  seeks over stretches longer than a keyframe interval instead of decoding through them.
-
-Everything decodes with PyAV's bundled FFmpeg, so no system ffmpeg is needed. Times are in
-seconds from the start of the file's timeline (the container's start time), which is what
-subtitle timestamps are relative to.
-"""
+"""The frame pass: every requested frame from forward walks over the video, one per usable
+core, each decoding its keyframe intervals once; JPEG encoding beside the decoding."""
 
 from __future__ import annotations
 
@@ -23,25 +8,32 @@ import logging
 import math
 import os
 import threading
-import wave
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
-from itertools import accumulate, chain
+from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
 import av
-import av.logging
 import numpy as np
 from PIL import Image
 
+from importers.media.container import (
+    MediaError,
+    count_bad_packet,
+    demux,
+    discard_other_streams,
+    frame_seconds,
+    media_duration,
+    open_media,
+    require_decoder,
+    timeline_origin,
+    video_stream,
+)
 from speaker_grouping.atomic import atomic_write_bytes
-from speaker_grouping.options import coerce_options
 from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
@@ -66,481 +58,8 @@ the last frame, and the container's duration can run a little past the video's."
 SEEK_MIN_GAIN_S = 1.0
 """Seek only when it skips at least this much video; a seek restarts the decoder's threads."""
 
-MAX_BAD_PACKETS = 50
-"""Corrupt packets tolerated (logged and skipped) before a file is declared unreadable."""
-
 PENDING_JPEGS = 6
 """Frames queued for JPEG encoding at once; bounds memory at a few raw frames."""
-
-
-class MediaError(RuntimeError):
-    """A media file cannot be used; ``str(error)`` is one line: ``"<file>: <reason>"``."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = " ".join(str(reason).split())
-        super().__init__(f"{self.path}: {self.reason}")
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What the pipeline needs to know about a file before cutting it."""
-
-    path: Path
-    duration: float
-    has_audio: bool
-    has_video: bool
-    width: int | None
-    height: int | None
-    fps: float | None
-    audio_codec: str | None
-    video_codec: str | None
-
-
-@dataclass(frozen=True)
-class ClipOptions:
-    """How each line's clip is cut.
-
-    pad_ms : silence-safe margin added before and after each line, because subtitle timing
-    is loose and clipping the first syllable hurts speaker embeddings more than a little
-    extra context.
-    """
-
-    pad_ms: int = 150
-    sample_rate: int = 16000
-
-
-_ffmpeg_log_lock = threading.Lock()
-
-
-@contextmanager
-def _ffmpeg_error_details() -> Iterator[None]:
-    """Record FFmpeg's last logged error while opening, so MediaError can quote its reason.
-
-    PyAV leaves FFmpeg's log off by default; then an unreadable MP4 only says "Invalid data
-    found when processing input", while FFmpeg's log says "moov atom not found". Level
-    PANIC keeps the last error for the exception without printing anything. It is switched
-    on only around ``av.open``: PyAV warns that its log callback, which takes the GIL from
-    FFmpeg's threads, does not mix well with threaded decoding. An application that set
-    its own level keeps it.
-    """
-    with _ffmpeg_log_lock:
-        switch = av.logging.get_level() is None
-        if switch:
-            av.logging.set_level(av.logging.PANIC)
-        try:
-            yield
-        finally:
-            if switch:
-                av.logging.set_level(None)
-
-
-def _ffmpeg_reason(error: BaseException) -> str:
-    """FFmpeg's message plus its last logged error line, e.g. "...: moov atom not found"."""
-    if not isinstance(error, av.FFmpegError):
-        return str(error)
-    reason = error.strerror or str(error)
-    log = getattr(error, "log", None)  # (level, component, message) of FFmpeg's last error
-    if isinstance(log, tuple) and len(log) == 3 and isinstance(log[2], str):
-        _level, component, message = log
-        detail = message.strip()
-        if detail and detail not in reason:
-            reason = f"{reason} ({component}: {detail})" if component else f"{reason} ({detail})"
-    return reason
-
-
-@contextmanager
-def _open(path: str | Path) -> Iterator[av.container.InputContainer]:
-    """Open a media file for reading, turning every failure into a one-line MediaError."""
-    path = Path(path)
-    if not path.exists():
-        raise MediaError(path, "no such file")
-    if not path.is_file():
-        raise MediaError(path, "not a regular file")
-    try:
-        with _ffmpeg_error_details():
-            container = av.open(str(path), mode="r")
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise MediaError(path, f"cannot open as media: {_ffmpeg_reason(error)}") from error
-    try:
-        yield container
-    finally:
-        container.close()
-
-
-def _decodable(stream: av.stream.Stream) -> bool:
-    context = stream.codec_context
-    return context is not None and context.codec is not None and context.codec.is_decoder
-
-
-def _codec_name(stream: av.stream.Stream) -> str:
-    """The codec's name even when this FFmpeg has no decoder for it."""
-    context = stream.codec_context
-    if context is not None and context.name:
-        return context.name
-    return "unknown"  # FFmpeg does not even know the codec's name
-
-
-def _pick(streams: Sequence[av.stream.Stream]) -> av.stream.Stream | None:
-    """The stream a player would play: the default-flagged one, else the first."""
-    if not streams:
-        return None
-    for stream in streams:
-        if stream.disposition & av.stream.Disposition.default:
-            return stream
-    return streams[0]
-
-
-def _video_stream(container: av.container.InputContainer) -> av.stream.Stream | None:
-    """The picture track, ignoring cover art that MP4/MKV files store as one-frame video."""
-    moving = [
-        stream
-        for stream in container.streams.video
-        if not stream.disposition & av.stream.Disposition.attached_pic
-    ]
-    return _pick(moving)
-
-
-def _audio_stream(
-    path: Path, container: av.container.InputContainer, index: int | None = None
-) -> av.stream.Stream | None:
-    """Stream ``index`` (it must be audio), else what a player plays: the default-flagged
-    audio track this FFmpeg can decode, else the first decodable one, else the first (whose
-    codec error then names the problem). `importers.tracks` chooses by language the same way.
-    """
-    if index is not None:
-        if not 0 <= index < len(container.streams) or container.streams[index].type != "audio":
-            audio = ", ".join(str(stream.index) for stream in container.streams.audio) or "none"
-            raise MediaError(path, f"stream {index} is not an audio track (audio tracks: {audio})")
-        return container.streams[index]
-    streams = list(container.streams.audio)
-    return _pick([stream for stream in streams if _decodable(stream)]) or _pick(streams)
-
-
-def _require_decoder(path: Path, stream: av.stream.Stream, kind: str) -> None:
-    if not _decodable(stream):
-        raise MediaError(
-            path,
-            f"unsupported {kind} codec {_codec_name(stream)!r}: "
-            "the bundled FFmpeg has no decoder for it",
-        )
-
-
-def _timeline_origin(container: av.container.InputContainer) -> float:
-    """Seconds at which the file's timeline starts; subtitles count from here."""
-    start = container.start_time
-    return start / av.time_base if start is not None else 0.0
-
-
-def probe_media(path: str | Path, *, audio_track: int | None = None) -> MediaInfo:
-    """Read a file's streams and duration without decoding it.
-
-    audio_track : the stream index of the audio track to use (see :func:`decode_audio`);
-        None: the default one.
-    Raises MediaError for a missing file, one FFmpeg cannot parse, one without audio or
-    video, and one whose chosen audio or video stream this FFmpeg cannot decode.
-    """
-    path = Path(path)
-    with _open(path) as container:
-        video = _video_stream(container)
-        audio = _audio_stream(path, container, audio_track)
-        if video is None and audio is None:
-            raise MediaError(path, "no audio or video stream")
-        for stream, kind in ((video, "video"), (audio, "audio")):
-            if stream is not None:
-                _require_decoder(path, stream, kind)
-        duration = _duration(container, (video, audio))
-        fps = None
-        if video is not None:
-            rate = video.average_rate or video.guessed_rate or video.base_rate
-            fps = float(rate) if rate else None
-        return MediaInfo(
-            path=path,
-            duration=duration,
-            has_audio=audio is not None,
-            has_video=video is not None,
-            width=video.codec_context.width if video is not None else None,
-            height=video.codec_context.height if video is not None else None,
-            fps=fps,
-            audio_codec=_codec_name(audio) if audio is not None else None,
-            video_codec=_codec_name(video) if video is not None else None,
-        )
-
-
-def _duration(
-    container: av.container.InputContainer, streams: Sequence[av.stream.Stream | None]
-) -> float:
-    """Container duration, else the longest stream's; 0.0 when the file does not say."""
-    if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
-    spans = [
-        float(stream.duration * stream.time_base)
-        for stream in streams
-        if stream is not None and stream.duration and stream.time_base
-    ]
-    return max(spans, default=0.0)
-
-
-RESAMPLE_BLOCK_S = 1
-"""Resampled audio comes out in blocks this long: per-frame output cost a third more CPU."""
-
-
-class _MonoResampler:
-    """FFmpeg's resampler (downmix + rate change), fed decoded frames, giving float32 blocks.
-
-    Output is batched into RESAMPLE_BLOCK_S blocks, and FFmpeg pads the last block with
-    zeros, so :meth:`finish` trims the output to exactly the input's length at the new rate.
-    """
-
-    def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
-        self.resampler = av.AudioResampler(
-            format="flt", layout="mono", rate=sample_rate, frame_size=sample_rate * RESAMPLE_BLOCK_S
-        )
-        self.input_seconds = 0.0
-        self.emitted = 0
-
-    @property
-    def length(self) -> int:
-        """Output samples this resampler owes for the input so far."""
-        return round(self.input_seconds * self.sample_rate)
-
-    def push(self, frame: av.AudioFrame) -> list[np.ndarray]:
-        blocks = self.resampler.resample(frame)
-        self.input_seconds += frame.samples / frame.sample_rate
-        return self._arrays(blocks)
-
-    def finish(self) -> list[np.ndarray]:
-        arrays = self._arrays(self.resampler.resample(None))
-        excess = self.emitted - self.length
-        if excess > 0 and arrays:
-            arrays[-1] = arrays[-1][: max(0, len(arrays[-1]) - excess)]
-        return arrays
-
-    def _arrays(self, blocks: list[av.AudioFrame]) -> list[np.ndarray]:
-        arrays = [block.to_ndarray()[0] for block in blocks]
-        self.emitted += sum(len(array) for array in arrays)
-        return arrays
-
-
-def decode_audio(
-    path: str | Path, *, sample_rate: int = 16000, audio_track: int | None = None
-) -> np.ndarray:
-    """Decode the whole audio track once into (num_samples,) float32 mono in [-1, 1].
-
-    audio_track : stream index of the track to decode (a fan release has Japanese and
-    English ones); None: the default-flagged decodable track, else the first decodable.
-
-    Sample 0 is the start of the file's timeline, so line times index the array directly:
-    audio that starts late is preceded by silence, audio that starts early is trimmed, and
-    gaps in the track (lost packets) are filled with silence instead of shifting what
-    follows. A truncated file gives what could be decoded, with a warning.
-    """
-    path = Path(path)
-    with _open(path) as container:
-        stream = _audio_stream(path, container, audio_track)
-        if stream is None:
-            raise MediaError(path, "no audio stream")
-        _require_decoder(path, stream, "audio")
-        _discard_other_streams(container, stream)
-        origin = _timeline_origin(container)
-        limit = _silence_limit(path, container, stream, sample_rate)
-        time_base = stream.time_base
-        pieces: list[np.ndarray] = []
-        placed = 0  # timeline samples covered by pieces (negative: audio before the origin)
-        resampler: _MonoResampler | None = None
-        bad_packets = 0
-        packets = chain(_demux(path, container, stream), [None])  # None flushes the decoder
-        for packet in packets:
-            try:
-                frames = stream.codec_context.decode(packet)
-            except av.FFmpegError as error:
-                bad_packets = _count_bad_packet(path, error, bad_packets)
-                continue
-            for frame in frames:
-                seconds = _frame_seconds(frame, time_base, origin)
-                at = None if seconds is None else round(seconds * sample_rate)
-                if resampler is None:
-                    if at is not None:
-                        # Leading silence when the audio starts late; a negative start is
-                        # audio before the timeline, trimmed below.
-                        if at > 0:
-                            limit(at, at)
-                            pieces.append(np.zeros(at, dtype=np.float32))
-                        placed = at
-                    resampler = _MonoResampler(sample_rate)
-                elif at is not None and at - (placed + resampler.length) > sample_rate // 50:
-                    # A gap of over 20 ms: close the run before it, then fill with silence.
-                    pieces += resampler.finish()
-                    placed += resampler.length
-                    limit(at, at - placed)
-                    pieces.append(np.zeros(at - placed, dtype=np.float32))
-                    placed = at
-                    resampler = _MonoResampler(sample_rate)
-                try:
-                    pieces += resampler.push(frame)
-                except ValueError:  # the track changed rate or layout mid-stream
-                    pieces += resampler.finish()
-                    placed += resampler.length
-                    resampler = _MonoResampler(sample_rate)
-                    pieces += resampler.push(frame)
-        if resampler is not None:
-            pieces += resampler.finish()
-            placed += resampler.length
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        if len(audio) > placed:  # the audio started before the timeline: drop that part
-            audio = audio[len(audio) - max(placed, 0) :]
-        if not len(audio):
-            raise MediaError(path, "the audio stream has no decodable samples")
-        expected_s = _duration(container, (stream,))
-        decoded_s = len(audio) / sample_rate
-        if expected_s and decoded_s < expected_s - 1.0:
-            logger.warning(
-                "%s: audio ends at %.1f s but the file says %.1f s (truncated or damaged?)",
-                path,
-                decoded_s,
-                expected_s,
-            )
-        return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-MAX_SILENCE_GAP_S = 600.0
-"""Longest gap in an audio track filled with silence; lost packets leave seconds, not hours."""
-UNPROBED_LIMIT_S = 6 * 3600.0
-"""Timeline bound when the file states no duration."""
-
-
-def _silence_limit(
-    path: Path, container: av.container.InputContainer, stream: av.stream.Stream, rate: int
-) -> Callable[[int, int], None]:
-    """A check that raises `MediaError` before silence is allocated past what the file can be.
-
-    A timestamp jump (a damaged or hostile file) once asked for 59.6 GiB of zeros. The
-    timeline may reach the probed duration plus a minute, and one gap at most
-    `MAX_SILENCE_GAP_S`.
-    """
-    probed = _duration(container, (stream,))
-    end_s = probed + 60.0 if probed > 0 else UNPROBED_LIMIT_S
-
-    def check(at: int, gap: int) -> None:
-        if at > end_s * rate or gap > MAX_SILENCE_GAP_S * rate:
-            raise MediaError(
-                path,
-                f"audio timestamps jump to {at / rate:.0f} s (a {gap / rate:.0f} s gap) in a file "
-                f"of {probed:.0f} s; refusing to fill it with silence (damaged timestamps?)",
-            )
-
-    return check
-
-
-def _frame_seconds(
-    frame: av.frame.Frame, time_base: Fraction | None, origin: float
-) -> float | None:
-    """A decoded frame's time on the file's timeline, or None when it has no timestamp.
-
-    From ``frame.pts`` in the stream's time base (``stream.time_base``, read once per stream
-    by the caller), not ``frame.time``: PyAV gives frames that come out of the final flush
-    (``decode(None)``) no time base, so their ``time`` is NaN, and the last few frames of a
-    video with B-frames come out of that flush. Integer true division is correctly rounded,
-    so this is ``float(pts * time_base)`` without building three Fractions per frame, which
-    cost a third of the audio decode's CPU (67,500 AAC frames in a 24-minute episode).
-    """
-    if frame.pts is None or not time_base:
-        return None
-    return frame.pts * time_base.numerator / time_base.denominator - origin
-
-
-def _discard_other_streams(container: av.container.InputContainer, keep: av.stream.Stream) -> None:
-    """Let the demuxer drop other streams' packets early instead of handing them to us."""
-    for stream in container.streams:
-        if stream.index != keep.index:
-            stream.discard = av.stream.Discard.all
-
-
-def _demux(
-    path: Path, container: av.container.InputContainer, stream: av.stream.Stream
-) -> Iterator[av.Packet]:
-    """Packets of one stream, ending cleanly at a damaged tail instead of raising mid-file."""
-    packets = container.demux(stream)
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            return
-        except av.FFmpegError as error:
-            logger.warning("%s: stopped reading at a damaged spot: %s", path, _ffmpeg_reason(error))
-            return
-        if packet.size:  # skip the empty end-of-stream packet: callers flush explicitly
-            yield packet
-
-
-def _count_bad_packet(path: Path, error: BaseException, bad_packets: int) -> int:
-    bad_packets += 1
-    if bad_packets > MAX_BAD_PACKETS:
-        raise MediaError(
-            path, f"too many undecodable packets ({bad_packets}): {_ffmpeg_reason(error)}"
-        ) from error
-    logger.warning("%s: skipped an undecodable packet: %s", path, _ffmpeg_reason(error))
-    return bad_packets
-
-
-def slice_clip(
-    audio: np.ndarray,
-    start: float,
-    end: float,
-    *,
-    options: ClipOptions | dict | None = None,
-) -> np.ndarray:
-    """The samples of [start - pad, end + pad] seconds, clamped to the array: a view, no copy.
-
-    audio : (num_samples,) float32 at ``options.sample_rate``, as from :func:`decode_audio`.
-    A span entirely outside the audio gives an empty array.
-    """
-    options = coerce_options(ClipOptions, options, what="clip")
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise ValueError(f"clip times must be finite, got start={start} end={end}")
-    if end < start:
-        raise ValueError(f"clip ends before it starts: start={start} end={end}")
-    pad = options.pad_ms / 1000.0
-    rate = options.sample_rate
-    first = max(0, math.floor((start - pad) * rate))
-    last = min(len(audio), math.ceil((end + pad) * rate))
-    return audio[first : max(first, last)]
-
-
-def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """(num_samples,) int16: float samples in [-1, 1] (clipped) as a 16-bit WAV stores them;
-    int16 samples as they are."""
-    samples = np.asarray(samples)
-    if samples.ndim != 1:
-        raise ValueError(f"expected (num_samples,) mono audio, got shape {samples.shape}")
-    if samples.dtype == np.int16:
-        return samples
-    scaled = np.clip(samples.astype(np.float32, copy=False), -1.0, 1.0) * 32767.0
-    return np.rint(scaled).astype(np.int16)
-
-
-def from_pcm16(pcm: np.ndarray) -> np.ndarray:
-    """(num_samples,) float32: 16-bit samples as any WAV reader returns them (divided by
-    32768), so that a clip handed on in memory equals the one read back from its file."""
-    return np.asarray(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-
-
-def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
-    """A 16-bit PCM mono WAV file of ``samples`` (float in [-1, 1], clipped; or int16)."""
-    samples = to_pcm16(samples)
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(samples.astype("<i2", copy=False).tobytes())
-    return buffer.getvalue()
-
-
-def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
-    """Write a 16-bit PCM mono WAV atomically (temporary file, then rename)."""
-    atomic_write_bytes(path, wav_bytes(samples, sample_rate))
 
 
 def _keyframe_times(
@@ -574,12 +93,12 @@ def keyframe_index(path: str | Path) -> tuple[list[float], float]:
     Raises MediaError for a file that cannot be opened or has no video stream.
     """
     path = Path(path)
-    with _open(path) as container:
-        stream = _video_stream(container)
+    with open_media(path) as container:
+        stream = video_stream(container)
         if stream is None:
             raise MediaError(path, "no video stream")
         rate = float(stream.average_rate or stream.guessed_rate or 0.0)
-        keyframes = _keyframe_times(container, stream, _timeline_origin(container))
+        keyframes = _keyframe_times(container, stream, timeline_origin(container))
     return [seconds for seconds, _ in keyframes], rate
 
 
@@ -744,16 +263,16 @@ def extract_frames(
         DECODER_THREADS if decoder_threads is None else decoder_threads,
         on_frame,
     )
-    with _open(path) as container:
-        stream = _video_stream(container)
+    with open_media(path) as container:
+        stream = video_stream(container)
         if stream is None:
             raise MediaError(path, "no video stream")
-        _require_decoder(path, stream, "video")
-        _discard_other_streams(container, stream)
+        require_decoder(path, stream, "video")
+        discard_other_streams(container, stream)
         if not wanted:
             return
         progress = _Progress(hook, len(wanted))
-        keyframes = _keyframe_times(container, stream, _timeline_origin(container))
+        keyframes = _keyframe_times(container, stream, timeline_origin(container))
         starts = plan_walks(
             [request.seconds for request in wanted],
             [seconds for seconds, _ in keyframes],
@@ -785,9 +304,9 @@ def _walk_in_parallel(
             if number == 0:
                 _FrameWalk(path, container, stream, parts[0], settings, progress).run(stop)
                 return
-            with _open(path) as own:
+            with open_media(path) as own:
                 own_stream = own.streams[stream.index]
-                _discard_other_streams(own, own_stream)
+                discard_other_streams(own, own_stream)
                 frame_walk = _FrameWalk(path, own, own_stream, parts[number], settings, progress)
                 leftovers[number] = frame_walk.run(stop, first_walk=False)
         except BaseException:
@@ -876,7 +395,7 @@ class _FrameWalk:
         self.next = 0  # index into wanted of the first request not yet served
         self.settings = settings
         self.progress = progress
-        self.origin = _timeline_origin(container)
+        self.origin = timeline_origin(container)
         self.time_base = float(stream.time_base)
         self.exact_time_base = stream.time_base
         self.context = stream.codec_context
@@ -891,7 +410,7 @@ class _FrameWalk:
                     "skip_loop_filter": settings.skip_loop_filter,
                 }
         # The last frame must not be skipped: requests past the end get it.
-        self.end_time = _duration(container, (stream,)) or math.inf
+        self.end_time = media_duration(container, (stream,)) or math.inf
         self.keyframes = _keyframe_times(container, stream, self.origin)
         self.key_seconds = [seconds for seconds, _ in self.keyframes]
         self.context.skip_frame = "DEFAULT"
@@ -944,7 +463,7 @@ class _FrameWalk:
 
     def _walk(self) -> None:
         bad_packets = 0
-        packets = _demux(self.path, self.container, self.stream)
+        packets = demux(self.path, self.container, self.stream)
         for packet in packets:
             if self.next >= len(self.wanted):
                 return
@@ -960,7 +479,7 @@ class _FrameWalk:
             try:
                 frames = self.context.decode(packet)
             except av.FFmpegError as error:
-                bad_packets = _count_bad_packet(self.path, error, bad_packets)
+                bad_packets = count_bad_packet(self.path, error, bad_packets)
                 continue
             for frame in frames:
                 self._take(frame)
@@ -1018,7 +537,7 @@ class _FrameWalk:
 
     def _take(self, frame: av.VideoFrame) -> None:
         """Serve every pending request this frame is the first at or after."""
-        seconds = _frame_seconds(frame, self.exact_time_base, self.origin)
+        seconds = frame_seconds(frame, self.exact_time_base, self.origin)
         if seconds is None:  # no timestamp: assume it follows the previous frame
             rate = self.stream.average_rate
             step = 1.0 / float(rate) if rate else 0.0
