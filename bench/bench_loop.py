@@ -10,7 +10,7 @@ of the episode's ``tasks.json`` gets a running task id. The simulated annotator 
 
 - a right proposal is accepted: 0 corrections, but submitted as an ``ANNOTATION_CREATED``
   webhook all the same, as Label Studio would;
-- a wrong one (a placeholder such as "Speaker 7" is always wrong: the first line of every
+- a wrong one (a numbered speaker such as "Speaker 7" is always wrong: the first line of every
   character needs its name) is corrected: 1 correction, a webhook with the true name (the
   ``character`` column of truth.csv) in the ``speaker`` choices, or typed into ``new_speaker``
   while the name is not yet a choice (a name becomes a choice once a prediction has shown it,

@@ -242,7 +242,7 @@ def random_labels(episode: Episode, share: float, seed: int) -> dict[str, str]:
 
 
 def proposal_right(proposals: Sequence, truth: np.ndarray) -> np.ndarray:
-    """(n,) whether each proposal is right: its name is the truth, or, for a placeholder, the
+    """(n,) whether each proposal is right: its name is the truth, or, for a numbered speaker, the
     truth is its cluster's majority; unassigned lines are never right."""
     clusters = np.array([p.cluster for p in proposals])
     majority = {}

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from label_config import PLACEHOLDER_SPEAKER, flags_from_annotation, speaker_from_annotation
+from label_config import UNKNOWN_CHOICE, flags_from_annotation, speaker_from_annotation
 from ml_backend.label_journal import JOURNAL_FILE, LabelJournal
 from ml_backend.label_journal import apply as apply_record
 from speaker_grouping.atomic import atomic_write_text
@@ -450,7 +450,7 @@ def annotation_entry(
                 )
     speaker = speaker_from_annotation(result)
     flags = flags_from_annotation(result)
-    if speaker == PLACEHOLDER_SPEAKER or flags:
+    if speaker == UNKNOWN_CHOICE or flags:
         speaker = None
     updated = annotation.get("updated_at") or annotation.get("created_at") or ""
     return {

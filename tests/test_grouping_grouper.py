@@ -62,7 +62,7 @@ def test_labelled_lines_keep_their_label_and_name_their_cluster(priors, episode)
     assert named > 300
 
 
-def test_placeholders_survive_reproposals(priors, episode):
+def test_speaker_numbers_survive_reproposals(priors, episode):
     grouper = SpeakerGrouper(priors=priors)
     cold = grouper.propose(episode.lines)
     first, numbers = cold.proposals, cold.speaker_numbers
