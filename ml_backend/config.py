@@ -58,7 +58,7 @@ the name model give a numbered speaker's cluster the known name its members most
 have, even on weak evidence: at worst it costs the same one correction, and it is shown with
 its low score. Offline grouping keeps the numbered speaker (the grouper's default), since a
 guessed name that is wrong merges two speakers in the output. The measurements behind both
-choices are in bench/README.md ("Naming numbered speakers in the backend").
+choices are in bench/README.md, "Measurements behind code choices".
 """
 
 

@@ -47,7 +47,8 @@ class ClipOptions:
 
 
 RESAMPLE_BLOCK_S = 1
-"""Resampled audio comes out in blocks this long: per-frame output cost a third more CPU."""
+"""Resampled audio comes out in blocks this long: per-frame output costs more CPU
+(bench/README.md, "Measurements behind code choices")."""
 
 
 class _MonoResampler:

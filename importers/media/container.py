@@ -175,7 +175,8 @@ def frame_seconds(frame: av.frame.Frame, time_base: Fraction | None, origin: flo
     (``decode(None)``) no time base, so their ``time`` is NaN, and the last few frames of a
     video with B-frames come out of that flush. Integer true division is correctly rounded,
     so this is ``float(pts * time_base)`` without building three Fractions per frame, which
-    cost a third of the audio decode's CPU (67,500 AAC frames in a 24-minute episode).
+    was a large share of the audio decode's CPU
+    (bench/README.md, "Measurements behind code choices").
     """
     if frame.pts is None or not time_base:
         return None

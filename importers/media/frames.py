@@ -47,9 +47,8 @@ FULL_DECODE_MARGIN_S = 0.1
 
 Frames are skipped per packet, by the packet's own presentation time, so the frame at or after
 a request is decoded whatever the reordering; the margin only covers timestamp jitter (1 ms in
-Matroska). 0.5 s also decoded the unreferenced B-frames of the half second before every
-request, for nothing: 0.1 s cut the benchmark episode's frame-pass CPU by about 13 % with
-byte-identical JPEGs (bench/README.md, "Features during the media pass")."""
+Matroska). A longer margin decodes the unreferenced B-frames before every request for
+nothing (bench/README.md, "Measurements behind code choices")."""
 
 END_DECODE_MARGIN_S = 0.5
 """Everything this close to the end of the file is decoded in full: requests past the end get
@@ -116,7 +115,8 @@ def _frame_jpeg(
     if max_width is not None and frame.width > max_width:
         height = max(2, round(frame.height * max_width / frame.width / 2) * 2)
         size = {"width": max_width, "height": height, "interpolation": "AREA"}
-    # to_ndarray + fromarray, not to_image: measured 6 ms against 16 ms per 720p frame.
+    # to_ndarray + fromarray, not to_image: the faster of the two
+    # (bench/README.md, "Measurements behind code choices").
     rgb = frame.to_ndarray(format="rgb24", **size)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=jpeg_quality)
@@ -143,16 +143,15 @@ frames to the next keyframe. H.264 and HEVC honour it; other decoders ignore it.
 """
 
 DEFAULT_SKIP_LOOP_FILTER = "noref"
-"""Exact up to unreferenced frames: on the benchmark episode the served frames (first 80)
-kept a luma PSNR of at least 56 dB against the exact decode. "all" cut the frame pass's CPU by a
-further ~15%, but one of those 400 frames fell to 34.2 dB (median 48.7; the JPEG at
-quality 85 itself is at 38-41 dB), under the 35 dB floor; bench/README.md."""
+"""Exact up to unreferenced frames. "all" is cheaper still but lets a served frame fall under
+the 35 dB luma-PSNR floor against the exact decode (bench/README.md, "Import speed", loop
+filter)."""
 
 
 DECODER_THREADS = 0
 """Threads per walk's decoder; 0 lets FFmpeg choose (about cores + 1). One thread per walk
-needed 8% less CPU on the loaded machine, but cannot use a core that a walk which finished
-early leaves idle; see bench/README.md."""
+needs a little less CPU, but cannot use a core that a walk which finished early leaves idle
+(bench/README.md, "Import speed")."""
 
 WALK_SETUP_COST_S = 0.5
 """Planning cost of starting on a keyframe interval, in seconds of video decoded: a seek,

@@ -59,8 +59,8 @@ _TOP = 3
 _BLOCK = 2048
 WHITEN_SHRINK = 0.5
 """How far the labels' within-speaker covariance is shrunk towards a sphere before whitening:
-a few hundred labels estimate a 256-d covariance poorly (0.3–0.6 all gave the same gain in
-1-NN accuracy on the training episodes, about +2 to +5 points at half the lines labelled)."""
+a few hundred labels estimate a 256-d covariance poorly (bench/README.md, "Measurements
+behind code choices")."""
 WHITEN_MIN_LABELS = 30
 """Fewer labelled lines than this, or fewer than two per name: no whitening (the plain space)."""
 

@@ -73,7 +73,8 @@ class GrouperParams:
     more, so weak evidence for a name is worth proposing."""
     name_guess: float = 0.3
     """A cluster without labels takes a named cluster's name above this mean P. A whole
-    cluster named on weak evidence lumps speakers together (bench/README.md, "Naming")."""
+    cluster named on weak evidence lumps speakers together (bench/README.md, "Measurements
+    behind code choices")."""
     name_override: float = 0.0
     """The name model (`name_model.NameModel`) overrides a named cluster's proposal for a line
     when its own P is higher by this margin."""
@@ -83,12 +84,13 @@ class GrouperParams:
     speakers stay; the backend uses 0.2, see `ml_backend.config.ANNOTATION_PARAMS`)."""
     name_sure: float = 0.7
     """Lines the name model names at this P or above count as labelled for a second look at
-    the rest (1: off). Chosen with the annotation loop on the training episodes."""
+    the rest (1: off). Chosen with the annotation loop on the training episodes
+    (bench/README.md, "Measurements behind code choices")."""
 
     # -- refitting from labels (`SpeakerGrouper.fit`) ---------------------------------------
     strength: float = 3000.0
     """How many replay pairs the priors count for when refitting: few labels must not pull
-    the models away from them."""
+    the models away from them (bench/README.md, "Measurements behind code choices")."""
     min_labels: int = 2
     """Fewer labelled lines than this: keep the priors' confidence and merge models."""
     name_strength: float = 30.0
