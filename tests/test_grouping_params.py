@@ -139,3 +139,21 @@ def test_override_changes_lists_only_differences():
     assert override.changes() == {"attach": 0.5}
     with pytest.raises(ValueError, match="unknown overridden grouper parameter"):
         ParamsOverride.from_json({"version": 2, "values": {"refine": 2}})
+
+
+def test_a_grouper_saved_before_the_parameters_dataclass_still_loads(trained, episode, tmp_path):
+    """A model folder written by format 1 (the backend's state survives an upgrade): its
+    constructor options go on top of its priors' options, as they did."""
+    confidence, merge, lines = trained
+    priors = _priors(confidence, merge, _identity_calibrator(), None, lines)
+    SpeakerGrouper(priors=priors).save(tmp_path)
+    state = json.loads((tmp_path / "grouper.json").read_text(encoding="utf-8"))
+    state["version"] = 1
+    state["options"] = {"name_none_margin": 0.2, "refine": 1.0}
+    del state["params"], state["params_version"]
+    state["priors"]["version"] = 1
+    state["priors"]["options"] = {"threshold": 0.4, "weak_joins": 1.0}
+    (tmp_path / "grouper.json").write_text(json.dumps(state), encoding="utf-8")
+    loaded = SpeakerGrouper.load(tmp_path)
+    assert loaded.params == DEFAULTS.replace(threshold=0.4, name_none_margin=0.2, reassign_rounds=1)
+    assert len(loaded.propose(episode.lines).proposals) == len(episode.lines)
