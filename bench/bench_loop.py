@@ -454,8 +454,8 @@ def simulate_direct(
     by fit + propose on every label so far. Stops when every unreviewed proposal is right, after
     a last fit on every label.
     """
+    from ml_backend.episode_lines import load_lines
     from ml_backend.grouping import SpeakerGrouper, SpeakerNumbers
-    from ml_backend.grouping.lines import load_lines
     from ml_backend.grouping.params import params_for_priors
     from ml_backend.grouping.priors import load_priors
 
@@ -541,7 +541,7 @@ def prototype_loop(voice: np.ndarray, truth: Sequence[str]) -> tuple[int, int, i
 
 
 def run_prototype(episode: LoopEpisode) -> LoopResult:
-    from ml_backend.grouping.lines import load_lines
+    from ml_backend.episode_lines import load_lines
 
     began = time.perf_counter()
     lines = load_lines([episode.imported])

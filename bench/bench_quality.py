@@ -38,7 +38,8 @@ import numpy as np
 
 from bench import baselines
 from bench.episode_cache import CACHE, EVALUATION, READY, TRAINING, CachedEpisode, episodes
-from ml_backend.grouping.lines import EpisodeLines, concatenate, load_lines
+from ml_backend.episode_lines import load_lines
+from ml_backend.grouping.lines import EpisodeLines, concatenate
 from ml_backend.metrics import edge_scores, score_grouping
 from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json
 

@@ -83,8 +83,8 @@ class Episode:
 
 
 def read_episode(name: str, folder: Path, imported: Path) -> Episode:
+    from ml_backend.episode_lines import load_lines
     from ml_backend.grouping.context import build_context
-    from ml_backend.grouping.lines import load_lines
 
     lines = load_lines([imported])
     with (folder / "truth.csv").open(newline="", encoding="utf-8") as stream:

@@ -73,8 +73,8 @@ RECONCILE_EVERY_S = 300.0
 
 def _grouping() -> tuple[Any, Any, Any]:
     """SpeakerGrouper, SpeakerNumbers and load_lines, imported on first use (numpy, priors)."""
+    from ml_backend.episode_lines import load_lines
     from ml_backend.grouping import SpeakerGrouper
-    from ml_backend.grouping.lines import load_lines
     from ml_backend.grouping.speaker_numbers import SpeakerNumbers
 
     return SpeakerGrouper, SpeakerNumbers, load_lines
@@ -455,7 +455,7 @@ class SpeakerGroupingModel:
         )
         if key != self._lines_key:
             _, _, load_lines = _grouping()
-            from ml_backend.grouping.lines import MixedEmbeddersError
+            from ml_backend.episode_lines import MixedEmbeddersError
 
             try:
                 self._lines = load_lines(folders)

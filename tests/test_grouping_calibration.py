@@ -50,7 +50,8 @@ def _held_out_episode():
 )
 def test_scores_of_the_shipped_priors_are_calibrated_on_a_held_out_episode():
     from bench.train_priors import proposal_right
-    from ml_backend.grouping import SpeakerGrouper, load_lines
+    from ml_backend.episode_lines import load_lines
+    from ml_backend.grouping import SpeakerGrouper
 
     folder, imported = _held_out_episode()
     lines = load_lines([imported])

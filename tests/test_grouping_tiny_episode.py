@@ -6,7 +6,8 @@ import csv
 import numpy as np
 import pytest
 
-from ml_backend.grouping import SpeakerGrouper, load_lines
+from ml_backend.episode_lines import load_lines
+from ml_backend.grouping import SpeakerGrouper
 
 pytestmark = pytest.mark.slow
 

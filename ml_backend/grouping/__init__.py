@@ -1,7 +1,7 @@
 """Speaker grouping (docs/architecture.md §4): confidence, gated clustering, merges, naming."""
 
 from ml_backend.grouping.grouper import SpeakerGrouper
-from ml_backend.grouping.lines import EpisodeLines, load_lines, select
+from ml_backend.grouping.lines import EpisodeLines, select
 from ml_backend.grouping.params import GrouperParams
 from ml_backend.grouping.proposal import Grouping, Proposal
 from ml_backend.grouping.speaker_numbers import SpeakerNumbers
@@ -13,6 +13,5 @@ __all__ = [
     "Proposal",
     "SpeakerGrouper",
     "SpeakerNumbers",
-    "load_lines",
     "select",
 ]

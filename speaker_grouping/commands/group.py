@@ -75,10 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from exporters.tagged_subtitles import SpeakerLine, write_tagged_ass, write_tagged_srt
     from importers.pipeline import ImportOptions
+    from ml_backend.episode_lines import load_lines
     from ml_backend.features.extractor import FeatureExtractor
     from ml_backend.features.prepare import prepare_episode
     from ml_backend.grouping import SpeakerGrouper
-    from ml_backend.grouping.lines import load_lines
     from speaker_grouping.atomic import atomic_write_text
     from speaker_grouping.progress import ProgressBars
 
