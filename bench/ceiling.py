@@ -112,7 +112,8 @@ def measure_episodes(cached: Sequence) -> list[dict]:
     rows = []
     for one in cached:
         episode = read_episode(one.name, one.folder, one.imported)
-        clusters = np.array([p.cluster for p in SpeakerGrouper().propose(episode.lines)])
+        proposals = SpeakerGrouper().propose(episode.lines).proposals
+        clusters = np.array([p.cluster for p in proposals])
         lines = episode.lines
         vectors = spaces(lines.voice, lines.image, episode.context.episode, episode.codes, clusters)
         row = {

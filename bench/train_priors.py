@@ -10,10 +10,10 @@ or a threshold. Steps:
    logistic model per modality on the label-free neighbourhood and quality inputs.
 2. Merge classifier: pairs from replaying agglomerative clustering on each episode's truth.
 3. Thresholds (merge threshold and its slopes for difficult episodes and noisy edges, lone-line
-   attach probability): a grid, each point scored on every episode with models fit on the
-   *other* training episodes (leave-one-episode-out), keeping the point with the lowest
-   `objective`: operations per 100 lines plus a penalty for each point of edge precision
-   below the target, averaged per episode type.
+   attach probability; `GrouperParams` fields): a grid, each point scored on every episode
+   with models fit on the *other* training episodes (leave-one-episode-out), keeping the
+   point with the lowest `objective`: operations per 100 lines plus a penalty for each point
+   of edge precision below the target, averaged per episode type.
 4. Score calibration: logistic on the leave-one-out proposals (no labels, and 10 % / 30 %
    random labels), so that a score of 0.8 is right about 8 times in 10.
 5. Name model prior (`fit_name_prior`): the conditional logit that names lines from the labels
@@ -21,7 +21,10 @@ or a threshold. Steps:
    just this step and keeps the rest of the file.
 
 The report (per-episode edge precision/recall/F1, operations, confidence Spearman) goes into
-the priors file and to the log.
+the priors file and to the log. Thresholds the search chose other than the `GrouperParams`
+defaults are written as the file's explicit ``params_override`` (versioned, and logged by
+every grouper that uses it); to ship them, make them the defaults in
+``ml_backend/grouping/params.py`` and retrain, so that the packaged file holds weights only.
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ class Episode:
 
 
 def read_episode(name: str, folder: Path, imported: Path) -> Episode:
+    from ml_backend.episode_lines import load_lines
     from ml_backend.grouping.context import build_context
-    from ml_backend.grouping.lines import load_lines
 
     lines = load_lines([imported])
     with (folder / "truth.csv").open(newline="", encoding="utf-8") as stream:
@@ -197,15 +200,21 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _priors(
-    confidence: object, merge: object, calibrator: object, options: dict, lines: object
+    confidence: object, merge: object, calibrator: object, options: dict | None, lines: object
 ) -> Priors:
+    """Priors of these models; ``options`` (grouper parameters) that differ from the
+    `GrouperParams` defaults go into the file as its explicit, versioned override."""
+    from ml_backend.grouping.params import ParamsOverride
+
+    override = ParamsOverride(dict(options or {}))
+    changes = override.changes()
     return Priors(
         confidence=confidence,  # type: ignore[arg-type]
         merge=merge,  # type: ignore[arg-type]
         calibrator=calibrator,  # type: ignore[arg-type]
-        options=dict(options),
         voice_model=lines.voice_model,  # type: ignore[attr-defined]
         image_model=lines.image_model,  # type: ignore[attr-defined]
+        params_override=ParamsOverride(changes) if changes else None,
     )
 
 
@@ -234,7 +243,7 @@ def random_labels(episode: Episode, share: float, seed: int) -> dict[str, str]:
 
 
 def proposal_right(proposals: Sequence, truth: np.ndarray) -> np.ndarray:
-    """(n,) whether each proposal is right: its name is the truth, or, for a placeholder, the
+    """(n,) whether each proposal is right: its name is the truth, or, for a numbered speaker, the
     truth is its cluster's majority; unassigned lines are never right."""
     clusters = np.array([p.cluster for p in proposals])
     majority = {}
@@ -252,7 +261,7 @@ def proposal_right(proposals: Sequence, truth: np.ndarray) -> np.ndarray:
 
 
 def evaluate(grouper: object, episode: Episode, labels: dict[str, str] | None = None) -> dict:
-    proposals = grouper.propose(episode.lines, labels)  # type: ignore[attr-defined]
+    proposals = grouper.propose(episode.lines, labels).proposals  # type: ignore[attr-defined]
     pred = np.array([p.cluster for p in proposals])
     precision, recall, f1 = edge_scores(pred, episode.truth)
     return {
@@ -279,6 +288,7 @@ def objective(episodes: Sequence[Episode], results: Sequence[dict]) -> float:
 def train(episodes: Sequence[Episode], grid: dict = GRID) -> tuple[object, dict]:
     from ml_backend.grouping.calibration import ScoreCalibrator, reliability
     from ml_backend.grouping.grouper import SpeakerGrouper
+    from ml_backend.grouping.params import DEFAULTS
 
     started = time.monotonic()
     names = [e.name for e in episodes]
@@ -303,8 +313,9 @@ def train(episodes: Sequence[Episode], grid: dict = GRID) -> tuple[object, dict]
         results = []
         for e in episodes:
             confidence, merge = held_out[e.name]
-            priors = _priors(confidence, merge, _identity_calibrator(), options, e.lines)
-            results.append(evaluate(SpeakerGrouper(priors=priors), e))
+            priors = _priors(confidence, merge, _identity_calibrator(), None, e.lines)
+            grouper = SpeakerGrouper(DEFAULTS.replace(**options), priors=priors)
+            results.append(evaluate(grouper, e))
         precision = [float(np.nan_to_num(r["precision"], nan=1.0)) for r in results]
         ops = float(np.mean([r["operations"]["per_100"] for r in results]))
         key = objective(episodes, results)
@@ -318,24 +329,27 @@ def train(episodes: Sequence[Episode], grid: dict = GRID) -> tuple[object, dict]
         if best_key is None or key < best_key:
             best, best_key = options, key
     logger.info("chosen options %s (objective %.2f)", best, best_key)
+    assert best is not None
 
     rows, right = [], []
     for e in episodes:
         confidence, merge = held_out[e.name]
-        priors = _priors(confidence, merge, _identity_calibrator(), best, e.lines)
-        grouper = SpeakerGrouper(priors=priors)
+        priors = _priors(confidence, merge, _identity_calibrator(), None, e.lines)
+        grouper = SpeakerGrouper(DEFAULTS.replace(**best), priors=priors)
         for s, share in enumerate(LABEL_SHARES):
             labels = random_labels(e, share, seed=1000 + s)
-            proposals = grouper.propose(e.lines, labels)
+            grouping = grouper.propose(e.lines, labels)
+            proposals = grouping.proposals
             ok = proposal_right(proposals, e.truth)
             keep = np.array([p.speaker is not None and p.line_id not in labels for p in proposals])
-            rows.append(grouper.last_score_features_[keep])
+            rows.append(grouping.score_features[keep])
             right.append(ok[keep])
     calibrator = ScoreCalibrator().fit(np.vstack(rows), np.concatenate(right).astype(float))
 
     for e in episodes:  # held-out numbers with the chosen options and the calibrator
         confidence, merge = held_out[e.name]
-        grouper = SpeakerGrouper(priors=_priors(confidence, merge, calibrator, best, e.lines))
+        priors = _priors(confidence, merge, calibrator, None, e.lines)
+        grouper = SpeakerGrouper(DEFAULTS.replace(**best), priors=priors)
         result = evaluate(grouper, e)
         ok = proposal_right(result["proposals"], e.truth)
         scores = np.array([p.score for p in result["proposals"]])

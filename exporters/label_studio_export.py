@@ -5,7 +5,7 @@ annotations and predictions), so what is exported is exactly what Label Studio h
 
 - the speaker is that of the latest annotation that was not cancelled (a skip arrives as a
   cancelled annotation holding the pre-filled prediction, so it names nobody); a typed
-  ``new_speaker`` wins over the drop-down, and the placeholder "Unknown" names nobody
+  ``new_speaker`` wins over the drop-down, and the choice "Unknown" names nobody
   (:func:`label_config.speaker_from_annotation`);
 - a line that annotation flags "Two speakers" or "Not speech" names nobody either: it is not one
   speaker's speech, so it must not train a voice, but it stays in subtitles and the CSV, with
@@ -41,7 +41,7 @@ from foundation.layout import (
 from label_config import (
     FLAG_NOT_SPEECH,
     FLAG_TWO_SPEAKERS,
-    PLACEHOLDER_SPEAKER,
+    UNKNOWN_CHOICE,
     flags_from_annotation,
     speaker_from_annotation,
 )
@@ -279,7 +279,7 @@ def _latest(items: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 
 
 def _named(speaker: str | None) -> str | None:
-    return None if speaker in (None, PLACEHOLDER_SPEAKER) else speaker
+    return None if speaker in (None, UNKNOWN_CHOICE) else speaker
 
 
 def _episode_and_index(data: Mapping[str, Any]) -> tuple[str | None, int | None]:

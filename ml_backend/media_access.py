@@ -41,7 +41,7 @@ from foundation.layout import (
 __all__ = [
     "Credentials",
     "EpisodeCache",
-    "MediaError",
+    "TaskMediaError",
     "episode_folder",
     "fetch_to",
     "local_path",
@@ -56,22 +56,24 @@ _EPISODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
-class MediaError(ValueError):
-    """A task's media cannot be used; the message is one line naming the task or URL."""
+class TaskMediaError(ValueError):
+    """A task's media cannot be used (a URL refused, a file missing or too big); the message is
+    one line naming the task or URL. A media file that cannot be decoded is
+    `importers.media.TaskMediaError`."""
 
 
 def local_path(url: str, roots: Sequence[Path]) -> Path | None:
     """The file behind ``url`` strictly under one of ``roots``, or None for a remote URL.
 
-    Raises `MediaError` for a URL that names a local file the backend must not read (traversal,
+    Raises `TaskMediaError` for a URL that names a local file the backend must not read (traversal,
     absolute path outside the roots, a symlink out of them) or that does not exist.
     """
     if not isinstance(url, str) or not url:
-        raise MediaError("empty media URL")
+        raise TaskMediaError("empty media URL")
     try:
         path_text, local = media_url_path(url)
     except ValueError as error:
-        raise MediaError(str(error)) from None
+        raise TaskMediaError(str(error)) from None
     if local:
         return _under_roots(path_text, roots, url=url, relative=True)
     parts = urlsplit(url)
@@ -91,18 +93,18 @@ def local_path(url: str, roots: Sequence[Path]) -> Path | None:
 
 def _under_roots(path_text: str, roots: Sequence[Path], *, url: str, relative: bool) -> Path:
     if "\x00" in path_text:
-        raise MediaError(f"media URL {url[:80]!r} contains a NUL byte (%00); refused")
+        raise TaskMediaError(f"media URL {url[:80]!r} contains a NUL byte (%00); refused")
     path = PurePosixPath(path_text)
     if ".." in path.parts:
-        raise MediaError(f"media URL {url!r} climbs out with '..'; refused")
+        raise TaskMediaError(f"media URL {url!r} climbs out with '..'; refused")
     if relative and path.is_absolute():
-        raise MediaError(
+        raise TaskMediaError(
             f"media URL {url!r} gives an absolute path where a relative one belongs; refused"
         )
     if not relative and not path.is_absolute():
-        raise MediaError(f"media URL {url!r} is not an absolute path")
+        raise TaskMediaError(f"media URL {url!r} is not an absolute path")
     if not roots:
-        raise MediaError(
+        raise TaskMediaError(
             f"media URL {url!r} is a local file but no media root is configured "
             "(set LOCAL_FILES_DOCUMENT_ROOT)"
         )
@@ -122,17 +124,17 @@ def _under_roots(path_text: str, roots: Sequence[Path], *, url: str, relative: b
         except (FileNotFoundError, NotADirectoryError):
             continue
         except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
-            raise MediaError(f"media URL {url!r}: cannot resolve ({error})") from None
+            raise TaskMediaError(f"media URL {url!r}: cannot resolve ({error})") from None
         if not resolved.is_relative_to(root):
-            raise MediaError(
+            raise TaskMediaError(
                 f"media URL {url!r} leads outside the media root by a symlink; refused"
             )
         if not resolved.is_file():
-            raise MediaError(f"media URL {url!r} is not a file")
+            raise TaskMediaError(f"media URL {url!r} is not a file")
         return resolved
     if outside:
-        raise MediaError(f"media URL {url!r} is outside the configured media roots; refused")
-    raise MediaError(f"media file of {url!r} not found under the media roots")
+        raise TaskMediaError(f"media URL {url!r} is outside the configured media roots; refused")
+    raise TaskMediaError(f"media file of {url!r} not found under the media roots")
 
 
 def episode_folder(data: Mapping[str, Any], roots: Sequence[Path]) -> Path | None:
@@ -144,7 +146,7 @@ def episode_folder(data: Mapping[str, Any], roots: Sequence[Path]) -> Path | Non
     """
     audio = data.get("audio")
     if not isinstance(audio, str):
-        raise MediaError("task has no data.audio URL")
+        raise TaskMediaError("task has no data.audio URL")
     path = local_path(audio, roots)
     if path is None:
         return None
@@ -158,7 +160,7 @@ def episode_folder(data: Mapping[str, Any], roots: Sequence[Path]) -> Path | Non
 
 def safe_episode_name(episode: str) -> str:
     if not isinstance(episode, str) or not _EPISODE_NAME.fullmatch(episode):
-        raise MediaError(f"episode id {str(episode)[:80]!r} is not a plain slug; refused")
+        raise TaskMediaError(f"episode id {str(episode)[:80]!r} is not a plain slug; refused")
     return episode
 
 
@@ -203,7 +205,7 @@ class EpisodeCache:
         """A cache folder for tasks whose media are fetched (or copied) one by one.
 
         Tasks already in the folder are kept, so the cache grows as Label Studio asks about
-        more of the episode. Raises `MediaError` naming the first task whose media fail.
+        more of the episode. Raises `TaskMediaError` naming the first task whose media fail.
         """
         target = self.folder_for(episode)
         with _folder_lock(target):
@@ -253,7 +255,7 @@ class EpisodeCache:
         local = local_path(url, self.roots)
         if local is not None:
             if local.stat().st_size > MAX_MEDIA_BYTES:
-                raise MediaError(f"media {url[:120]!r} is larger than {MAX_MEDIA_BYTES} bytes")
+                raise TaskMediaError(f"media {url[:120]!r} is larger than {MAX_MEDIA_BYTES} bytes")
             atomic_write_bytes(destination, local.read_bytes())
         else:
             fetch_to(url, self.credentials, destination)
@@ -270,19 +272,19 @@ def fetch_to(
     streamed to disk, so memory stays at one chunk whatever the file's size.
     """
     if not credentials.usable:
-        raise MediaError(
+        raise TaskMediaError(
             f"media {url[:120]!r} are not local and no Label Studio URL and API key are set "
             "(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)"
         )
     if not url.startswith("/") and not urlsplit(url).scheme:
-        raise MediaError(f"media URL {url[:120]!r} is neither absolute nor rooted; refused")
+        raise TaskMediaError(f"media URL {url[:120]!r} is neither absolute nor rooted; refused")
     try:
         with LabelStudioClient(
             str(credentials.url), str(credentials.api_key), timeout=FETCH_TIMEOUT_S
         ) as client:
             return client.download(url, destination, max_bytes=max_bytes)
     except LabelStudioError as error:
-        raise MediaError(f"media: {error}") from None
+        raise TaskMediaError(f"media: {error}") from None
 
 
 _FOLDER_LOCKS: dict[Path, threading.Lock] = {}
@@ -310,15 +312,16 @@ def _embedder(kind: str, name: str | None) -> Any:
 
 
 def _extract(episode_dir: Path, store_path: Path, voice: str | None, image: str | None) -> None:
-    from ml_backend.features.extract import extract_features
+    """The features half of `ml_backend.features.prepare.prepare_episode`: the episode was
+    imported elsewhere, and only its features are made, into the backend's own cache."""
+    from ml_backend.features.extractor import FeatureExtractor
+    from ml_backend.features.quality import QualityMeter
 
     logger.info("computing features of %s into %s", episode_dir, store_path)
-    extract_features(
-        episode_dir,
-        voice_embedder=_embedder("voice", voice),
-        image_embedder=_embedder("image", image),
-        store_path=store_path,
+    extractor = FeatureExtractor(
+        voice=_embedder("voice", voice), image=_embedder("image", image), quality=QualityMeter()
     )
+    extractor.extract(episode_dir, store_path=store_path)
 
 
 def _episode_of(tasks: Any, folder: Path) -> str:
@@ -326,7 +329,7 @@ def _episode_of(tasks: Any, folder: Path) -> str:
         episode = (tasks[0].get("data") or {}).get("episode")
         if isinstance(episode, str):
             return safe_episode_name(episode)
-    raise MediaError(f"{tasks_path(folder)}: no episode id in its tasks")
+    raise TaskMediaError(f"{tasks_path(folder)}: no episode id in its tasks")
 
 
 def _cache_is_current(target: Path, source_tasks: Path) -> bool:

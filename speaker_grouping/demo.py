@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from importers.pipeline import ImportResult, import_episode
+from importers.pipeline import ImportResult
 from importers.push import PushResult, push_tasks
 from speaker_grouping.local_backend import LocalBackend
 from speaker_grouping.local_label_studio import LocalLabelStudio
@@ -78,27 +78,25 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
 
     The caller owns the servers and must call `DemoSession.stop`.
     """
-    from ml_backend.features.embedder import image_embedder, voice_embedder
-    from ml_backend.features.extract import extract_features
-    from ml_backend.features.quality import QualityMeter
+    from ml_backend.features.extractor import FeatureExtractor
+    from ml_backend.features.prepare import prepare_episode
 
     data_dir = options.data_dir.resolve()
     media_root = data_dir / "media"
     media_root.mkdir(parents=True, exist_ok=True)
-    imported = import_episode(
-        options.episode,
-        subtitles=options.subtitles,
-        out_dir=media_root,
-        options={"document_root": media_root},
-        hook=hook,
-    )
-    extract_features(
-        imported.episode_dir,
-        voice_embedder=voice_embedder(),
-        image_embedder=image_embedder(),
-        quality_meter=QualityMeter(),
-        hook=hook,
-    )
+    extractor = FeatureExtractor.build(None, None)
+    try:
+        imported = prepare_episode(
+            options.episode,
+            media_root,
+            options.subtitles,
+            {"document_root": media_root},
+            extractor,
+            hook,
+            overlap=False,
+        ).media
+    finally:
+        extractor.close()
     label_studio = LocalLabelStudio(
         data_dir=data_dir / "label-studio", document_root=media_root, port=options.port
     )

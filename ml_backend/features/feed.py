@@ -11,10 +11,10 @@ per kind, and `finish` writes ``features.npz``.
 Which kinds run *during* the frame walk is `DURING_MEDIA`: by default only the image embedder,
 whose anime-colour descriptors are computed in worker processes. The voice encoder and the VAD
 run in this process, and their Python work (resemblyzer's per-window VAD, the partial windows,
-the per-clip stats) contends for the GIL with the frame walks' per-packet Python loop: on an
-idle 2-core machine, running them beside the walk made the import slower (41.4 s against
-37.3 s) and costlier (78.7 against 70.8 CPU s) than queueing their clips in memory and starting
-them the moment the last frame is in (bench/README.md, "Features during the media pass").
+the per-clip stats) contends for the GIL with the frame walks' per-packet Python loop: running
+them beside the walk made the import slower and costlier than queueing their clips in memory
+and starting them the moment the last frame is in (bench/README.md, "Features during the
+media pass").
 
 What it writes is what `extract_features` would write from the same folder: the same rows
 and the same source hashes (SHA-1 of the WAV bytes, and `frames_hash` of the JPEG bytes),

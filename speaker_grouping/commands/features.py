@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from foundation.layout import TASKS_FILE, is_imported
-from speaker_grouping.feature_extractor import (  # noqa: F401 (re-exported for callers)
+from ml_backend.features.extractor import (  # noqa: F401 (re-exported for callers)
     COMPUTED_STEPS,
     ExtractionReport,
     FeatureExtractor,
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     folders = episode_folders(args.folders)
+
     extractor = FeatureExtractor.build(args.voice_model, args.image_model)
     # No loading ahead here: a run over folders that are up to date loads no model at all.
     try:

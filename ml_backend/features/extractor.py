@@ -1,8 +1,10 @@
-"""The embedders and quality meter of a run, built once and shared by every episode folder.
+"""The feature models of a run, built once: the embedders and the quality meter, and what one
+folder's extraction did.
 
-Used by ``speaker-grouping features``, ``import``, ``group`` and the season workers; it lives
-apart from the commands so that the season worker and the episode import, which the commands
-call, do not import a command module back.
+`FeatureExtractor` brings an imported folder's ``features.npz`` up to date from its files
+(`extract`), or hands the models to an import as its sink (`feed`), so that the features are
+computed from the clips and frames in memory. `ml_backend.features.prepare.prepare_episode`
+runs it after (or during) an import; ``speaker-grouping features`` runs it on folders.
 """
 
 from __future__ import annotations
@@ -110,23 +112,34 @@ class FeatureExtractor:
             self._loading.join()
 
     def extract(
-        self, folder: Path, *, batch_size: int = 32, hook: Hook | None = None
+        self,
+        folder: Path,
+        *,
+        batch_size: int = 32,
+        hook: Hook | None = None,
+        store_path: Path | None = None,
     ) -> ExtractionReport:
-        """Bring an imported folder's features up to date from its files on disk."""
+        """Bring an imported folder's features up to date from its files on disk.
+
+        store_path : where the store lives (default ``<folder>/features.npz``); the backend
+            keeps the features of a folder it may not write to in a cache folder of its own.
+        """
         from ml_backend.features.extract import extract_features
 
         self.wait_loaded()
         counting = _CountingHook(hook)
+        store_path = features_path(folder) if store_path is None else store_path
         store = extract_features(
             folder,
             voice_embedder=self.voice,
             image_embedder=self.image,
             quality_meter=self.quality,
+            store_path=store_path,
             batch_size=batch_size,
             hook=counting,
         )
         computed = {step: counting.totals.get(step, 0) for step in COMPUTED_STEPS}
-        return ExtractionReport(folder, features_path(folder), len(store.line_ids), computed)
+        return ExtractionReport(folder, store_path, len(store.line_ids), computed)
 
     def feed(
         self,
