@@ -32,7 +32,7 @@ import numpy as np
 
 from foundation.atomic import atomic_write_json
 from ml_backend.grouping.knn_graph import ABSENT, knn
-from ml_backend.grouping.name_model import centred, whitened
+from ml_backend.grouping.name_evidence import centred, whitened
 
 logger = logging.getLogger(__name__)
 
