@@ -263,3 +263,46 @@ class LabelStudioClient:
             f"/api/projects/{int(project)}/model-versions/",
             json={"model_version": version},
         )
+
+    # ------------------------------------------------------------------ connection (webhook, views)
+    # What the backend checks on start and on /setup (`ml_backend.connection`).
+
+    def ml_backends(self, project: int) -> list[dict[str, Any]]:
+        """The ML backends connected to the project (id, url, title, ...)."""
+        body = self.call("GET", "/api/ml", params={"project": int(project)})
+        return [b for b in body or [] if isinstance(b, dict)]
+
+    def update_ml_backend(self, backend: int, **fields: Any) -> None:
+        self.call("PATCH", f"/api/ml/{int(backend)}", json=fields)
+
+    def webhooks(self, project: int) -> list[dict[str, Any]]:
+        """The project's webhooks (id, url, is_active, send_payload, actions, ...)."""
+        body = self.call("GET", "/api/webhooks/", params={"project": int(project)})
+        return [w for w in body or [] if isinstance(w, dict) and w.get("project") == int(project)]
+
+    def create_webhook(self, project: int, url: str, **fields: Any) -> dict[str, Any]:
+        return self.call(
+            "POST", "/api/webhooks/", json={"project": int(project), "url": url, **fields}
+        )
+
+    def update_webhook(self, webhook: int, **fields: Any) -> None:
+        self.call("PATCH", f"/api/webhooks/{int(webhook)}/", json=fields)
+
+    def views(self, project: int) -> list[dict[str, Any]]:
+        """The project's Data Manager tabs (id, data: title, ordering, hiddenColumns, ...)."""
+        body = self.call("GET", "/api/dm/views/", params={"project": int(project)})
+        return [v for v in body or [] if isinstance(v, dict) and v.get("project") == int(project)]
+
+    def create_view(self, project: int, data: dict[str, Any]) -> dict[str, Any]:
+        return self.call("POST", "/api/dm/views/", json={"project": int(project), "data": data})
+
+    def update_view(self, view: int, project: int, data: dict[str, Any]) -> None:
+        self.call(
+            "PATCH", f"/api/dm/views/{int(view)}/", json={"project": int(project), "data": data}
+        )
+
+    def columns(self, project: int) -> list[dict[str, Any]]:
+        """The Data Manager's columns (id, target, visibility_defaults, ...)."""
+        body = self.call("GET", "/api/dm/columns/", params={"project": int(project)})
+        items = body.get("columns") if isinstance(body, dict) else body
+        return [c for c in items or [] if isinstance(c, dict)]
