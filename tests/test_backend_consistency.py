@@ -342,19 +342,18 @@ def test_start_logs_the_operations_a_crash_left_out(config, media):
 
 
 def test_a_predict_during_a_refit_reads_the_last_snapshot_instead_of_waiting(config, media):
-    """Request threads read an immutable (proposals, version) snapshot while the worker holds
-    the model: here another thread holds the model's compute lock, as a refit does."""
+    """Request threads read the immutable snapshot the worker published while the worker is
+    busy: here the worker runs a command that blocks, as a long refit does."""
     app, client, tasks = labelled_app(config, media)
     model = app.extensions["speaker_grouping"].model(7)
     before = client.post("/predict", json=predict_body(tasks)).json
     held, release = threading.Event(), threading.Event()
 
     def refit_in_progress() -> None:
-        with model._compute:
-            held.set()
-            release.wait(60)
+        held.set()
+        release.wait(60)
 
-    holder = threading.Thread(target=refit_in_progress)
+    holder = threading.Thread(target=lambda: model.worker.call(refit_in_progress))
     holder.start()
     assert held.wait(30)
     answers: list = []
