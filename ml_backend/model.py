@@ -630,8 +630,8 @@ class SpeakerGroupingModel:
         if not self.worker.on_worker_thread:
             return self.worker.call(lambda: self.refit(force=force))
         labels = self.state.labels()
-        if not force and labels == self.state.fitted_labels and self.state.model_version:
-            return False
+        if not force and labels == self.state.fitted_labels:
+            return False  # the priors (or the last fit) already stand for these labels
         SpeakerGrouper, _, _ = _grouping()
         began = time.perf_counter()
         folders = self._folders()
