@@ -272,8 +272,9 @@ class LabelStudioClient:
         body = self.call("GET", "/api/ml", params={"project": int(project)})
         return [b for b in body or [] if isinstance(b, dict)]
 
-    def update_ml_backend(self, backend: int, **fields: Any) -> None:
-        self.call("PATCH", f"/api/ml/{int(backend)}", json=fields)
+    def update_ml_backend(self, backend: int, project: int, **fields: Any) -> None:
+        """Change an ML backend record (Label Studio 1.23 answers 500 without ``project``)."""
+        self.call("PATCH", f"/api/ml/{int(backend)}", json={"project": int(project), **fields})
 
     def webhooks(self, project: int) -> list[dict[str, Any]]:
         """The project's webhooks (id, url, is_active, send_payload, actions, ...)."""
