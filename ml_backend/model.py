@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -188,7 +188,7 @@ class SpeakerGroupingModel:
 
     def _record_stamp(self, stamp: int) -> None:
         self.state.record_stamp(stamp)
-        self._publish()
+        self.snapshot = replace(self.snapshot, stamp=self.state.stamp)
 
     def predict(
         self,
@@ -824,9 +824,13 @@ class SpeakerGroupingModel:
         return pinned != self.model_version
 
     def catch_up(self) -> None:
-        """Connect to Label Studio and reconcile in the next round (start, ``/setup``)."""
+        """Check the connection and reconcile in the next round (start, ``/setup``).
+
+        Not waited for: ``/setup`` must answer within Label Studio's 3 s, whatever the worker
+        is doing.
+        """
         if not self.worker.on_worker_thread:
-            self.worker.call(self.catch_up)
+            self.worker.submit(self.catch_up)
             return
         self._caught_up = False
         self.worker.schedule(reconcile=True)
@@ -874,7 +878,7 @@ class SpeakerGroupingModel:
                 api.close()
         elif api is not None:
             api.close()
-        self.snapshot = _replace_listed(self.snapshot, self._listed_speakers)
+        self.snapshot = replace(self.snapshot, listed=frozenset(self._listed_speakers))
 
     def reset(self, archive: Path) -> None:
         """Worker: move the project's folder aside whole and take no more commands.
@@ -886,12 +890,6 @@ class SpeakerGroupingModel:
         if folder.exists():
             folder.rename(archive)
         self.worker.close(f"project {self.project} was reset; retry the request")
-
-
-def _replace_listed(snapshot: Snapshot, listed: set[str]) -> Snapshot:
-    from dataclasses import replace
-
-    return replace(snapshot, listed=frozenset(listed))
 
 
 def _digest(labels: Mapping[str, str]) -> str:

@@ -193,9 +193,8 @@ def pushed_predictions(loop: Loop) -> dict[int, dict]:
     return out
 
 
-def test_first_connection_pins_the_predictions_version_and_shows_prediction_columns(loop):
-    """Issue 16 item 2: the project's model version was the backend's title while predictions
-    carried "sg-0000-prior", so Label Studio showed no score and "Doubt first" did not sort."""
+def wait_pinned(loop: Loop) -> str:
+    """The project's model version, once every task's newest prediction is of it."""
 
     def pinned() -> str | None:
         with loop.api as api:
@@ -205,7 +204,13 @@ def test_first_connection_pins_the_predictions_version_and_shows_prediction_colu
         same = {p.get("model_version") for p in predictions.values()} == {version}
         return version if complete and same else None
 
-    version = wait_for("every task predicted with the project's model version", pinned)
+    return wait_for("every task predicted with the project's model version", pinned)
+
+
+def test_first_connection_pins_the_predictions_version_and_shows_prediction_columns(loop):
+    """Issue 16 item 2: the project's model version was the backend's title while predictions
+    carried "sg-0000-prior", so Label Studio showed no score and "Doubt first" did not sort."""
+    version = wait_pinned(loop)
     assert version.startswith("sg-0000")
     scores = [p.get("score") for p in pushed_predictions(loop).values()]
     assert all(isinstance(s, float) for s in scores)
@@ -234,7 +239,7 @@ def test_first_connection_pins_the_predictions_version_and_shows_prediction_colu
 def test_a_cluster_accepted_in_one_action_is_one_operation_and_one_refit(loop):
     """Issue 16 item 5: the Data Manager filters by predicted speaker and bulk-creates
     annotations from predictions; the bulk webhook is stored whole, refits once, logs once."""
-    test_first_connection_pins_the_predictions_version_and_shows_prediction_columns(loop)
+    wait_pinned(loop)
     predictions = pushed_predictions(loop)
     speakers: dict[str, list[int]] = {}
     for task_id, prediction in predictions.items():
@@ -309,7 +314,7 @@ def correct_one(loop: Loop) -> None:
 
 
 def test_no_restart_in_any_order_loses_a_correction(loop):
-    test_first_connection_pins_the_predictions_version_and_shows_prediction_columns(loop)
+    wait_pinned(loop)
     correct_one(loop)
     loop.assert_nothing_lost()
 
@@ -362,7 +367,7 @@ def test_no_restart_in_any_order_loses_a_correction(loop):
     loop.backend.start(timeout=START_TIMEOUT_S)
     with loop.api as api:
         for ml in api.ml_backends(loop.project):
-            api.update_ml_backend(int(ml["id"]), url=loop.backend.url)
+            api.update_ml_backend(int(ml["id"]), loop.project, url=loop.backend.url)
     wait_for(
         "the webhook repaired",
         lambda: (
