@@ -640,7 +640,8 @@ class SpeakerGroupingModel:
             return False
         lines = self._load_lines(folders)
         usable = {k: v for k, v in labels.items() if k in self._line_set}
-        grouper = SpeakerGrouper(**self.config.grouper_kwargs()).fit(lines, usable)
+        kwargs = self.config.grouper_kwargs()
+        grouper = self.worker.run_aside(lambda: SpeakerGrouper(**kwargs).fit(lines, usable))
         number = self.state.version_number + 1
         digest = _digest({"instance": self.state.instance, **usable})
         version = f"{VERSION_PREFIX}{number:04d}-{digest[:8]}"
@@ -661,59 +662,62 @@ class SpeakerGroupingModel:
         return True
 
     def push(self) -> Any:
-        """Push every line's current proposal to Label Studio (see `ml_backend.refresh`)."""
+        """Push every line's current proposal to Label Studio (see `ml_backend.refresh`).
+
+        The HTTP calls run through `ProjectWorker.run_aside`, so webhooks are applied meanwhile;
+        the task map Label Studio listed is stored after they return.
+        """
         if not self.worker.on_worker_thread:
             return self.worker.call(self.push)
         api = self.api()
         if api is None or not self.config.push_predictions:
             return None
-        try:
-            proposals = self._publish().proposals
-            version = self.model_version
-            info = api.project(self.project)
-            known = self.state.tasks()
-            # The task list costs a paged call; the stored map is enough while the count holds.
-            fresh = info.get("task_number") != len(known)
-            tasks = self._list_tasks(api) if fresh else known
-            if not proposals or not tasks:
-                return None
-            try:
-                result = push_predictions(
-                    api,
-                    self.project,
-                    self._predictions(tasks, proposals),
-                    model_version=version,
-                    project_info=info,
+        proposals = self._publish().proposals
+        version = self.model_version
+        known = self.state.tasks()
+        project = self.project
+
+        def send() -> tuple[Any, dict[int, str] | None]:
+            with api:
+                info = api.project(project)
+                # The task list costs a paged call; the stored map is enough while the count
+                # holds.
+                listed = (
+                    _list_tasks(api, project) if info.get("task_number") != len(known) else None
                 )
-            except RefreshError:
-                if fresh:
-                    raise
-                # A task was replaced behind our back: list them all and try once more.
-                logger.info("project %d: task map stale; listing tasks again", self.project)
-                tasks = self._list_tasks(api)
-                result = push_predictions(
-                    api,
-                    self.project,
-                    self._predictions(tasks, proposals),
-                    model_version=version,
-                )
-            self._listed_speakers.update(shown_choice(p)[0] for p in proposals.values())
-        finally:
-            api.close()
+                tasks = known if listed is None else listed
+                if not proposals or not tasks:
+                    return None, listed
+                try:
+                    result = push_predictions(
+                        api,
+                        project,
+                        self._predictions(tasks, proposals),
+                        model_version=version,
+                        project_info=info,
+                    )
+                except RefreshError:
+                    if listed is not None:
+                        raise
+                    # A task was replaced behind our back: list them all and try once more.
+                    logger.info("project %d: task map stale; listing tasks again", project)
+                    listed = _list_tasks(api, project)
+                    result = push_predictions(
+                        api, project, self._predictions(listed, proposals), model_version=version
+                    )
+                return result, listed
+
+        result, listed = self.worker.run_aside(send)
+        if listed is not None:
+            self.state.replace_tasks(listed)
+        if result is None:
+            return None
+        self._listed_speakers.update(shown_choice(p)[0] for p in proposals.values())
         self.last_push = result
         self._publish()
         if self.metrics is not None:
             self.metrics.pushed(result.seconds, result.created)
         return result
-
-    def _list_tasks(self, api: LabelStudioApi) -> dict[int, str]:
-        tasks = {}
-        for task in api.tasks(self.project):
-            line_id = (task.get("data") or {}).get("line_id")
-            if isinstance(line_id, str):
-                tasks[int(task["id"])] = line_id
-        self.state.replace_tasks(tasks)
-        return tasks
 
     @staticmethod
     def _predictions(tasks: Mapping[int, str], proposals: Mapping[str, Any]) -> list[dict]:
@@ -744,10 +748,12 @@ class SpeakerGroupingModel:
         if api is None:
             return (0, 0)
         known_before = self.state.annotation_ids()
-        try:
-            tasks = list(api.tasks(self.project, annotations=True))
-        finally:
-            api.close()
+
+        def listing() -> list[dict[str, Any]]:
+            with api:
+                return list(api.tasks(self.project, annotations=True))
+
+        tasks = self.worker.run_aside(listing)
         counts = rebuild_from_annotations(self.state, tasks, known_before=known_before)
         firsts: dict[str, Mapping[str, Any]] = {}
         for task in tasks:
@@ -777,7 +783,7 @@ class SpeakerGroupingModel:
         catching_up = not self._caught_up and self.credentials.usable
         if catching_up:
             try:
-                self.connection = ensure_connection(self)
+                self.connection = self.worker.run_aside(lambda: ensure_connection(self))
             except RefreshError as error:
                 logger.warning(
                     "project %d: Label Studio not reachable yet (%s); retrying in %.0f s",
@@ -812,13 +818,16 @@ class SpeakerGroupingModel:
         api = self.api()
         if api is None or not self.config.push_predictions:
             return False
+
+        def read() -> Any:
+            with api:
+                return api.project(self.project).get("model_version")
+
         try:
-            pinned = api.project(self.project).get("model_version")
+            pinned = self.worker.run_aside(read)
         except RefreshError as error:
             logger.warning("project %d: %s", self.project, error)
             return False
-        finally:
-            api.close()
         if self.connection is not None:
             self.connection = self.connection.pinned(pinned)
         return pinned != self.model_version
@@ -890,6 +899,16 @@ class SpeakerGroupingModel:
         if folder.exists():
             folder.rename(archive)
         self.worker.close(f"project {self.project} was reset; retry the request")
+
+
+def _list_tasks(api: LabelStudioApi, project: int) -> dict[int, str]:
+    """Label Studio task id -> line id, for every task of the project."""
+    tasks = {}
+    for task in api.tasks(project):
+        line_id = (task.get("data") or {}).get("line_id")
+        if isinstance(line_id, str):
+            tasks[int(task["id"])] = line_id
+    return tasks
 
 
 def _digest(labels: Mapping[str, str]) -> str:

@@ -68,6 +68,7 @@ class ProjectWorker:
         self._idle.set()
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
+        self._io_depth = 0
         self.rounds = 0
         self.failures = 0
 
@@ -108,6 +109,45 @@ class ProjectWorker:
             if self._round_due is None or due < self._round_due:
                 self._round_due = due
             self._wake()
+
+    def run_aside(self, io: Callable[[], T]) -> T:
+        """Worker: run a round's slow part on a helper thread, and meanwhile the commands that
+        arrive (webhooks, predicts' registrations), so none waits for Label Studio to answer a
+        push or a listing, or for a fit. Raises `WorkerClosed` when a command closed the worker
+        meanwhile (a reset), so the round stops before it writes anything more.
+
+        ``io`` must not touch the project's state: it talks to Label Studio or computes on
+        inputs nobody changes (the state is written by the worker once it returns). Called
+        off the worker, or while another runs aside, it simply runs.
+        """
+        if not self.on_worker_thread or self._io_depth:
+            return io()
+        future: Future[T] = Future()
+
+        def target() -> None:
+            try:
+                future.set_result(io())
+            except BaseException as error:
+                future.set_exception(error)
+            with self._cv:
+                self._cv.notify_all()
+
+        threading.Thread(target=target, name=f"io-{self.name}", daemon=True).start()
+        self._io_depth += 1
+        try:
+            while True:
+                with self._cv:
+                    while not future.done() and not self._commands:
+                        self._cv.wait()
+                    if not self._commands:
+                        break
+                    command, waiting = self._commands.popleft()
+                self._execute(command, waiting)
+        finally:
+            self._io_depth -= 1
+        if self._closed is not None:
+            raise WorkerClosed(self._closed)
+        return future.result()
 
     def retry(self, after: float, *, force: bool = False) -> None:
         """A round ``after`` seconds from now that leaves the worker idle until then.
@@ -200,11 +240,8 @@ class ProjectWorker:
                 command, future = item
                 if future is None:
                     self._run_round(command)
-                elif future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(command())
-                    except BaseException as error:  # handed to the caller, who re-raises it
-                        future.set_exception(error)
+                else:
+                    self._execute(command, future)
         finally:
             with self._cv:
                 self._thread = None
@@ -219,9 +256,19 @@ class ProjectWorker:
                     )
                     self._thread.start()
 
+    @staticmethod
+    def _execute(command: Callable[[], Any], future: Future[Any]) -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(command())
+            except BaseException as error:  # handed to the caller, who re-raises it
+                future.set_exception(error)
+
     def _run_round(self, round_: Callable[[], None]) -> None:
         try:
             round_()
+        except WorkerClosed:
+            logger.info("%s: round stopped: the worker was closed", self.name)
         except Exception:  # the worker must survive one bad round; the next retries
             self.failures += 1
             logger.exception("%s: background round failed", self.name)
