@@ -517,18 +517,46 @@ class LabelStudioClient:
     def create_ml_backend(self, project: int, **fields: Any) -> dict[str, Any]:
         return self.call("POST", "/api/ml/", json={"project": int(project), **fields})
 
-    def update_ml_backend(self, backend: int, **fields: Any) -> dict[str, Any]:
-        return self.call("PATCH", f"/api/ml/{int(backend)}", json=fields)
+    def update_ml_backend(self, backend: int, project: int, **fields: Any) -> dict[str, Any]:
+        """Change an ML backend record (Label Studio 1.23 answers 500 without ``project``)."""
+        return self.call(
+            "PATCH", f"/api/ml/{int(backend)}", json={"project": int(project), **fields}
+        )
 
     def delete_ml_backend(self, backend: int) -> None:
         self.call("DELETE", f"/api/ml/{int(backend)}")
 
+    def webhooks(self, project: int) -> list[dict[str, Any]]:
+        """The project's webhooks (id, url, is_active, send_payload, actions, ...)."""
+        body = self.call("GET", "/api/webhooks/", params={"project": int(project)})
+        return [w for w in body or [] if isinstance(w, dict) and w.get("project") == int(project)]
+
+    def create_webhook(self, project: int, url: str, **fields: Any) -> dict[str, Any]:
+        return self.call(
+            "POST", "/api/webhooks/", json={"project": int(project), "url": url, **fields}
+        )
+
+    def update_webhook(self, webhook: int, **fields: Any) -> None:
+        self.call("PATCH", f"/api/webhooks/{int(webhook)}/", json=fields)
+
     def views(self, project: int) -> list[dict[str, Any]]:
+        """The project's Data Manager tabs (id, data: title, ordering, hiddenColumns, ...)."""
         body = self.call("GET", "/api/dm/views/", params={"project": int(project)})
-        return [item for item in body or [] if isinstance(item, dict)]
+        return [v for v in body or [] if isinstance(v, dict) and v.get("project") == int(project)]
 
     def create_view(self, project: int, data: dict[str, Any]) -> dict[str, Any]:
         return self.call("POST", "/api/dm/views/", json={"project": int(project), "data": data})
+
+    def update_view(self, view: int, project: int, data: dict[str, Any]) -> None:
+        self.call(
+            "PATCH", f"/api/dm/views/{int(view)}/", json={"project": int(project), "data": data}
+        )
+
+    def columns(self, project: int) -> list[dict[str, Any]]:
+        """The Data Manager's columns (id, target, visibility_defaults, ...)."""
+        body = self.call("GET", "/api/dm/columns/", params={"project": int(project)})
+        items = body.get("columns") if isinstance(body, dict) else body
+        return [c for c in items or [] if isinstance(c, dict)]
 
     def run_action(
         self, project: int, action: str, *, selected: dict[str, Any], timeout: float | None = None

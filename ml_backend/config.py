@@ -28,6 +28,10 @@ Studio URL to reach the media):
 - ``SG_VOICE_MODEL`` / ``SG_IMAGE_MODEL``: embedders for media without stored features.
 - ``SG_PRIORS``: a priors file of your own (``bench/train_priors.py``) instead of the packaged one.
 - ``SG_REFIT_DELAY_S``: how long the refit worker waits to gather a burst of annotations.
+- ``SG_PUBLIC_URL``: the URL Label Studio reaches this backend at (e.g.
+  ``http://ml-backend:9090``). On start and on every ``/setup`` the backend makes sure the
+  project's webhook points at ``<SG_PUBLIC_URL>/webhook``; without it, the URL of the project's
+  one connected ML backend is used.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class BackendConfig:
     """Refuse to start without basic auth (SG_REQUIRE_AUTH=1, set by docker-compose.yml)."""
     max_projects: int = DEFAULT_MAX_PROJECTS
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    public_url: str | None = None
+    """Where Label Studio reaches this backend (SG_PUBLIC_URL); its webhook goes there."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -116,6 +122,8 @@ class BackendConfig:
             raise ConfigError(f"refit_delay_s must be >= 0, got {self.refit_delay_s}")
         if self.label_studio_url is not None:
             object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))
+        if self.public_url is not None:
+            object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         object.__setattr__(
             self, "setup_hostnames", tuple(h.strip().rstrip("/") for h in self.setup_hostnames)
         )
@@ -174,6 +182,7 @@ class BackendConfig:
             "max_inflight_bytes": _number(
                 env, "SG_MAX_INFLIGHT_BYTES", DEFAULT_MAX_INFLIGHT_BYTES, int
             ),
+            "public_url": text("SG_PUBLIC_URL"),
         }
         values.update(overrides)
         return cls(**values)

@@ -3,17 +3,22 @@
 ``predict(tasks)`` groups every line of the tasks' episodes, plus the project's other episodes as
 a gallery (characters recur), and answers each task with its line's proposal. ``fit(event,
 data)`` records what a webhook says (labels, deletions) durably and at once, and leaves the
-refit to one background worker per project, which gathers bursts of events into one refit,
-saves the new model, bumps the model version and pushes the refreshed proposals into Label
-Studio (`ml_backend.refresh`).
+refit to a background round, which gathers bursts of events into one refit, saves the new
+model, bumps the model version and pushes the refreshed proposals into Label Studio
+(`ml_backend.refresh`).
 
-Heavy objects (the grouper, the episode lines, the proposals) are cached per project and per
-model version, so a ``/predict`` for one task after the first costs a lookup, not a grouping.
+One writer per project: every change (labels, episode and task registration, refit, push,
+reconcile, speaker listing, the connection to Label Studio) runs on the project's
+`ml_backend.worker.ProjectWorker`, one at a time. Request threads read `Snapshot`, which the
+worker replaces whole after each change, so they never take a lock and never see half an
+update; a request that needs a change (new labels, an episode seen for the first time) hands
+the worker a command and waits for its answer.
 
 The rest of the backend lives beside it, one job per module: `ml_backend.protocol` (parsing and
-refusals), `ml_backend.worker` (the refit thread), `ml_backend.registry` (every project, trust,
-recovery on start), `ml_backend.project_state` (what is on disk), `foundation.label_studio`
-(the one HTTP client).
+refusals), `ml_backend.worker` (the project's one writer), `ml_backend.registry` (every project,
+trust, recovery on start), `ml_backend.project_state` (what is on disk),
+`ml_backend.connection` (the webhook, version and views Label Studio must hold),
+`ml_backend.label_studio` (the one HTTP client).
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from foundation.layout import features_path, is_grouping_ready, line_episode, tasks_path
@@ -64,12 +70,14 @@ from ml_backend.refresh import (
     ensure_speakers,
     push_predictions,
 )
-from ml_backend.worker import RefitWorker
+from ml_backend.worker import ProjectWorker
 
 logger = logging.getLogger(__name__)
 
 INITIAL_VERSION = f"{VERSION_PREFIX}0000-prior"
 RECONCILE_EVERY_S = 300.0
+CONNECT_RETRY_S = 5.0
+"""While Label Studio cannot be reached for the start-up catch-up, try again this often."""
 
 
 def _grouping() -> tuple[Any, Any, Any]:
@@ -81,8 +89,30 @@ def _grouping() -> tuple[Any, Any, Any]:
     return SpeakerGrouper, SpeakerNumbers, load_lines
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What request threads read: replaced whole by the worker, never changed in place.
+
+    generation : the worker's count of changes that alter proposals (labels, episodes) when
+        ``proposals`` were made; behind `SpeakerGroupingModel.generation`, they are stale.
+    """
+
+    version: str
+    generation: int
+    number: int = 0
+    """The version's running number (0: the priors)."""
+    stamp: int | None = None
+    proposals: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    episodes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """episode id -> registered folder."""
+    tasks: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Label Studio task id -> line id."""
+    listed: frozenset[str] = frozenset()
+    """Speakers known to be choices of the project's label config."""
+
+
 class SpeakerGroupingModel:
-    """One project's model: predictions, labels, refits. Thread-safe."""
+    """One project's model: predictions, labels, refits. Thread-safe (one writer, `worker`)."""
 
     def __init__(
         self,
@@ -108,8 +138,7 @@ class SpeakerGroupingModel:
             voice_model=config.voice_model,
             image_model=config.image_model,
         )
-        self._compute = threading.RLock()
-        self._config_lock = threading.Lock()
+        # Below: touched by the worker thread only.
         self._grouper: Any = None
         self._grouper_version: str | None = None
         self._lines: Any = None
@@ -117,21 +146,50 @@ class SpeakerGroupingModel:
         self._lines_key: Any = None
         self._proposals: dict[str, Any] = {}
         self._proposals_key: Any = None
-        self._snapshot: tuple[Mapping[str, Any], str] | None = None
         self._speaker_numbers: Any = None
         self._listed_speakers: set[str] = set()
         self._last_reconcile = 0.0
-        self.worker = RefitWorker(self, delay=config.refit_delay_s)
+        self._caught_up = False
+        self.generation = 0
+        """Bumped by the worker on every change that alters proposals; read by requests."""
         self.last_push: Any = None
+        self.connection: Any = None
+        """What the last `ml_backend.connection.ensure_connection` found (None: not yet)."""
+        self.public_url: str | None = config.public_url
+        self.snapshot = Snapshot(
+            version=self.state.model_version or INITIAL_VERSION,
+            generation=-1,
+            number=self.state.version_number,
+            stamp=self.state.stamp,
+            episodes=MappingProxyType(
+                {name: e["folder"] for name, e in self.state.episodes().items()}
+            ),
+            tasks=MappingProxyType(self.state.tasks()),
+        )
+        self.worker = ProjectWorker(
+            f"project-{self.project}",
+            delay=config.refit_delay_s,
+            round=self.background_round,
+            on_failure=metrics.fit_failed if metrics is not None else None,
+        )
 
     # ------------------------------------------------------------------ protocol
 
     @property
     def model_version(self) -> str:
-        return self.state.model_version or INITIAL_VERSION
+        return self.snapshot.version
 
     def setup(self) -> str:
         return self.model_version
+
+    def record_stamp(self, stamp: int | None) -> None:
+        """Remember Label Studio's project stamp (through the worker, once)."""
+        if stamp is not None and self.snapshot.stamp is None:
+            self.worker.call(lambda: self._record_stamp(stamp))
+
+    def _record_stamp(self, stamp: int) -> None:
+        self.state.record_stamp(stamp)
+        self.snapshot = replace(self.snapshot, stamp=self.state.stamp)
 
     def predict(
         self,
@@ -181,19 +239,24 @@ class SpeakerGroupingModel:
             if not by_episode:
                 raise MalformedRequest(message)
             raise Unprocessable(message)
-        self.state.add_episodes(folders)
-        self.state.remember_tasks(
-            {
-                t.task_id: t.line_id
-                for p, t in enumerate(parsed)
-                if t.task_id is not None and p not in errors
-            }
-        )
+        task_lines = {
+            t.task_id: t.line_id
+            for p, t in enumerate(parsed)
+            if t.task_id is not None and p not in errors
+        }
         wanted = {parsed[p].line_id for p in range(len(parsed)) if p not in errors}
-        proposals, version = self._snapshot_for(wanted)
+        snapshot = self.snapshot
+        fresh = (
+            snapshot.generation == self.generation
+            and wanted <= snapshot.proposals.keys()
+            and all(snapshot.episodes.get(e) == str(f) for e, f in folders.items())
+            and all(snapshot.tasks.get(t) == line for t, line in task_lines.items())
+        )
+        if not fresh:
+            snapshot = self.worker.call(lambda: self._register(folders, task_lines))
         results: list[Any] = []
         for position, task in enumerate(parsed):
-            proposal = proposals.get(task.line_id)
+            proposal = snapshot.proposals.get(task.line_id)
             if position in errors:
                 results.append([])
             elif proposal is None:
@@ -205,14 +268,14 @@ class SpeakerGroupingModel:
                     {
                         "result": speaker_prediction(speaker, score=score),
                         "score": score,
-                        "model_version": version,
+                        "model_version": snapshot.version,
                     }
                 )
         if len(errors) == len(parsed):
             raise Unprocessable("; ".join(dict.fromkeys(errors.values())))
         names = [r["result"][0]["value"]["choices"][0] for r in results if r]
         self._ensure_listed(names, label_config)
-        answer: dict[str, Any] = {"results": results, "model_version": version}
+        answer: dict[str, Any] = {"results": results, "model_version": snapshot.version}
         if errors:
             answer["errors"] = [
                 {"task": parsed[p].task_id, "line_id": parsed[p].line_id, "error": message}
@@ -220,9 +283,18 @@ class SpeakerGroupingModel:
             ]
         return answer
 
+    def _register(self, folders: Mapping[str, Path], task_lines: Mapping[int, str]) -> Snapshot:
+        """Worker: register the request's episodes and tasks, then fresh proposals."""
+        if self.state.add_episodes(folders):
+            self.generation += 1
+        self.state.remember_tasks(task_lines)
+        return self._publish()
+
     def record_event(self, event: str, data: Mapping[str, Any], **_: Any) -> dict[str, Any]:
-        """Record one webhook event now (labels, deletions, a training request); the `refit`
-        and the push follow in the background."""
+        """Apply one webhook event now (on the worker); the refit and push follow in a round."""
+        return self.worker.call(lambda: self._record_event(event, data))
+
+    def _record_event(self, event: str, data: Mapping[str, Any]) -> dict[str, Any]:
         if event in ANNOTATION_EVENTS:
             annotations = data.get("annotation")
             task_payload = data.get("task")
@@ -245,7 +317,7 @@ class SpeakerGroupingModel:
                 pairs = [(annotations, task_payload)]
             # Every annotation is checked before any is stored: a bulk event is all or nothing.
             checked = [self._check_annotation(annotation, task) for annotation, task in pairs]
-            kinds = self._apply_annotations(checked)
+            kinds = self._apply_annotations(checked, bulk=event == "ANNOTATIONS_CREATED")
             self.worker.schedule()
             return {"status": "queued", "kinds": kinds, "model_version": self.model_version}
         if event == "ANNOTATIONS_DELETED":
@@ -258,6 +330,7 @@ class SpeakerGroupingModel:
             removed = self.state.forget_annotations(ids)
             self.oplog.mark_deleted(ids)
             if removed:
+                self.generation += 1
                 self.worker.schedule()
             return {"status": "queued" if removed else "ignored", "forgotten": len(removed)}
         if event == "START_TRAINING":
@@ -301,8 +374,15 @@ class SpeakerGroupingModel:
             raise MalformedRequest(f"annotation {annotation_id}: {error}") from None
         return CheckedAnnotation(annotation_id, task_id, line_id, entry, data)
 
-    def _apply_annotations(self, checked: Sequence[CheckedAnnotation]) -> list[str]:
-        """Store checked annotations in one commit, then log each; returns their kinds."""
+    def _apply_annotations(
+        self, checked: Sequence[CheckedAnnotation], *, bulk: bool = False
+    ) -> list[str]:
+        """Store checked annotations in one commit, then log them; returns their kinds.
+
+        bulk : a Data Manager action made them all at once ("Create Annotations From
+            Predictions"): the lines that got one speaker are logged as one operation
+            (`OperationLog.record_group`), the way the annotator did it.
+        """
         skipped = [c.annotation_id for c in checked if c.entry is None]
         stored = {c.annotation_id: c.entry for c in checked if c.entry is not None}
         for item in checked:
@@ -314,30 +394,35 @@ class SpeakerGroupingModel:
             self.state.forget_annotations(skipped)
             self.oplog.mark_deleted(skipped)
         self.state.store_annotations(stored)
-        kinds = []
+        if stored or skipped:
+            self.generation += 1
+        operations = []
         for item in checked:
             if item.entry is None:
-                kinds.append("skipped")
                 continue
             line_id, label = str(item.line_id), item.entry["speaker"]
-            named_elsewhere = label is not None and any(
-                name == label for other, name in before.items() if other != line_id
-            )
             seen = shown[item.annotation_id]
-            proposed = None if seen is None or seen[0] == UNKNOWN_CHOICE else seen[0]
-            kind = self.oplog.record(
-                item.annotation_id,
-                episode=line_episode(line_id),
-                annotator=item.entry["annotator"],
-                line_id=line_id,
-                proposed=proposed,
-                label=label,
-                named_elsewhere=named_elsewhere,
+            operations.append(
+                {
+                    "annotation_id": item.annotation_id,
+                    "episode": line_episode(line_id),
+                    "annotator": item.entry["annotator"],
+                    "line_id": line_id,
+                    "proposed": None if seen is None or seen[0] == UNKNOWN_CHOICE else seen[0],
+                    "label": label,
+                    "named_elsewhere": label is not None
+                    and any(name == label for other, name in before.items() if other != line_id),
+                }
             )
-            if self.metrics is not None:
+        if bulk and len(operations) > 1:
+            logged, counted = self.oplog.record_group(operations)
+        else:
+            logged = {op["annotation_id"]: self.oplog.record(**op) for op in operations}
+            counted = list(logged.values())
+        if self.metrics is not None:
+            for kind in counted:
                 self.metrics.operation(kind)
-            kinds.append(kind)
-        return kinds
+        return ["skipped" if c.entry is None else logged[c.annotation_id] for c in checked]
 
     def backfill_operations(self) -> int:
         """Log the stored annotations the operation log lacks; returns how many.
@@ -392,9 +477,9 @@ class SpeakerGroupingModel:
     def _episode_folder(
         self, episode: str, parsed: Sequence[ParsedTask], raw: Sequence[Mapping[str, Any]]
     ) -> Path:
-        known = self.state.episodes().get(episode)
+        known = self.snapshot.episodes.get(episode)
         if known is not None:
-            folder = Path(known["folder"])
+            folder = Path(known)
             if is_grouping_ready(folder):
                 return folder
         folder = episode_folder(parsed[0].data, self.config.media_roots)
@@ -471,17 +556,8 @@ class SpeakerGroupingModel:
             self._lines_key = key
         return self._lines
 
-    def _new_grouper(self) -> Any:
-        """A grouper with the configured priors and the backend's parameters on top of them."""
-        SpeakerGrouper, _, _ = _grouping()
-        from ml_backend.grouping.params import params_for_priors
-        from ml_backend.grouping.priors import load_priors
-
-        priors = load_priors(self.config.priors)
-        params = params_for_priors(priors).replace(**self.config.grouper_changes())
-        return SpeakerGrouper(params, priors=priors)
-
     def grouper(self) -> Any:
+        """Worker: the model of the current version (loaded once per version)."""
         SpeakerGrouper, _, _ = _grouping()
         version = self.state.model_version
         if self._grouper is None or self._grouper_version != version:
@@ -493,6 +569,16 @@ class SpeakerGroupingModel:
             self._grouper_version = version
         return self._grouper
 
+    def _new_grouper(self) -> Any:
+        """A grouper with the configured priors and the backend's parameters on top of them."""
+        SpeakerGrouper, _, _ = _grouping()
+        from ml_backend.grouping.params import params_for_priors
+        from ml_backend.grouping.priors import load_priors
+
+        priors = load_priors(self.config.priors)
+        params = params_for_priors(priors).replace(**self.config.grouper_changes())
+        return SpeakerGrouper(params, priors=priors)
+
     def _speaker_numbers_object(self) -> Any:
         if self._speaker_numbers is None:
             _, SpeakerNumbers, _ = _grouping()
@@ -500,90 +586,84 @@ class SpeakerGroupingModel:
             self._speaker_numbers = SpeakerNumbers.from_json(stored) if stored else SpeakerNumbers()
         return self._speaker_numbers
 
-    def _snapshot_for(self, line_ids: set[str]) -> tuple[Mapping[str, Any], str]:
-        """(proposals, the version they were made with) covering ``line_ids``.
-
-        Fresh when nothing holds the model. While the worker holds it, a request reads the
-        last complete snapshot instead of waiting: an immutable pair, replaced whole, so it is
-        never half-updated. But only a snapshot of the version the backend now publishes
-        (``/versions``, ``/setup``): once a refit has bumped the version, its proposals are
-        what a client that saw the new version must get, so the request waits for them. Lines
-        the snapshot lacks (an episode registered just now) wait for fresh proposals too.
-        """
-        if self._compute.acquire(blocking=False):
-            try:
-                return self._fresh_snapshot()
-            finally:
-                self._compute.release()
-        snapshot = self._snapshot
-        if (
-            snapshot is not None
-            and snapshot[1] == self.model_version
-            and line_ids <= snapshot[0].keys()
-        ):
-            return snapshot
-        with self._compute:
-            return self._fresh_snapshot()
-
-    def _fresh_snapshot(self) -> tuple[Mapping[str, Any], str]:
-        snapshot = (self.proposals(), self.model_version)
-        self._snapshot = snapshot
+    def _publish(self) -> Snapshot:
+        """Worker: fresh proposals for the current labels and episodes, published whole."""
+        generation = self.generation
+        proposals = self._proposals_now()
+        snapshot = Snapshot(
+            version=self.state.model_version or INITIAL_VERSION,
+            generation=generation,
+            number=self.state.version_number,
+            stamp=self.state.stamp,
+            proposals=MappingProxyType(dict(proposals)),
+            episodes=MappingProxyType(
+                {name: e["folder"] for name, e in self.state.episodes().items()}
+            ),
+            tasks=MappingProxyType(self.state.tasks()),
+            listed=frozenset(self._listed_speakers),
+        )
+        self.snapshot = snapshot  # one reference assignment: readers see old or new, whole
         return snapshot
 
-    def proposals(self) -> dict[str, Any]:
-        """line id -> Proposal for every line of the project's episodes (cached)."""
-        with self._compute:
-            folders = self._folders()
-            if not folders:
-                return {}
-            lines = self._load_lines(folders)
-            labels = {k: v for k, v in self.state.labels().items() if k in self._line_set}
-            key = (self.model_version, self._lines_key, _digest(labels))
-            if key == self._proposals_key:
-                self._snapshot = (self._proposals, self.model_version)
-                return self._proposals
-            began = time.perf_counter()
-            grouping = self.grouper().propose(lines, labels, self._speaker_numbers_object())
-            proposals = grouping.proposals
-            self.state.save_speaker_numbers(grouping.speaker_numbers.to_json())
-            self._speaker_numbers = grouping.speaker_numbers
-            self._proposals = {p.line_id: p for p in proposals}
-            self._proposals_key = key
-            self._snapshot = (self._proposals, self.model_version)  # the worker's too
-            self.state.save_proposals(
-                self.model_version, {p.line_id: shown_choice(p) for p in proposals}
-            )
-            logger.info(
-                "project %d: %d proposals in %.2f s",
-                self.project,
-                len(proposals),
-                time.perf_counter() - began,
-            )
-            return self._proposals
+    def proposals(self) -> Mapping[str, Any]:
+        """line id -> Proposal for every line of the project's episodes, fresh."""
+        snapshot = self.snapshot
+        if snapshot.generation == self.generation:
+            return snapshot.proposals
+        return self.worker.call(self._publish).proposals
 
-    # ------------------------------------------------------------------ refit and push
+    def _proposals_now(self) -> dict[str, Any]:
+        """Worker: line id -> Proposal for the current labels (cached per input)."""
+        folders = self._folders()
+        if not folders:
+            return {}
+        lines = self._load_lines(folders)
+        labels = {k: v for k, v in self.state.labels().items() if k in self._line_set}
+        version = self.state.model_version or INITIAL_VERSION
+        key = (version, self._lines_key, _digest(labels))
+        if key == self._proposals_key:
+            return self._proposals
+        began = time.perf_counter()
+        grouping = self.grouper().propose(lines, labels, self._speaker_numbers_object())
+        proposals = grouping.proposals
+        self.state.save_speaker_numbers(grouping.speaker_numbers.to_json())
+        self._speaker_numbers = grouping.speaker_numbers
+        self._proposals = {p.line_id: p for p in proposals}
+        self._proposals_key = key
+        self.state.save_proposals(version, {p.line_id: shown_choice(p) for p in proposals})
+        logger.info(
+            "project %d: %d proposals in %.2f s",
+            self.project,
+            len(proposals),
+            time.perf_counter() - began,
+        )
+        return self._proposals
+
+    # ------------------------------------------------------------------ refit and push (worker)
 
     def refit(self, *, force: bool = False) -> bool:
         """Fit on the current labels, save, bump the version. False when nothing changed."""
+        if not self.worker.on_worker_thread:
+            return self.worker.call(lambda: self.refit(force=force))
         labels = self.state.labels()
-        if not force and labels == self.state.fitted_labels and self.state.model_version:
-            return False
+        if not force and labels == self.state.fitted_labels:
+            return False  # the priors (or the last fit) already stand for these labels
         began = time.perf_counter()
-        with self._compute:
-            folders = self._folders()
-            if not folders:
-                logger.info("project %d: labels recorded, no episode to fit on yet", self.project)
-                return False
-            lines = self._load_lines(folders)
-            usable = {k: v for k, v in labels.items() if k in self._line_set}
-            grouper = self._new_grouper().fit(lines, usable)
-            number = self.state.version_number + 1
-            digest = _digest({"instance": self.state.instance, **usable})
-            version = f"{VERSION_PREFIX}{number:04d}-{digest[:8]}"
-            grouper.save(self.state.new_model_folder(version))  # priors included: stands alone
-            self.state.set_model_version(version, number, labels)
-            self._grouper, self._grouper_version = grouper, version
-            self.proposals()
+        folders = self._folders()
+        if not folders:
+            logger.info("project %d: labels recorded, no episode to fit on yet", self.project)
+            return False
+        lines = self._load_lines(folders)
+        usable = {k: v for k, v in labels.items() if k in self._line_set}
+        unfitted = self._new_grouper()
+        grouper = self.worker.run_aside(lambda: unfitted.fit(lines, usable))
+        number = self.state.version_number + 1
+        digest = _digest({"instance": self.state.instance, **usable})
+        version = f"{VERSION_PREFIX}{number:04d}-{digest[:8]}"
+        grouper.save(self.state.new_model_folder(version))  # priors included: stands alone
+        self.state.set_model_version(version, number, labels)
+        self._grouper, self._grouper_version = grouper, version
+        self._publish()
         seconds = time.perf_counter() - began
         if self.metrics is not None:
             self.metrics.fitted(seconds, version)
@@ -597,57 +677,62 @@ class SpeakerGroupingModel:
         return True
 
     def push(self) -> Any:
-        """Push every line's current proposal to Label Studio (see `ml_backend.refresh`)."""
+        """Push every line's current proposal to Label Studio (see `ml_backend.refresh`).
+
+        The HTTP calls run through `ProjectWorker.run_aside`, so webhooks are applied meanwhile;
+        the task map Label Studio listed is stored after they return.
+        """
+        if not self.worker.on_worker_thread:
+            return self.worker.call(self.push)
         api = self.api()
         if api is None or not self.config.push_predictions:
             return None
-        try:
-            proposals = self.proposals()
-            version = self.model_version
-            info = api.project(self.project)
-            known = self.state.tasks()
-            # The task list costs a paged call; the stored map is enough while the count holds.
-            fresh = info.get("task_number") != len(known)
-            tasks = self._list_tasks(api) if fresh else known
-            if not proposals or not tasks:
-                return None
-            with self._config_lock:
+        proposals = self._publish().proposals
+        version = self.model_version
+        known = self.state.tasks()
+        project = self.project
+
+        def send() -> tuple[Any, dict[int, str] | None]:
+            with api:
+                info = api.project(project)
+                # The task list costs a paged call; the stored map is enough while the count
+                # holds.
+                listed = (
+                    _list_tasks(api, project) if info.get("task_number") != len(known) else None
+                )
+                tasks = known if listed is None else listed
+                if not proposals or not tasks:
+                    return None, listed
                 try:
                     result = push_predictions(
                         api,
-                        self.project,
+                        project,
                         self._predictions(tasks, proposals),
                         model_version=version,
                         project_info=info,
                     )
                 except RefreshError:
-                    if fresh:
+                    if listed is not None:
                         raise
                     # A task was replaced behind our back: list them all and try once more.
-                    logger.info("project %d: task map stale; listing tasks again", self.project)
-                    tasks = self._list_tasks(api)
+                    logger.info("project %d: task map stale; listing tasks again", project)
+                    listed = _list_tasks(api, project)
                     result = push_predictions(
-                        api,
-                        self.project,
-                        self._predictions(tasks, proposals),
-                        model_version=version,
+                        api, project, self._predictions(listed, proposals), model_version=version
                     )
-                self._listed_speakers.update(shown_choice(p)[0] for p in proposals.values())
-        finally:
-            api.close()
+                return result, listed
+
+        result, listed = self.worker.run_aside(send)
+        if listed is not None:
+            self.state.replace_tasks(listed)
+        if result is None:
+            return None
+        self._listed_speakers.update(shown_choice(p)[0] for p in proposals.values())
         self.last_push = result
+        self._publish()
         if self.metrics is not None:
             self.metrics.pushed(result.seconds, result.created)
         return result
-
-    def _list_tasks(self, api: LabelStudioApi) -> dict[int, str]:
-        tasks = {}
-        for task in api.tasks(self.project):
-            line_id = (task.get("data") or {}).get("line_id")
-            if isinstance(line_id, str):
-                tasks[int(task["id"])] = line_id
-        self.state.replace_tasks(tasks)
-        return tasks
 
     @staticmethod
     def _predictions(tasks: Mapping[int, str], proposals: Mapping[str, Any]) -> list[dict]:
@@ -669,16 +754,21 @@ class SpeakerGroupingModel:
         """Match the stored annotations with Label Studio's: lost webhooks, lost MODEL_DIR.
 
         Also learns the project's episodes from the tasks, so a backend whose MODEL_DIR was
-        lost can refit before Label Studio asks for any prediction.
+        lost can refit before Label Studio asks for any prediction. Runs on the worker, so a
+        webhook acknowledged while the listing ran is applied before or after it, never lost.
         """
+        if not self.worker.on_worker_thread:
+            return self.worker.call(self.reconcile)
         api = self.api()
         if api is None:
             return (0, 0)
         known_before = self.state.annotation_ids()
-        try:
-            tasks = list(api.tasks(self.project, annotations=True))
-        finally:
-            api.close()
+
+        def listing() -> list[dict[str, Any]]:
+            with api:
+                return list(api.tasks(self.project, annotations=True))
+
+        tasks = self.worker.run_aside(listing)
         counts = rebuild_from_annotations(self.state, tasks, known_before=known_before)
         firsts: dict[str, Mapping[str, Any]] = {}
         for task in tasks:
@@ -690,19 +780,102 @@ class SpeakerGroupingModel:
             self._register_episode_of(data)
         self._last_reconcile = time.monotonic()
         if counts != (0, 0):
+            self.generation += 1
+            self.backfill_operations()
             logger.info("project %d: reconciled %d annotations, forgot %d", self.project, *counts)
         return counts
 
     def background_round(self, *, force: bool, reconcile: bool) -> None:
-        """One round of the worker: reconcile when due, refit, push."""
-        if reconcile or time.monotonic() - self._last_reconcile > RECONCILE_EVERY_S:
+        """One round of the worker: connect and catch up when due, refit, push.
+
+        The first round after a start (or a ``/setup``) makes sure Label Studio's webhook
+        points at this backend and reconciles, so corrections saved while the backend was down
+        are not lost (`ml_backend.connection`). While Label Studio cannot be reached, the round
+        is tried again every `CONNECT_RETRY_S` seconds.
+        """
+        from ml_backend.connection import ensure_connection
+
+        catching_up = not self._caught_up and self.credentials.usable
+        if catching_up:
+            try:
+                self.connection = self.worker.run_aside(
+                    lambda: ensure_connection(
+                        self.api(),
+                        self.project,
+                        public_url=self.public_url,
+                        basic_auth=(self.config.basic_auth_user, self.config.basic_auth_pass),
+                    )
+                )
+            except RefreshError as error:
+                logger.warning(
+                    "project %d: Label Studio not reachable yet (%s); retrying in %.0f s",
+                    self.project,
+                    error,
+                    CONNECT_RETRY_S,
+                )
+                self._retry_later(force=force)
+                return
+        due = time.monotonic() - self._last_reconcile > RECONCILE_EVERY_S
+        if catching_up or reconcile or due:
             try:
                 self.reconcile()
             except RefreshError as error:
                 logger.warning("project %d: reconcile failed: %s", self.project, error)
+                if catching_up:
+                    self._retry_later(force=force)
+                    return
+        self._caught_up = True
         changed = self.refit(force=force)
-        if changed or force:
+        if changed or force or self._pin_is_stale():
             self.push()
+        self._publish()
+
+    def _pin_is_stale(self) -> bool:
+        """Whether Label Studio's project shows another model version than ours.
+
+        Label Studio sorts by score and shows scores only for predictions of the project's
+        model version, which connecting a backend sets to the backend's title
+        (docs/architecture.md §7): until a push pins ours, "Doubt first" does not sort.
+        """
+        api = self.api()
+        if api is None or not self.config.push_predictions:
+            return False
+
+        def read() -> Any:
+            with api:
+                return api.project(self.project).get("model_version")
+
+        try:
+            pinned = self.worker.run_aside(read)
+        except RefreshError as error:
+            logger.warning("project %d: %s", self.project, error)
+            return False
+        if self.connection is not None:
+            self.connection = self.connection.pinned(pinned)
+        return pinned != self.model_version
+
+    def catch_up(self) -> None:
+        """Check the connection and reconcile in the next round (start, ``/setup``).
+
+        Not waited for: ``/setup`` must answer within Label Studio's 3 s, whatever the worker
+        is doing.
+        """
+        if not self.worker.on_worker_thread:
+            self.worker.submit(self.catch_up)
+            return
+        self._caught_up = False
+        self.worker.schedule(reconcile=True)
+
+    def use_credentials(self, credentials: Credentials) -> None:
+        """Worker: talk to Label Studio with these from now on (learnt from ``/setup``)."""
+        if not self.worker.on_worker_thread:
+            self.worker.call(lambda: self.use_credentials(credentials))
+            return
+        self.credentials = credentials
+        self.cache.credentials = credentials
+
+    def _retry_later(self, *, force: bool) -> None:
+        self.worker.retry(CONNECT_RETRY_S, force=force)
 
     def api(self) -> LabelStudioApi | None:
         if not self.credentials.usable:
@@ -711,10 +884,14 @@ class SpeakerGroupingModel:
 
     def _ensure_listed(self, names: Sequence[str], label_config: str | None) -> None:
         """Names shown in predictions must be choices, or Label Studio drops the prediction."""
-        wanted = {n for n in names if n not in self._listed_speakers}
-        if not wanted:
-            return
-        if label_config:
+        wanted = {n for n in names if n not in self.snapshot.listed}
+        if wanted:
+            self.worker.call(lambda: self._list_speakers(wanted, label_config))
+
+    def _list_speakers(self, wanted: set[str], label_config: str | None) -> None:
+        """Worker: append the names the config lacks (append-only, see `ensure_speakers`)."""
+        wanted = wanted - self._listed_speakers
+        if label_config and wanted:
             try:
                 listed = set(speakers_in_config(label_config))
             except ValueError as error:
@@ -722,16 +899,38 @@ class SpeakerGroupingModel:
             self._listed_speakers.update(wanted & listed)
             wanted -= listed
         api = self.api()
-        if not wanted or api is None:
-            return
-        try:
-            with self._config_lock:
+        if wanted and api is not None:
+            try:
                 ensure_speakers(api, self.project, sorted(wanted))
                 self._listed_speakers.update(wanted)
-        except RefreshError as error:
-            logger.warning("project %d: could not append speakers: %s", self.project, error)
-        finally:
+            except RefreshError as error:
+                logger.warning("project %d: could not append speakers: %s", self.project, error)
+            finally:
+                api.close()
+        elif api is not None:
             api.close()
+        self.snapshot = replace(self.snapshot, listed=frozenset(self._listed_speakers))
+
+    def reset(self, archive: Path) -> None:
+        """Worker: move the project's folder aside whole and take no more commands.
+
+        Runs after every command queued before it, so nothing of the old project can be written
+        into the new one afterwards.
+        """
+        folder = self.state.folder
+        if folder.exists():
+            folder.rename(archive)
+        self.worker.close(f"project {self.project} was reset; retry the request")
+
+
+def _list_tasks(api: LabelStudioApi, project: int) -> dict[int, str]:
+    """Label Studio task id -> line id, for every task of the project."""
+    tasks = {}
+    for task in api.tasks(project):
+        line_id = (task.get("data") or {}).get("line_id")
+        if isinstance(line_id, str):
+            tasks[int(task["id"])] = line_id
+    return tasks
 
 
 def _digest(labels: Mapping[str, str]) -> str:

@@ -13,6 +13,12 @@ Every submitted annotation is compared with the proposal the annotator was shown
 
 The log is keyed by annotation id: an updated annotation replaces its entry (counting one more
 revision), a deleted one is kept but marked, so the log always describes the work done.
+
+A whole cluster accepted in one action (the Data Manager's "Create Annotations From
+Predictions" on a filtered selection, one bulk webhook) is one operation, not one per line:
+`record_group` stores each annotation under its id as usual (so a later update or deletion of
+one line still finds it) with a shared ``group``, and `entries` and `summary` count the group
+once. A line of the group that is corrected later leaves the group and counts on its own.
 """
 
 from __future__ import annotations
@@ -74,8 +80,13 @@ class OperationLog:
         proposed: str | None,
         label: str | None,
         named_elsewhere: bool,
+        group: str | None = None,
+        commit: bool = True,
     ) -> str:
-        """Log one submitted annotation; returns its kind."""
+        """Log one submitted annotation; returns its kind.
+
+        group : the bulk action it came with (`record_group`); a revision leaves its group.
+        """
         kind = classify(proposed, label, named_elsewhere=named_elsewhere)
         key = str(int(annotation_id))
         with self._doc.lock:
@@ -86,6 +97,7 @@ class OperationLog:
                 # A revision is judged against what was shown the first time.
                 kind = classify(known["proposed"], label, named_elsewhere=named_elsewhere)
             self._doc.data["annotations"][key] = {
+                **({"group": group} if group is not None and known is None else {}),
                 "episode": episode,
                 "annotator": annotator,
                 "line_id": line_id,
@@ -96,8 +108,41 @@ class OperationLog:
                 "time": time.time() if known is None else known["time"],
                 "updated": time.time(),
             }
-        self._doc.commit()
+        if commit:
+            self._doc.commit()
         return kind
+
+    def record_group(self, operations: list[dict[str, Any]]) -> tuple[dict[int, str], list[str]]:
+        """Log the annotations of one bulk action, one operation per speaker given.
+
+        operations : `record`'s keyword arguments, one dict per annotation.
+        Returns each annotation's kind and the kind of each operation logged (one per group:
+        ``accepted`` when every line of it was, else its most common correction).
+        """
+        by_label: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for operation in operations:
+            by_label[operation["label"]].append(operation)
+        kinds: dict[int, str] = {}
+        logged: list[str] = []
+        for members in by_label.values():
+            known = self.logged_ids()
+            fresh = [m for m in members if int(m["annotation_id"]) not in known]
+            group = (
+                f"bulk-{min(int(m['annotation_id']) for m in fresh)}" if len(fresh) > 1 else None
+            )
+            member_kinds = []
+            for member in members:
+                grouped = group if member in fresh else None
+                kind = self.record(**member, group=grouped, commit=False)
+                kinds[int(member["annotation_id"])] = kind
+                if grouped is None:
+                    logged.append(kind)
+                else:
+                    member_kinds.append(kind)
+            if member_kinds:
+                logged.append(_group_kind(member_kinds))
+        self._doc.commit()
+        return kinds, logged
 
     def mark_deleted(self, annotation_ids: list[int]) -> None:
         changed = False
@@ -116,17 +161,46 @@ class OperationLog:
             return {int(key) for key in self._doc.data["annotations"]}
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every logged annotation, oldest first."""
+        """Every operation, oldest first: one row per annotation, or per bulk group.
+
+        A group's row holds its first annotation's fields plus ``annotations`` (every id),
+        ``lines`` (how many) and the group's kind; its deleted members drop out of it.
+        """
         with self._doc.lock:
             rows = [
                 {"annotation": int(key), **entry}
                 for key, entry in self._doc.data["annotations"].items()
             ]
-        return sorted(rows, key=lambda row: (row["time"], row["annotation"]))
+        rows.sort(key=lambda row: (row["time"], row["annotation"]))
+        out: list[dict[str, Any]] = []
+        groups: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            group = row.get("group")
+            if group is None or row.get("deleted"):
+                out.append(row)
+                continue
+            if group not in groups:
+                groups[group] = {**row, "annotations": [], "lines": 0, "kinds": []}
+                out.append(groups[group])
+            merged = groups[group]
+            merged["annotations"].append(row["annotation"])
+            merged["lines"] += 1
+            merged["kinds"].append(row["kind"])
+        for merged in groups.values():
+            merged["kind"] = _group_kind(merged.pop("kinds"))
+        return out
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per (episode, annotator): reviewed, accepted, corrected and each kind."""
         return summarize(self.entries())
+
+
+def _group_kind(kinds: list[str]) -> str:
+    """A bulk group's kind: accepted when every line was, else its most common correction."""
+    corrections = [kind for kind in kinds if kind != "accepted"]
+    if not corrections:
+        return "accepted"
+    return max(KINDS, key=corrections.count)
 
 
 def summarize(entries: list[Mapping[str, Any]]) -> list[dict[str, Any]]:

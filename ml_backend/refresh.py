@@ -91,6 +91,11 @@ def push_predictions(
     ]
     appended = ensure_speakers(api, project, names, project_info=project_info)
     steps["config"] = time.perf_counter() - began
+    # A version is pushed again when Label Studio lost the pin (connecting a backend sets the
+    # project's version to its title): importing it twice would give each task two copies.
+    held = api.model_versions(project).get(model_version, 0)
+    if held:
+        api.delete_model_version(project, model_version)
     created = 0
     for start in range(0, len(predictions), IMPORT_BATCH):
         batch = [

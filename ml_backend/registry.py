@@ -52,7 +52,7 @@ class Backend:
         removed = remove_stale_temporaries(self.config.model_dir)
         if removed:
             logger.info("removed %d temporary files left by a crash", len(removed))
-        behind = []
+        behind, known = [], []
         for folder in sorted(self.config.model_dir.iterdir()):
             has_state = (folder / "state.json").is_file() or (folder / JOURNAL_FILE).is_file()
             if not (folder.name.isdigit() and has_state):
@@ -63,13 +63,20 @@ class Backend:
                 logger.error("%s", error)
                 continue
             state.compact_journal()
+            known.append(int(folder.name))
             if state.labels() != state.fitted_labels:
                 behind.append(int(folder.name))
             if state.annotation_ids():
-                self.model(int(folder.name)).backfill_operations()
+                model = self.model(int(folder.name))
+                model.worker.call(model.backfill_operations)
         for project in behind:
             logger.info("project %d: labels are ahead of the model; refitting", project)
             self.model(project).worker.schedule()
+        if self.credentials().usable:
+            # Corrections saved in Label Studio while the backend was down reached no webhook,
+            # and the webhook may point at an old address: check both, for every project.
+            for project in known:
+                self.model(project).catch_up()
         return behind
 
     def credentials(self) -> Credentials:
@@ -127,17 +134,17 @@ class Backend:
             model = self._models.get(project)
             if model is None:
                 model = self._open(project)
-            if not model.state.check_stamp(stamp):
+            known = model.snapshot.stamp
+            if stamp is not None and known is not None and known != int(stamp):
                 if not replace:
                     raise Conflict(
-                        f"project {project} is stamped {model.state.stamp}, the request "
+                        f"project {project} is stamped {known}, the request "
                         f"{stamp}: Label Studio recreated it? Connect the model again (/setup)"
                     )
                 model = self._replace(project, model)
-            if not model.credentials.usable and self.credentials().usable:
-                model.credentials = self.credentials()
-                model.cache.credentials = model.credentials
-            return model
+        if not model.credentials.usable and self.credentials().usable:
+            model.use_credentials(self.credentials())
+        return model
 
     def version_of(self, project: int) -> str:
         """The project's model version without opening (or creating) anything."""
@@ -187,17 +194,17 @@ class Backend:
     def _replace(self, project: int, old: SpeakerGroupingModel) -> SpeakerGroupingModel:
         """Label Studio's project ``project`` is a new one (another database): start afresh.
 
-        The old worker is stopped and joined first, so no refit of the old project can write
-        into the new one; its folder is kept whole under a unique name (labels included).
+        The reset runs on the old project's worker after everything queued before it, and that
+        worker takes no command after it, so nothing of the old project can be written into the
+        new one; its folder is kept whole under a unique name (labels included).
         """
-        old.worker.stop(timeout=None)
         folder = old.state.folder
-        if folder.exists():
-            archive = folder.with_name(
-                f"{folder.name}.replaced-{old.state.stamp}-{time.strftime('%Y%m%dT%H%M%S')}"
-                f"-{secrets.token_hex(3)}"
-            )
-            folder.rename(archive)
+        archive = folder.with_name(
+            f"{folder.name}.replaced-{old.snapshot.stamp}-{time.strftime('%Y%m%dT%H%M%S')}"
+            f"-{secrets.token_hex(3)}"
+        )
+        old.worker.call(lambda: old.reset(archive))  # after every command queued before it
+        if archive.exists():
             logger.warning(
                 "project %d was recreated in Label Studio; old state moved to %s", project, archive
             )

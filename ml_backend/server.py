@@ -53,6 +53,7 @@ from ml_backend.protocol import (
     parse_tasks,
 )
 from ml_backend.registry import Backend
+from ml_backend.worker import WorkerClosed
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,8 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         return jsonify(error=str(error)), 403
 
     @app.errorhandler(Conflict)
-    def _conflict(error: Conflict) -> tuple[Response, int]:
+    @app.errorhandler(WorkerClosed)
+    def _conflict(error: Exception) -> tuple[Response, int]:
         return jsonify(error=str(error)), 409
 
     @app.errorhandler(Busy)
@@ -275,7 +277,9 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         project, stamp = _project(body.get("project"))
         backend.learn_credentials(body.get("hostname"), body.get("access_token"))
         model = backend.model(project, stamp, replace=True)
-        model.state.record_stamp(stamp)
+        model.record_stamp(stamp)
+        if model.credentials.usable:
+            model.catch_up()  # webhook, views, reconcile and version pin, in the background
         return jsonify(model_version=model.setup())
 
     @app.post("/predict")
@@ -297,8 +301,8 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         parse_tasks(body.get("tasks"))  # a malformed body is refused before a project is opened
         model = backend.model(project, stamp)
         answer = model.predict(body.get("tasks"), context, label_config=label_config)
-        model.state.record_stamp(stamp)
-        metrics.model_version.labels(str(project)).set(model.state.version_number)
+        model.record_stamp(stamp)
+        metrics.model_version.labels(str(project)).set(model.snapshot.number)
         return jsonify(answer)
 
     @app.post("/webhook")

@@ -156,7 +156,17 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("demo-data"),
         help="where the demo keeps Label Studio, the media and the backend state (reused)",
     )
-    demo.add_argument("--port", type=int, help="Label Studio port (default: a free one)")
+    demo.add_argument(
+        "--port",
+        type=int,
+        help="Label Studio port (default: $SG_DEMO_LABEL_STUDIO_PORT, else the last run's, "
+        "kept in DATA_DIR/ports.json)",
+    )
+    demo.add_argument(
+        "--backend-port",
+        type=int,
+        help="ML backend port (default: $SG_DEMO_BACKEND_PORT, else the last run's)",
+    )
     demo.add_argument("--episode", type=Path, help="another episode instead of the sample")
     demo.add_argument("--subs", type=Path, help="its subtitles (default: found beside it)")
     demo.add_argument(
@@ -466,10 +476,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     from speaker_grouping.demo import DOUBT_VIEW, DemoOptions, start_demo, summarise_predictions
     from speaker_grouping.progress import ProgressBars
 
-    options = DemoOptions(data_dir=args.data_dir, port=args.port, subtitles=args.subs)
+    ports = {"port": args.port, "backend_port": args.backend_port}
+    options = DemoOptions(data_dir=args.data_dir, subtitles=args.subs, **ports)
     if args.episode:
         options = DemoOptions(
-            data_dir=args.data_dir, port=args.port, episode=args.episode, subtitles=args.subs
+            data_dir=args.data_dir, episode=args.episode, subtitles=args.subs, **ports
         )
     with ProgressBars() as bars:
         session = start_demo(options, hook=bars)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from importers.pipeline import ImportResult
 from importers.push import PushResult, push_tasks
+from speaker_grouping.demo_ports import resolve_ports
 from speaker_grouping.local_backend import LocalBackend
 from speaker_grouping.local_label_studio import LocalLabelStudio
 
@@ -42,6 +43,9 @@ class DemoOptions:
     subtitles: Path | None = None
     project: str = DEMO_PROJECT
     port: int | None = None
+    """Label Studio's port (default: kept from the last run, `speaker_grouping.demo_ports`)."""
+    backend_port: int | None = None
+    """The ML backend's port (default: kept from the last run)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,9 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
         ).media
     finally:
         extractor.close()
+    ports = resolve_ports(data_dir, label_studio=options.port, backend=options.backend_port)
     label_studio = LocalLabelStudio(
-        data_dir=data_dir / "label-studio", document_root=media_root, port=options.port
+        data_dir=data_dir / "label-studio", document_root=media_root, port=ports.label_studio
     )
     _step(hook, "label-studio", 0)
     label_studio.start(timeout=START_TIMEOUT_S)
@@ -108,6 +113,7 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
         document_root=media_root,
         label_studio_url=label_studio.url,
         label_studio_api_key=label_studio.token,
+        port=ports.backend,
     )
     try:
         pushed = push_tasks(
@@ -136,8 +142,9 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
 def connect_backend(session: DemoSession) -> None:
     """Point the project at this run's backend, add the "Doubt first" view, fetch proposals.
 
-    The backend's port changes from run to run, so a connection left by an earlier run is
-    updated rather than duplicated.
+    The ports are kept from run to run, but one that was taken may have moved: a connection
+    left by an earlier run is updated rather than duplicated, and the backend itself points the
+    project's webhook at its own address when it starts (`ml_backend.connection`).
     """
     from foundation.label_studio import LabelStudioClient, LabelStudioError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from label_config import load_config
+from label_config import load_config, speaker_prediction
 from ml_backend.config import BackendConfig
 from ml_backend.project_state import ProjectState
 from ml_backend.server import create_app
@@ -342,19 +342,18 @@ def test_start_logs_the_operations_a_crash_left_out(config, media):
 
 
 def test_a_predict_during_a_refit_reads_the_last_snapshot_instead_of_waiting(config, media):
-    """Request threads read an immutable (proposals, version) snapshot while the worker holds
-    the model: here another thread holds the model's compute lock, as a refit does."""
+    """Request threads read the immutable snapshot the worker published while the worker is
+    busy: here the worker runs a command that blocks, as a long refit does."""
     app, client, tasks = labelled_app(config, media)
     model = app.extensions["speaker_grouping"].model(7)
     before = client.post("/predict", json=predict_body(tasks)).json
     held, release = threading.Event(), threading.Event()
 
     def refit_in_progress() -> None:
-        with model._compute:
-            held.set()
-            release.wait(60)
+        held.set()
+        release.wait(60)
 
-    holder = threading.Thread(target=refit_in_progress)
+    holder = threading.Thread(target=lambda: model.worker.call(refit_in_progress))
     holder.start()
     assert held.wait(30)
     answers: list = []
@@ -371,3 +370,45 @@ def test_a_predict_during_a_refit_reads_the_last_snapshot_instead_of_waiting(con
     assert answers[0].status_code == 200
     assert answers[0].json["model_version"] == before["model_version"]
     assert answers[0].json["results"] == before["results"][:4]
+
+
+def test_a_bulk_accept_is_one_operation_per_cluster(config, media):
+    """Issue 16 item 5: "Create Annotations From Predictions" on a cluster is one bulk webhook;
+    the log shows one operation for it, and a line corrected later leaves the group."""
+    _, tasks = write_episode(media, "ep-1", speakers_of(9, SPEAKERS))
+    app = create_app(config)
+    client = app.test_client()
+    answer = client.post("/predict", json=predict_body(tasks)).json
+    shown = [r["result"][0]["value"]["choices"][0] for r in answer["results"]]
+    cluster = [k for k, name in enumerate(shown) if name == shown[0]]
+    assert len(cluster) >= 2
+    bulk = {
+        "action": "ANNOTATIONS_CREATED",
+        "annotation": [
+            {
+                "id": 500 + k,
+                "task": 100 + k,
+                "completed_by": 1,
+                "result": speaker_prediction(shown[k]),
+            }
+            for k in cluster
+        ],
+        "task": [{"id": 100 + k, **tasks[k]} for k in cluster],
+        "project": {"id": 7},
+    }
+    reply = client.post("/webhook", json=bulk)
+    assert reply.status_code == 200 and set(reply.json["kinds"]) == {"accepted"}
+    model = app.extensions["speaker_grouping"].model(7)
+    assert model.worker.wait_idle(30) and model.worker.failures == 0
+    rows = model.oplog.entries()
+    assert len(rows) == 1 and rows[0]["lines"] == len(cluster) and rows[0]["kind"] == "accepted"
+    assert model.oplog.summary()[0]["reviewed"] == 1
+    # One line of the cluster is corrected afterwards: it leaves the group, as a correction.
+    k = cluster[-1]
+    update = created(500 + k, 100 + k, tasks[k], "Someone else")
+    update["action"] = "ANNOTATION_UPDATED"
+    assert client.post("/webhook", json=update).status_code == 200
+    rows = model.oplog.entries()
+    assert [row.get("lines") for row in rows] == [len(cluster) - 1, None]
+    assert rows[1]["kind"] in ("remove", "name")
+    app.extensions["speaker_grouping"].close()

@@ -7,6 +7,7 @@ same data folder must reuse everything (no new tasks) and pass again.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,5 +57,11 @@ def test_demo_check_proposes_a_speaker_for_every_task_and_reruns_cleanly(label_s
     assert second.returncode == 0, second.stdout + second.stderr
     assert "(0 new)" in second.stdout, second.stdout
     assert "check passed" in second.stdout
+    # Issue 16: both servers come back on the ports of the first run (data_dir/ports.json),
+    # so Label Studio's ML backend URL and webhook still reach the backend.
+    ports = json.loads((data_dir / "ports.json").read_text())
+    for run in (first, second):
+        assert f"Label Studio:  http://127.0.0.1:{ports['label_studio']}" in run.stdout
+        assert f"ML backend:    http://127.0.0.1:{ports['backend']}" in run.stdout
     # Both servers were stopped: nothing keeps listening after the command returns.
     assert "Press Ctrl-C" not in second.stdout

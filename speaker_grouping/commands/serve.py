@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -29,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--label-studio-url", help="default: $LABEL_STUDIO_URL")
     parser.add_argument("--api-key", help="default: $LABEL_STUDIO_API_KEY")
+    parser.add_argument(
+        "--public-url",
+        help="where Label Studio reaches this backend; its webhook is kept pointing there "
+        "(default: $SG_PUBLIC_URL, else http://HOST:PORT when HOST is one address)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         overrides["label_studio_api_key"] = args.api_key
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is not a TCP port")
+    if args.public_url:
+        overrides["public_url"] = args.public_url
+    elif not os.environ.get("SG_PUBLIC_URL") and args.host not in ("0.0.0.0", "::", ""):
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        overrides["public_url"] = f"http://{host}:{args.port}"
     config = BackendConfig.from_env(**overrides)
     app = create_app(config)
     try:
