@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import subprocess
 import uuid
 import warnings
 import wave
@@ -20,9 +23,12 @@ from importers.pipeline import ImportResult
 from importers.push import push_tasks
 from label_config import append_speakers, load_config, speaker_prediction
 from speaker_grouping.cli import main as cli_main
+from tests.local_postgres import find_postgres_bin
 from tests.test_exporters import make_imported_episode, truth_characters
 
 pytestmark = pytest.mark.label_studio
+
+# Every test here runs on SQLite and on PostgreSQL (tests/ls_fixtures.py: any_label_studio).
 
 
 def _choices(control: str, values: list[str]) -> dict:
@@ -44,7 +50,7 @@ def _typed(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def project(label_studio, tmp_path_factory: pytest.TempPathFactory):
+def project(any_label_studio, tmp_path_factory: pytest.TempPathFactory):
     """An imported tiny episode pushed into a fresh project, then annotated:
 
     - lines 1-8: the true character, picked from the drop-down;
@@ -54,26 +60,26 @@ def project(label_studio, tmp_path_factory: pytest.TempPathFactory):
     - lines 13, 15 and 16: a prediction "Aoi"; lines 17 and 18: a placeholder "Speaker 3";
       the rest: nothing.
     """
-    media = label_studio.document_root / f"export-{uuid.uuid4().hex[:8]}"
+    media = any_label_studio.document_root / f"export-{uuid.uuid4().hex[:8]}"
     media.mkdir()
     imported: ImportResult = make_imported_episode(
         tmp_path_factory.mktemp("export-source"),
         out_dir=media,
-        document_root=label_studio.document_root,
+        document_root=any_label_studio.document_root,
     )
     characters = truth_characters(imported)
     title = f"export-{uuid.uuid4().hex[:8]}"
     config = append_speakers(load_config(), [*sorted(set(characters.values())), "Speaker 3"])
     pushed = push_tasks(
         imported.tasks,
-        url=label_studio.url,
-        api_key=label_studio.token,
+        url=any_label_studio.url,
+        api_key=any_label_studio.token,
         project=title,
         label_config=config,
-        document_root=label_studio.document_root,
+        document_root=any_label_studio.document_root,
         media_dir=imported.episode_dir,
     )
-    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    client = LabelStudio(base_url=any_label_studio.url, api_key=any_label_studio.token)
     task_ids = {
         task.data["index"]: task.id
         for task in client.tasks.list(project=pushed.project_id, fields="task_only")
@@ -119,16 +125,22 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
-def _export(label_studio, project, out: Path, *extra: str) -> int:
-    args = ["export", "--url", label_studio.url, "--api-key", label_studio.token]
+def _export(any_label_studio, project, out: Path, *extra: str) -> int:
+    args = ["export", "--url", any_label_studio.url, "--api-key", any_label_studio.token]
     args += ["--project", str(project), "--out", str(out), "-q", *extra]
     return cli_main(args)
 
 
-def test_export_writes_annotated_speakers_in_every_format(label_studio, project, tmp_path, capsys):
+def test_export_writes_annotated_speakers_in_every_format(
+    any_label_studio, project, tmp_path, capsys
+):
     out = tmp_path / "export"
     code = _export(
-        label_studio, project["title"], out, "--document-root", str(label_studio.document_root)
+        any_label_studio,
+        project["title"],
+        out,
+        "--document-root",
+        str(any_label_studio.document_root),
     )
     printed = capsys.readouterr()
     assert code == 0, printed.err
@@ -172,11 +184,11 @@ def test_export_writes_annotated_speakers_in_every_format(label_studio, project,
 
 
 def test_export_with_predictions_and_a_media_root_by_project_id(
-    label_studio, project, tmp_path, capsys
+    any_label_studio, project, tmp_path, capsys
 ):
     out = tmp_path / "export"
     code = _export(
-        label_studio,
+        any_label_studio,
         project["id"],
         out,
         "--media-root",
@@ -203,11 +215,11 @@ def test_export_with_predictions_and_a_media_root_by_project_id(
 
 
 def test_export_keeps_placeholders_in_the_clips_only_when_asked(
-    label_studio, project, tmp_path, capsys
+    any_label_studio, project, tmp_path, capsys
 ):
     out = tmp_path / "export"
     code = _export(
-        label_studio,
+        any_label_studio,
         project["id"],
         out,
         "--include-predictions",
@@ -223,14 +235,14 @@ def test_export_keeps_placeholders_in_the_clips_only_when_asked(
 
 
 def test_default_export_finds_the_media_through_the_import_and_loads_in_datasets(
-    label_studio, project, tmp_path, capsys, monkeypatch
+    any_label_studio, project, tmp_path, capsys, monkeypatch
 ):
     """No --media-root, no --document-root: the project's storage leads to the import folder,
     whose report.json and tasks.json say where each clip is. Regression: the default formats
     failed with "clips need --media-root" on a project `import --push` had filled."""
     monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
     out = tmp_path / "export"
-    code = _export(label_studio, project["title"], out)
+    code = _export(any_label_studio, project["title"], out)
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "warning" not in printed.err and "note:" not in printed.err
@@ -280,10 +292,12 @@ def test_default_export_finds_the_media_through_the_import_and_loads_in_datasets
         np.testing.assert_allclose(array, samples / 32768.0, atol=1e-4)
 
 
-def test_export_without_any_way_to_the_clips_says_so(label_studio, tmp_path, capsys, monkeypatch):
+def test_export_without_any_way_to_the_clips_says_so(
+    any_label_studio, tmp_path, capsys, monkeypatch
+):
     """A project whose tasks point at media nobody recorded: one line saying what to give."""
     monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
-    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    client = LabelStudio(base_url=any_label_studio.url, api_key=any_label_studio.token)
     created = client.projects.create(
         title=f"export-nomedia-{uuid.uuid4().hex[:8]}",
         label_config=append_speakers(load_config(), ["Aoi"]),
@@ -306,7 +320,7 @@ def test_export_without_any_way_to_the_clips_says_so(label_studio, tmp_path, cap
             }
         ],
     )
-    code = _export(label_studio, created.id, tmp_path / "x")
+    code = _export(any_label_studio, created.id, tmp_path / "x")
     err = capsys.readouterr().err
     assert code == 2
     assert "none of the 1 named lines' clips was found" in err and "--media-root" in err
@@ -323,19 +337,38 @@ def test_export_without_any_way_to_the_clips_says_so(label_studio, tmp_path, cap
     ],
 )
 def test_export_errors_are_one_line(
-    label_studio, project, tmp_path, capsys, extra, message, monkeypatch
+    any_label_studio, project, tmp_path, capsys, extra, message, monkeypatch
 ):
     monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
-    args = ["export", "--url", label_studio.url, "--api-key", label_studio.token]
+    args = ["export", "--url", any_label_studio.url, "--api-key", any_label_studio.token]
     args += ["--project", project["title"], "--out", str(tmp_path / "x"), "-q", *extra]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
-def test_export_with_a_wrong_key_says_so(label_studio, project, tmp_path, capsys):
-    args = ["export", "--url", label_studio.url, "--api-key", "0" * 40]
+def test_export_with_a_wrong_key_says_so(any_label_studio, project, tmp_path, capsys):
+    args = ["export", "--url", any_label_studio.url, "--api-key", "0" * 40]
     args += ["--project", project["title"], "--out", str(tmp_path), "--format", "csv"]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     assert "rejected the API key" in err and err.count("\n") == 1
+
+
+def test_label_studio_really_runs_on_postgresql(label_studio_postgres):
+    """The PostgreSQL session is what it claims: a project created through Label Studio's API
+    is a row of the PostgreSQL server we started, and the fresh migration was reported while
+    it ran (what the demo's first start prints)."""
+    env = label_studio_postgres.server.extra_env
+    title = f"pg-{uuid.uuid4().hex[:8]}"
+    client = LabelStudio(base_url=label_studio_postgres.url, api_key=label_studio_postgres.token)
+    created = client.projects.create(title=title, label_config=load_config())
+    psql = shutil.which("psql") or str(find_postgres_bin() / "psql")
+    answer = subprocess.run(
+        [psql, "-h", env["POSTGRE_HOST"], "-p", env["POSTGRE_PORT"], "-U", env["POSTGRE_USER"],
+         "-d", env["POSTGRE_NAME"], "-tAc", f"select id from project where title = '{title}'"],
+        env={**os.environ, "PGPASSWORD": env["POSTGRE_PASSWORD"]},
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert answer.stdout.split() == [str(created.id)]
+    assert any("initialising its database" in line for line in label_studio_postgres.progress)
