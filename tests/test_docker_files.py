@@ -327,6 +327,7 @@ def test_every_variable_the_backend_reads_is_documented_in_compose():
 
 # ---------------------------------------------------------------------------- PostgreSQL
 
+
 def _label_studio_settings() -> list[Path]:
     """Label Studio's base settings in the environment its executable lives in, if installed."""
     from speaker_grouping.local_label_studio import find_label_studio
