@@ -12,6 +12,9 @@ TORCH := torch==2.13.0
 LABEL_STUDIO := label-studio==1.23.2
 # Licence-clean speech synthesisers for the benchmark episode generator (tests use them).
 SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox
+# The end-to-end tests run Label Studio on a PostgreSQL they start themselves, and the browser
+# test drives Debian's chromium through Playwright (`playwright install` needs the network).
+SYSTEM_PACKAGES += postgresql chromium
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 .PHONY: setup setup-system demo test lint format bench-import hub-models clean

@@ -5,9 +5,13 @@ Layout::
     OUT/<speaker>/<episode>_<index>.wav   the importer's clip of the line, copied
     OUT/metadata.csv                      one row per clip, columns METADATA_COLUMNS
 
-``file`` is relative to OUT with "/" separators; ``duration`` is the clip's own length in seconds
-(the importer pads each line, so it is a little longer than ``end - start``). Only lines with a
-speaker are exported; a line whose clip is missing is counted and left out.
+This is Hugging Face's "audiofolder" layout, so ``datasets.load_dataset("audiofolder",
+data_dir=OUT)`` loads it as it is: ``file_name`` (the column name audiofolder requires) is
+relative to OUT with "/" separators and becomes the ``audio`` column. ``duration`` is the clip's
+own length in seconds (the importer pads each line, so it is a little longer than
+``end - start``). Only lines with a speaker are exported, and by default not placeholders
+(``Unknown``, a backend's ``Speaker 7``), which name nobody in particular and would train a
+voice on a mixture; a line whose clip is missing is counted and left out.
 
 Speaker names come from annotators and may be anything, so folder and file names go through
 `safe_path_names`: no path separators, no "." or "..", no control characters, no Windows-reserved
@@ -35,14 +39,18 @@ from exporters import SpeakerLine
 from exporters.table import spreadsheet_safe
 from foundation.atomic import atomic_write_bytes, atomic_write_text
 from foundation.hook import Hook
+from label_config import is_unnamed_speaker
 
 __all__ = ["METADATA_COLUMNS", "ClipDatasetResult", "safe_path_names", "write_clip_dataset"]
 
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.csv"
+FILE_COLUMN = "file_name"
+"""The column audiofolder reads the audio path from (exports before it was named so used
+``file``, which re-exports still honour when they clean up)."""
 METADATA_COLUMNS = (
-    "file",
+    FILE_COLUMN,
     "speaker",
     "text",
     "episode",
@@ -74,6 +82,7 @@ class ClipDatasetResult:
     clips_written: int
     per_speaker: dict[str, int] = field(default_factory=dict)
     missing_clips: list[str] = field(default_factory=list)  # line ids whose clip was not found
+    placeholders_left_out: int = 0  # lines named only by a placeholder, not exported
 
 
 def safe_path_names(names: Iterable[str]) -> dict[str, str]:
@@ -123,11 +132,20 @@ def _cleaned(name: str) -> str:
 
 
 def write_clip_dataset(
-    rows: Iterable[SpeakerLine], out_dir: str | Path, *, hook: Hook | None = None
+    rows: Iterable[SpeakerLine],
+    out_dir: str | Path,
+    *,
+    include_unnamed: bool = False,
+    hook: Hook | None = None,
 ) -> ClipDatasetResult:
-    """Copy each named line's clip into ``out_dir/<speaker>/`` and write ``metadata.csv``."""
+    """Copy each named line's clip into ``out_dir/<speaker>/`` and write ``metadata.csv``.
+
+    ``include_unnamed`` also exports lines named ``Unknown`` or ``Speaker N``, each
+    placeholder in its own folder (for inspection, not for training a voice).
+    """
     out_dir = Path(out_dir)
-    named = [row for row in rows if row.speaker]
+    with_speaker = [row for row in rows if row.speaker]
+    named = [row for row in with_speaker if include_unnamed or not is_unnamed_speaker(row.speaker)]
     folders = safe_path_names(row.speaker for row in named)  # type: ignore[misc]
     stems = safe_path_names(f"{row.episode}_{row.index:04d}" for row in named)
     previous = _listed_files(out_dir)
@@ -173,7 +191,13 @@ def write_clip_dataset(
     metadata_path = out_dir / METADATA_FILE
     atomic_write_text(metadata_path, buffer.getvalue())
     _remove_stale(out_dir, previous - written)
-    return ClipDatasetResult(metadata_path, len(records), dict(per_speaker), missing)
+    return ClipDatasetResult(
+        metadata_path,
+        len(records),
+        dict(per_speaker),
+        missing,
+        placeholders_left_out=len(with_speaker) - len(named),
+    )
 
 
 def _duration(data: bytes, row: SpeakerLine) -> float:
@@ -192,7 +216,7 @@ def _listed_files(out_dir: Path) -> set[str]:
         return set()
     listed: set[str] = set()
     for record in csv.DictReader(io.StringIO(text)):
-        name = record.get("file") or ""
+        name = record.get(FILE_COLUMN) or record.get("file") or ""
         parts = PurePosixPath(name).parts
         if (
             len(parts) == 2

@@ -17,6 +17,12 @@ Clips and the original subtitle file are found on disk: media URLs ``/data/local
 resolve to ``<document_root>/P``; with ``media_root`` (the folder holding the import folders,
 ``<media_root>/<episode>/audio/0001.wav``) any media URL resolves by the part that follows the
 episode id. A URL never resolves outside the folder it is resolved under.
+
+Without either, a project we imported still exports its clips: ``import --push`` creates a
+local-files storage for each episode folder, so the project itself says where the import folders
+are (:func:`fetch_storage_paths`), and each folder's own record says what it holds: its
+``report.json`` names the episode and its ``tasks.json`` the media URL of every line, from which
+the clip's place inside the folder follows (:func:`find_import_folders`, :class:`ImportRecord`).
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from foundation.label_studio import LabelStudioClient, LabelStudioError
 from foundation.layout import (
     AUDIO_DIR,
     file_under_root,
+    line_episode,
     media_url_path,
     report_path,
     split_line_id,
+    tasks_path,
 )
 from label_config import (
     FLAG_NOT_SPEECH,
@@ -50,8 +58,11 @@ __all__ = [
     "SKIPPED_FLAGS",
     "EpisodeExport",
     "ExportedTask",
+    "ImportRecord",
     "ProjectExport",
     "fetch_project_tasks",
+    "fetch_storage_paths",
+    "find_import_folders",
     "lines_from_tasks",
     "media_path",
     "original_subtitles",
@@ -103,20 +114,32 @@ def read_project(
     api_key: str,
     project: str | int,
     include_predictions: bool = False,
+    include_unnamed: bool = False,
     media_root: Path | None = None,
     document_root: Path | None = None,
 ) -> ProjectExport:
-    """Fetch the project's tasks and turn them into lines per episode, clips resolved on disk."""
+    """Fetch the project's tasks and turn them into lines per episode, clips resolved on disk.
+
+    ``include_unnamed`` keeps the "Unknown" choice as a speaker instead of nobody.
+    """
     project_id, title, tasks = fetch_project_tasks(url=url, api_key=api_key, project=project)
-    exported = lines_from_tasks(tasks, include_predictions=include_predictions)
+    exported = lines_from_tasks(
+        tasks,
+        include_predictions=include_predictions,
+        include_unnamed=include_unnamed,
+    )
     by_episode: dict[str, list[ExportedTask]] = {}
     for task in exported:
         by_episode.setdefault(task.line.episode, []).append(task)
+    records = find_import_folders(
+        fetch_storage_paths(url=url, api_key=api_key, project_id=project_id), by_episode
+    )
     episodes: dict[str, EpisodeExport] = {}
     for episode in sorted(by_episode):
         tasks_of_episode = sorted(by_episode[episode], key=lambda task: task.line.index)
         lines: list[SpeakerLine] = []
         folder: Path | None = None
+        record = records.get(episode)
         for task in tasks_of_episode:
             clip = media_path(
                 task.audio_url,
@@ -124,9 +147,13 @@ def read_project(
                 media_root=media_root,
                 document_root=document_root,
             )
+            if clip is None and record is not None:
+                clip = record.clip(task.line.line_id, task.audio_url)
             if clip is not None and folder is None and clip.parent.name == AUDIO_DIR:
                 folder = clip.parent.parent
             lines.append(replace(task.line, clip=clip))
+        if folder is None and record is not None:
+            folder = record.folder
         if folder is None and media_root is not None:
             folder = episode_folder_under(Path(media_root), episode)
         subtitles = original_subtitles(folder, media_root=media_root) if folder else None
@@ -188,6 +215,18 @@ def fetch_project_tasks(
     return project_id, title, tasks
 
 
+def fetch_storage_paths(*, url: str, api_key: str, project_id: int) -> list[Path]:
+    """The folders of the project's local-files storages (``import --push`` makes one per
+    episode folder). Best effort: a Label Studio that will not list them yields none."""
+    try:
+        with LabelStudioClient(url, api_key) as client:
+            storages = client.local_storages(project_id)
+    except LabelStudioError as error:
+        logger.info("local storages of project %d not listed: %s", project_id, error)
+        return []
+    return [Path(str(storage["path"])) for storage in storages if storage.get("path")]
+
+
 def _delete_snapshot(client: LabelStudioClient, project_id: int, export_id: int) -> None:
     try:
         client.delete_export(project_id, export_id)
@@ -218,7 +257,10 @@ def _find_project(client: LabelStudioClient, project: str | int) -> tuple[int, s
 
 
 def lines_from_tasks(
-    tasks: Iterable[Mapping[str, Any]], *, include_predictions: bool = False
+    tasks: Iterable[Mapping[str, Any]],
+    *,
+    include_predictions: bool = False,
+    include_unnamed: bool = False,
 ) -> list[ExportedTask]:
     """One `ExportedTask` per task that carries a line (``data.episode`` and ``data.index``);
     other tasks are not ours and are skipped with a log line."""
@@ -229,7 +271,7 @@ def lines_from_tasks(
         if episode is None or index is None:
             logger.warning("task %s has no line_id/episode/index; not exported", task.get("id"))
             continue
-        speaker, source, flags = _speaker_of(task, include_predictions)
+        speaker, source, flags = _speaker_of(task, include_predictions, include_unnamed)
         line = SpeakerLine(
             index=index,
             start=_seconds(data.get("start")),
@@ -248,18 +290,26 @@ def lines_from_tasks(
     return exported
 
 
-def _speaker_of(task: Mapping[str, Any], include_predictions: bool) -> tuple[str | None, str, list]:
+def _speaker_of(
+    task: Mapping[str, Any], include_predictions: bool, include_unnamed: bool = False
+) -> tuple[str | None, str, list]:
     annotation = _latest(a for a in task.get("annotations") or [] if not a.get("was_cancelled"))
     if annotation is not None:
         result = annotation.get("result") or []
         flags = flags_from_annotation(result)
         if SKIPPED_FLAGS.intersection(flags):
             return None, SOURCE_ANNOTATION, flags
-        return _named(speaker_from_annotation(result)), SOURCE_ANNOTATION, flags
+        speaker = speaker_from_annotation(result)
+        return (
+            speaker if include_unnamed else _named(speaker),
+            SOURCE_ANNOTATION,
+            flags,
+        )
     if include_predictions:
         prediction = _latest(task.get("predictions") or [])
         if prediction is not None:
-            speaker = _named(speaker_from_annotation(prediction.get("result") or []))
+            speaker = speaker_from_annotation(prediction.get("result") or [])
+            speaker = speaker if include_unnamed else _named(speaker)
             return speaker, SOURCE_PREDICTION if speaker else "", []
     return None, "", []
 
@@ -394,3 +444,87 @@ def episode_folder_under(media_root: Path, episode: str) -> Path | None:
     if folder.parent != root or not folder.is_dir():
         return None  # "../x", "a/b", an absolute id or a symlink out: not an episode folder
     return folder
+
+
+# --------------------------------------------------------------------------- import folders
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    """One import folder and what its ``tasks.json`` says each line's audio URL is."""
+
+    folder: Path
+    audio_urls: dict[str, str]  # line id -> the ``data.audio`` the import gave that line
+
+    def clip(self, line_id: str, url: str | None) -> Path | None:
+        """The clip of ``line_id`` inside this folder, when the task's audio URL is the one this
+        import recorded for the line (so a folder never stands in for another import's media).
+
+        The import writes ``<folder>/audio/NNNN.wav`` and addresses it by a URL that ends in
+        ``<episode>/audio/NNNN.wav``, so the part after the episode id is the path inside it.
+        """
+        if not url or self.audio_urls.get(line_id) != url:
+            return None
+        episode = line_episode(line_id)
+        try:
+            relative, _ = media_url_path(url)
+        except ValueError:
+            return None
+        parts = [part for part in PurePosixPath(relative).parts if part != "/"]
+        if episode not in parts:
+            return None
+        inner = parts[len(parts) - parts[::-1].index(episode) :]
+        if not inner or ".." in inner:
+            return None
+        root = self.folder.resolve()
+        path = root.joinpath(*inner).resolve()
+        return path if path.is_relative_to(root) and path.is_file() else None
+
+
+def find_import_folders(
+    storage_paths: Iterable[Path], episodes: Iterable[str]
+) -> dict[str, ImportRecord]:
+    """episode id -> its import folder, among the storage folders and the folders in them.
+
+    A folder is an episode's import folder only by its own record: ``report.json`` names that
+    episode and ``tasks.json`` lists its lines. Unreadable or foreign folders are skipped.
+    """
+    wanted = set(episodes)
+    found: dict[str, ImportRecord] = {}
+    for storage in storage_paths:
+        candidates = [Path(storage)]
+        for episode in wanted - set(found):
+            inside = (
+                episode_folder_under(Path(storage), episode) if Path(storage).is_dir() else None
+            )
+            if inside is not None:
+                candidates.append(inside)
+        for folder in candidates:
+            record = _import_record(folder)
+            if record is not None and record[0] in wanted and record[0] not in found:
+                found[record[0]] = record[1]
+    return found
+
+
+def _import_record(folder: Path) -> tuple[str, ImportRecord] | None:
+    try:
+        report = json.loads(report_path(folder).read_text(encoding="utf-8"))
+        tasks = json.loads(tasks_path(folder).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or not isinstance(tasks, list):
+        return None
+    episode = report.get("episode")
+    if not isinstance(episode, str) or not episode:
+        return None
+    urls: dict[str, str] = {}
+    for task in tasks:
+        data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(data, dict):
+            continue
+        found_episode, index = _episode_and_index(data)
+        audio = data.get("audio")
+        if found_episode == episode and index is not None and isinstance(audio, str):
+            urls[f"{episode}:{index}"] = audio
+    logger.info("%s: import folder of episode %s (%d lines)", folder, episode, len(urls))
+    return episode, ImportRecord(folder, urls)

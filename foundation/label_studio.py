@@ -367,6 +367,12 @@ class LabelStudioClient:
                 return
             page += 1
 
+    # ------------------------------------------------------------------ users
+
+    def users(self) -> list[dict[str, Any]]:
+        """The organisation's members (id, email, username, ...)."""
+        return list(self.pages("/api/users/", subject="the user list"))
+
     # ------------------------------------------------------------------ projects
 
     def projects(self, *, title: str | None = None) -> Iterator[dict[str, Any]]:

@@ -29,6 +29,7 @@ from xml.sax.saxutils import escape
 __all__ = [
     "AUDIO_OBJECT",
     "FLAGS_CONTROL",
+    "FLAG_HOTKEYS",
     "FLAG_NOT_SPEECH",
     "FLAG_TWO_SPEAKERS",
     "NEW_SPEAKER_CONTROL",
@@ -37,6 +38,7 @@ __all__ = [
     "append_speakers",
     "clean_speaker_name",
     "flags_from_annotation",
+    "is_unnamed_speaker",
     "load_config",
     "speaker_from_annotation",
     "speaker_prediction",
@@ -50,6 +52,13 @@ AUDIO_OBJECT = "audio"
 UNKNOWN_CHOICE = "Unknown"
 FLAG_TWO_SPEAKERS = "Two speakers"
 FLAG_NOT_SPEECH = "Not speech"
+FLAG_HOTKEYS = {FLAG_TWO_SPEAKERS: "shift+t", FLAG_NOT_SPEECH: "shift+n"}
+"""The flags' fixed hotkeys (set in ``speaker.xml``). Label Studio gives every choice without a
+hotkey the next free key of ``1234567890qwet...`` in config order, so unset flag keys moved
+([9]/[0], then [0]/[q], then [q]/[w]) each time the backend appended a name. Keys an explicit
+``hotkey`` holds are skipped by that automatic assignment, and ``shift+`` letters are free in
+Label Studio 1.23's own keymap."""
+_NUMBERED_SPEAKER = re.compile(r"Speaker \d+")
 
 _CONFIG_FILE = "speaker.xml"
 # Characters XML 1.0 cannot carry at all, not even escaped.
@@ -85,6 +94,14 @@ def clean_speaker_name(name: str) -> str:
                 f"speaker name {shown} contains the control character U+{ord(character):04X}"
             )
     return cleaned
+
+
+def is_unnamed_speaker(name: str | None) -> bool:
+    """Whether ``name`` stands for nobody in particular: the "Unknown" choice, or a backend
+    placeholder for an unnamed cluster (``Speaker 7``). Such lines must not train a voice."""
+    return name is not None and (
+        name == UNKNOWN_CHOICE or _NUMBERED_SPEAKER.fullmatch(name) is not None
+    )
 
 
 def load_config(speakers: Sequence[str] = ()) -> str:

@@ -18,7 +18,7 @@ The rest of the backend lives beside it, one job per module: `ml_backend.protoco
 refusals), `ml_backend.worker` (the project's one writer), `ml_backend.registry` (every project,
 trust, recovery on start), `ml_backend.project_state` (what is on disk),
 `ml_backend.connection` (the webhook, version and views Label Studio must hold),
-`ml_backend.label_studio` (the one HTTP client).
+`foundation.label_studio` (the one HTTP client).
 """
 
 from __future__ import annotations

@@ -483,9 +483,10 @@ def _run_demo(args: argparse.Namespace) -> int:
             data_dir=args.data_dir, episode=args.episode, subtitles=args.subs, **ports
         )
     with ProgressBars() as bars:
-        session = start_demo(options, hook=bars)
+        session = start_demo(options, hook=bars, on_progress=_say)
     try:
         studio = session.label_studio
+        data_dir = options.data_dir.resolve()
         summary = summarise_predictions(session)
         lines = len(session.imported.tasks)
         print(f"Label Studio:  {studio.url}   (log: {studio.log_path})")
@@ -493,6 +494,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"API token:     {studio.token}")
         print(f"project:       {session.project_url}   (view “{DOUBT_VIEW}”: lowest score first)")
         print(f"ML backend:    {session.backend.url}   (log: {session.backend.log_path})")
+        print(f"data:          {data_dir}   (media: {session.imported.episode_dir})")
         print(
             f"episode:       {session.imported.episode_id}: {lines} lines, "
             f"{len(session.imported.subtitles.skipped)} cues skipped; {summary.tasks} tasks in "
@@ -519,6 +521,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         return 0
     finally:
         session.stop()
+
+
+def _say(message: str) -> None:
+    """A status line between progress bars (tqdm.write keeps bars intact)."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def _wait_for_interrupt() -> None:

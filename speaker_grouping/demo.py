@@ -77,10 +77,16 @@ class PredictionSummary:
     """The lowest-scored lines: (score, index, speaker, text)."""
 
 
-def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None) -> DemoSession:
+def start_demo(
+    options: DemoOptions,
+    *,
+    hook: Callable[..., None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> DemoSession:
     """Start both servers, import the episode and connect the backend to its project.
 
-    The caller owns the servers and must call `DemoSession.stop`.
+    ``on_progress(message)`` hears how Label Studio's start is going (a first start migrates a
+    database for minutes). The caller owns the servers and must call `DemoSession.stop`.
     """
     from ml_backend.features.extractor import FeatureExtractor
     from ml_backend.features.prepare import prepare_episode
@@ -106,7 +112,7 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
         data_dir=data_dir / "label-studio", document_root=media_root, port=ports.label_studio
     )
     _step(hook, "label-studio", 0)
-    label_studio.start(timeout=START_TIMEOUT_S)
+    label_studio.start(timeout=START_TIMEOUT_S, on_progress=on_progress)
     _step(hook, "label-studio", 1)
     backend = LocalBackend(
         model_dir=data_dir / "model",

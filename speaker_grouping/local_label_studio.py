@@ -27,7 +27,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -39,6 +39,10 @@ CREDENTIALS_FILE = "speaker-grouping-credentials.json"
 LOG_FILE = "label-studio.log"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _NOT_INSTALLED = "Label Studio is not installed: run `make setup` or set LABEL_STUDIO_BIN"
+PROGRESS_FIRST_S = 5.0
+PROGRESS_EVERY_S = 15.0
+"""While Label Studio starts, ``on_progress`` hears from it after 5 s and then every 15 s: a first
+start migrates a fresh database for one to two minutes, which must not look like a hang."""
 
 
 class LabelStudioStartError(RuntimeError):
@@ -186,8 +190,14 @@ class LocalLabelStudio(ChildServer):
     def log_path(self) -> Path:
         return self.data_dir / LOG_FILE
 
-    def start(self, timeout: float = 120.0) -> LocalLabelStudio:
-        """Launch the server and return once its API accepts our token."""
+    def start(
+        self, timeout: float = 120.0, *, on_progress: Callable[[str], None] | None = None
+    ) -> LocalLabelStudio:
+        """Launch the server and return once its API accepts our token.
+
+        ``on_progress(message)`` is called now and then while it is not up yet, with how long it
+        has taken and how many database migrations its log shows applied.
+        """
         if self.running:
             return self
         if self.port is not None and not _port_is_free(self.host, self.port):
@@ -229,7 +239,7 @@ class LocalLabelStudio(ChildServer):
             )
         logger.info("starting Label Studio at %s (log: %s)", self.url, self.log_path)
         try:
-            self._wait_until_healthy(began + timeout, log_offset)
+            self._wait_until_healthy(began + timeout, log_offset, on_progress)
             self._check_token()
         except BaseException:
             self.stop()
@@ -275,8 +285,15 @@ class LocalLabelStudio(ChildServer):
         env.update(self.extra_env)
         return env
 
-    def _wait_until_healthy(self, deadline: float, log_offset: int) -> None:
+    def _wait_until_healthy(
+        self,
+        deadline: float,
+        log_offset: int,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
         health = f"{self.url}/health"
+        began = time.monotonic()
+        next_report = began + PROGRESS_FIRST_S
         while True:
             assert self._process is not None
             if self._process.poll() is not None:
@@ -295,11 +312,25 @@ class LocalLabelStudio(ChildServer):
                         return
             except (urllib.error.URLError, OSError):
                 pass
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise LabelStudioStartError(
                     f"Label Studio did not answer {health} in time; {self._log_tail(log_offset)}"
                 )
+            if on_progress is not None and now >= next_report:
+                next_report = now + PROGRESS_EVERY_S
+                on_progress(self._progress_message(now - began, log_offset))
             time.sleep(0.5)
+
+    def _progress_message(self, elapsed: float, log_offset: int) -> str:
+        # Label Studio 1.23 logs "Initializing database.." and then migrates without a word
+        # until the server line, so that line is all there is to go on.
+        if "Initializing database" in self._log_text(log_offset):
+            return (
+                f"Label Studio is still starting ({elapsed:.0f} s): initialising its database; "
+                "a fresh one takes one to two minutes to migrate (up to four under load)"
+            )
+        return f"Label Studio is still starting ({elapsed:.0f} s); log: {self.log_path}"
 
     def _check_token(self) -> None:
         request = urllib.request.Request(

@@ -11,6 +11,12 @@ pays nothing extra; a template made by another Label Studio version is simply mi
 
 When Label Studio is not installed the tests that need it are skipped with the install hint,
 unless ``SPEAKER_GROUPING_REQUIRE_LABEL_STUDIO=1`` (set it in CI) turns that into a failure.
+
+Teams run Label Studio on PostgreSQL, so ``label_studio_postgres`` starts a second Label Studio
+on a real PostgreSQL that the session starts itself (`tests.local_postgres`: Debian's binaries,
+a fresh cluster in a temporary folder, 127.0.0.1 only; as root, owned by an unprivileged user).
+Its database is migrated afresh every session (a minute or two), so only chosen tests use it,
+through ``any_label_studio``, which runs a test once on SQLite and once on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from speaker_grouping.local_label_studio import (
     LocalLabelStudio,
     find_label_studio,
 )
+from tests.local_postgres import LocalPostgres
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +58,9 @@ class LabelStudioSession:
     document_root: Path
     startup_s: float
     from_template: bool
+    database: str = "sqlite"
+    progress: tuple[str, ...] = ()
+    """What ``on_progress`` heard while the server started (nothing for a quick start)."""
 
     @property
     def url(self) -> str:
@@ -88,6 +98,54 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         yield LabelStudioSession(server, document_root, startup_s, from_template)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio_postgres(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LabelStudioSession]:
+    """A Label Studio whose database is a PostgreSQL server this session starts and removes."""
+    required = os.environ.get("SPEAKER_GROUPING_REQUIRE_LABEL_STUDIO") == "1"
+    try:
+        find_label_studio()
+        postgres = LocalPostgres()
+    except FileNotFoundError as error:
+        if required:
+            raise
+        pytest.skip(str(error))
+    postgres.start()
+    try:
+        root = tmp_path_factory.mktemp("label-studio-postgres")
+        document_root = root / "media"
+        document_root.mkdir()
+        server = LocalLabelStudio(
+            data_dir=root / "data",
+            document_root=document_root,
+            extra_env=postgres.label_studio_env(),
+        )
+        progress: list[str] = []
+        began = time.monotonic()
+        server.start(timeout=2 * START_TIMEOUT_S, on_progress=progress.append)
+        try:
+            yield LabelStudioSession(
+                server,
+                document_root,
+                time.monotonic() - began,
+                from_template=False,
+                database="postgresql",
+                progress=tuple(progress),
+            )
+        finally:
+            server.stop()
+    finally:
+        postgres.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def any_label_studio(request: pytest.FixtureRequest) -> LabelStudioSession:
+    """The SQLite Label Studio, then the PostgreSQL one: a module's tests run on both."""
+    name = "label_studio" if request.param == "sqlite" else "label_studio_postgres"
+    return request.getfixturevalue(name)
 
 
 def seed_from_template(data_dir: Path) -> bool:

@@ -52,6 +52,9 @@ def test_demo_check_proposes_a_speaker_for_every_task_and_reruns_cleanly(label_s
     )
     assert "(50 new)" in first.stdout, first.stdout  # the sample episode has 50 lines
     assert "http://127.0.0.1:" in first.stdout
+    # Issue 16: the demo says where its media are (export and report need that folder).
+    assert f"data:          {data_dir.resolve()}" in first.stdout, first.stdout
+    assert f"(media: {data_dir.resolve() / 'media'}/" in first.stdout, first.stdout
 
     second = run_demo(data_dir)
     assert second.returncode == 0, second.stdout + second.stderr

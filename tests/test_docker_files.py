@@ -323,3 +323,71 @@ def test_every_variable_the_backend_reads_is_documented_in_compose():
     text = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
     missing = sorted(name for name in names if not re.search(rf"\b{name}\b", text))
     assert not missing, f"read by ml_backend but not in docker-compose.yml: {missing}"
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+
+
+def _label_studio_settings() -> list[Path]:
+    """Label Studio's base settings in the environment its executable lives in, if installed."""
+    from speaker_grouping.local_label_studio import find_label_studio
+
+    try:
+        venv = find_label_studio().parent.parent  # <venv>/bin/label-studio, never resolved
+    except FileNotFoundError:
+        return []
+    return sorted(venv.glob("lib/python3*/site-packages/label_studio/core/settings/base.py"))
+
+
+_LS_SETTINGS = _label_studio_settings()
+
+
+def test_label_studio_runs_on_the_compose_postgres(compose):
+    """Label Studio's database is the `postgres` service: DJANGO_DB=default and every POSTGRE_*
+    variable matches what that service creates, and Label Studio waits for it to be healthy."""
+    services = compose["services"]
+    database = services["postgres"]
+    assert re.fullmatch(r"postgres:\d+(\.\d+)?(-[a-z]+)?", database["image"])  # a pinned major
+    db_env = database["environment"]
+    studio = services["label-studio"]
+    env = studio["environment"]
+    assert env["DJANGO_DB"] == "default"
+    assert env["POSTGRE_HOST"] == "postgres"  # the service name on the compose network
+    assert str(env["POSTGRE_PORT"]) == "5432"
+    assert env["POSTGRE_NAME"] == db_env["POSTGRES_DB"]
+    assert env["POSTGRE_USER"] == db_env["POSTGRES_USER"]
+    assert env["POSTGRE_PASSWORD"] == db_env["POSTGRES_PASSWORD"]
+    assert studio["depends_on"]["postgres"]["condition"] == "service_healthy"
+    health = database["healthcheck"]["test"]
+    assert health[:2] == ["CMD", "pg_isready"] and db_env["POSTGRES_USER"] in health
+
+
+def test_the_database_is_secure_by_default(compose):
+    """No published port, no default password (`${VAR:?message}` stops compose without one),
+    and its data in a named volume."""
+    database = compose["services"]["postgres"]
+    assert "ports" not in database and "network_mode" not in database
+    password = database["environment"]["POSTGRES_PASSWORD"]
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", password), password
+    assert "POSTGRES_HOST_AUTH_METHOD" not in database["environment"]  # never "trust"
+    mounts = mounts_of(database)
+    assert mounts["/var/lib/postgresql/data"][0] in compose["volumes"]
+    text = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
+    assert re.search(r"^#\s+POSTGRES_PASSWORD\s+required", text, re.MULTILINE)  # documented
+
+
+@pytest.mark.skipif(not _LS_SETTINGS, reason="Label Studio is not installed in .venv-ls")
+def test_compose_sets_every_database_variable_label_studio_reads():
+    """The names come from the installed Label Studio's own settings, not from memory."""
+    settings = _LS_SETTINGS[0].read_text(encoding="utf-8")
+    read = set(re.findall(r"get_env\('(POSTGRE_[A-Z]+)'", settings))
+    assert read == {
+        "POSTGRE_NAME",
+        "POSTGRE_USER",
+        "POSTGRE_PASSWORD",
+        "POSTGRE_HOST",
+        "POSTGRE_PORT",
+    }
+    assert "get_env('DJANGO_DB', 'default')" in settings
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
+    assert read <= set(compose["services"]["label-studio"]["environment"])

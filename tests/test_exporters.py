@@ -264,7 +264,7 @@ def test_clip_dataset_from_a_real_import(imported: ImportResult, tmp_path: Path)
     assert len(records) == result.clips_written
     for record in records:
         row = next(r for r in rows if r.index == int(record["index"]))
-        clip = out / record["file"]
+        clip = out / record["file_name"]
         assert clip.parent.name == record["speaker"] == row.speaker
         assert clip.name == f"{row.episode}_{row.index:04d}.wav"
         assert clip.read_bytes() == row.clip.read_bytes()  # type: ignore[union-attr]
@@ -449,3 +449,23 @@ def test_media_path_resolves_urls_and_refuses_escapes(tmp_path: Path):
 
 def test_original_subtitles_are_found_from_the_import_report(imported: ImportResult):
     assert original_subtitles(imported.episode_dir) == imported.subtitles.path
+
+
+def test_an_srt_source_gets_a_plain_ass_without_a_note(tmp_path: Path, capsys):
+    """Regression: export noted "original ASS not found" for every episode imported from SRT,
+    which has no styles to keep; the note is for an ASS original that could not be used."""
+    from exporters.label_studio_export import EpisodeExport
+    from speaker_grouping.commands.export import _write_ass
+
+    source = tmp_path / "episode.srt"
+    write_tagged_srt(ROWS, source)
+    _write_ass(EpisodeExport("ep", ROWS, tmp_path, source), tmp_path / "ep.ass")
+    assert "note:" not in capsys.readouterr().err
+    events = [e for e in pysubs2.load(str(tmp_path / "ep.ass")).events if not e.is_comment]
+    # An ASS Actor field cannot hold a comma, so the writer swaps in a full-width one.
+    assert [event.name for event in events] == [
+        (row.speaker or "").replace(",", "\uff0c") for row in ROWS
+    ]
+
+    _write_ass(EpisodeExport("ep", ROWS, tmp_path, None), tmp_path / "ep2.ass")
+    assert "note: ep: original subtitles not found" in capsys.readouterr().err

@@ -1,13 +1,18 @@
+from xml.etree import ElementTree
+
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from label_config import (
+    FLAG_HOTKEYS,
     FLAG_NOT_SPEECH,
     FLAG_TWO_SPEAKERS,
+    FLAGS_CONTROL,
     UNKNOWN_CHOICE,
     append_speakers,
     clean_speaker_name,
     flags_from_annotation,
+    is_unnamed_speaker,
     load_config,
     speaker_from_annotation,
     speaker_prediction,
@@ -169,3 +174,40 @@ def test_speaker_from_annotation_prefers_a_typed_new_name():
     assert speaker_from_annotation(speaker_prediction("Mika")) == "Mika"
     assert speaker_from_annotation([]) is None
     assert flags_from_annotation(result) == [FLAG_TWO_SPEAKERS]
+
+
+def _flag_hotkeys(xml: str) -> dict[str, str | None]:
+    root = ElementTree.fromstring(xml)
+    flags = root.find(f"Choices[@name='{FLAGS_CONTROL}']")
+    assert flags is not None
+    return {choice.get("value"): choice.get("hotkey") for choice in flags.iter("Choice")}
+
+
+# Label Studio 1.23's automatic hotkeys, in the order it hands them to choices without one.
+_AUTOMATIC_KEYS = set("1234567890qwetasdfgzxcvbyiopjklnm")
+
+
+@pytest.mark.parametrize("names", [0, 9, 40])
+def test_flag_hotkeys_stay_put_as_names_are_appended(names):
+    """Regression: the flags took the next free automatic keys, [9]/[0] then [0]/[q]..."""
+    config = load_config([f"Character {n}" for n in range(names)])
+    hotkeys = _flag_hotkeys(config)
+    assert hotkeys == FLAG_HOTKEYS == {FLAG_TWO_SPEAKERS: "shift+t", FLAG_NOT_SPEECH: "shift+n"}
+    assert not _AUTOMATIC_KEYS.intersection(hotkeys.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "placeholder"),
+    [
+        ("Unknown", True),
+        ("Speaker 7", True),
+        ("Speaker 12", True),
+        ("Speaker", False),
+        ("Speaker 7b", False),
+        ("Aoi", False),
+        ("Speaker Aoi", False),
+        (None, False),
+    ],
+)
+def test_placeholders_are_unknown_and_numbered_speakers(name, placeholder):
+    assert is_unnamed_speaker(name) is placeholder

@@ -1,7 +1,12 @@
 """Export a Label Studio project: speaker-tagged SRT/ASS, a CSV and a per-speaker clip dataset.
 
-Writes into OUT: ``<episode>.srt`` and ``<episode>.ass`` per episode, ``lines.csv`` for the
-whole project, and ``clips/<speaker>/*.wav`` with ``clips/metadata.csv``.
+Writes into OUT: ``<episode>.srt`` and ``<episode>.ass`` per episode, ``lines.csv`` and
+``lines.parquet`` for the whole project, and ``clips/<speaker>/*.wav`` with
+``clips/metadata.csv`` (Hugging Face's audiofolder layout).
+
+The clips are found without options for a project ``import --push`` filled: its local-files
+storages lead to the import folders (`exporters.label_studio_export.find_import_folders`);
+``--media-root``/``--document-root`` are for media that moved or projects imported otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from exporters.label_studio_export import EpisodeExport
 
-FORMATS = ("srt", "ass", "csv", "clips")
+FORMATS = ("srt", "ass", "csv", "parquet", "clips")
 DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
 
@@ -41,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--media-root",
         type=Path,
         help="folder holding the import folders (<media-root>/<episode>/audio/0001.wav), to "
-        "find clips and the original subtitles",
+        "find clips and the original subtitles (default: the folders the project's local "
+        "storages point at, as `import --push` creates them)",
     )
     parser.add_argument(
         "--document-root",
@@ -54,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--include-predictions",
         action="store_true",
         help="lines nobody annotated take the backend's prediction (column source=prediction)",
+    )
+    parser.add_argument(
+        "--include-unnamed",
+        action="store_true",
+        help="also put lines named 'Unknown' or a placeholder 'Speaker N' into the clip dataset "
+        "(default: left out, as they would train a voice on a mixture of speakers)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -81,16 +93,12 @@ def run(args: argparse.Namespace) -> int:
     ):
         if folder is not None and not Path(folder).is_dir():
             raise FileNotFoundError(f"{name} {folder}: no such folder")
-    if "clips" in formats and args.media_root is None and args.document_root is None:
-        raise ValueError(
-            "clips need --media-root or --document-root (or "
-            f"${DOCUMENT_ROOT_ENV}) to find the audio; or leave clips out of --format"
-        )
 
     from exporters.clip_dataset import safe_path_names, write_clip_dataset
     from exporters.label_studio_export import read_project
-    from exporters.table import write_table
+    from exporters.table import write_table, write_table_parquet
     from exporters.tagged_subtitles import write_tagged_srt
+    from label_config import is_unnamed_speaker
     from speaker_grouping.progress import ProgressBars
 
     exported = read_project(
@@ -98,11 +106,25 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         project=args.project,
         include_predictions=args.include_predictions,
+        include_unnamed=args.include_unnamed,
         media_root=args.media_root,
         document_root=args.document_root,
     )
     if not exported.episodes:
         raise ValueError(f"project {exported.title!r} (id {exported.project_id}) has no lines")
+    if "clips" in formats:
+        wanted = [
+            line
+            for line in exported.lines
+            if line.speaker and (args.include_unnamed or not is_unnamed_speaker(line.speaker))
+        ]
+        if wanted and all(line.clip is None for line in wanted):
+            raise FileNotFoundError(
+                f"clips: none of the {len(wanted)} named lines' clips was found: the project's "
+                "local storages lead to no import folder on this machine; give --media-root "
+                f"(the folder holding the import folders) or --document-root (or "
+                f"${DOCUMENT_ROOT_ENV}), or leave clips out of --format"
+            )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     file_names = safe_path_names(exported.episodes)
@@ -118,8 +140,16 @@ def run(args: argparse.Namespace) -> int:
         if "csv" in formats:
             write_table(exported.lines, out / "lines.csv")
             written.append(str(out / "lines.csv"))
+        if "parquet" in formats:
+            write_table_parquet(exported.lines, out / "lines.parquet")
+            written.append(str(out / "lines.parquet"))
         if "clips" in formats:
-            clips = write_clip_dataset(exported.lines, out / "clips", hook=bars)
+            clips = write_clip_dataset(
+                exported.lines,
+                out / "clips",
+                include_unnamed=args.include_unnamed,
+                hook=bars,
+            )
     for name in ("srt", "ass"):
         if name in formats:
             written.append(f"{out}/*.{name} ({len(exported.episodes)} episode(s))")
@@ -137,8 +167,14 @@ def run(args: argparse.Namespace) -> int:
     if "clips" in formats:
         print(
             f"wrote {clips.clips_written} clips for {len(clips.per_speaker)} speaker(s) "
-            f"under {out / 'clips'} ({clips.metadata_path.name})"
+            f"under {out / 'clips'} ({clips.metadata_path.name}; loads with "
+            f"datasets.load_dataset('audiofolder', data_dir=...))"
         )
+        if clips.placeholders_left_out:
+            print(
+                f"left out {clips.placeholders_left_out} line(s) named only by a placeholder "
+                "(Unknown, Speaker N); --include-unnamed keeps them"
+            )
         if clips.missing_clips:
             print(
                 f"warning: {len(clips.missing_clips)} clip(s) not found, e.g. "
@@ -149,7 +185,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_ass(part: EpisodeExport, path: Path) -> None:
-    """Into the original ASS when it is there and matches; else a plain ASS, with a note."""
+    """Into the original ASS when it is there and matches; else a plain ASS.
+
+    An episode imported from SRT or WebVTT has no styles to keep, so its plain ASS is the
+    expected result and needs no note; a note says only why an ASS original was not used.
+    """
     from exporters.tagged_subtitles import write_tagged_ass
     from importers.subtitles import SubtitleError
 
@@ -160,7 +200,10 @@ def _write_ass(part: EpisodeExport, path: Path) -> None:
             return
         except SubtitleError as error:
             reason = str(error)
+    elif source is not None:
+        write_tagged_ass(part.lines, path)
+        return
     else:
-        reason = "original ASS subtitles not found"
+        reason = "original subtitles not found"
     print(f"note: {part.episode}: {reason}; its .ass has default styles", file=sys.stderr)
     write_tagged_ass(part.lines, path)

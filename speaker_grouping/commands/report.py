@@ -3,14 +3,23 @@
 Prints a table (reviewed, accepted, corrected, and the corrections by kind: add, remove, merge,
 name, as docs/architecture.md §5 counts them) and, with --png, draws the cumulative corrections
 against lines reviewed, one curve per episode and annotator.
+
+Label Studio's webhooks name an annotator by user id only, so with a Label Studio to ask
+(``--url``/``--api-key``, or ``$LABEL_STUDIO_URL``/``$LABEL_STUDIO_API_KEY``) the ids are shown
+as the users' e-mail addresses from its user list; without one, as ``user 3``.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = ("reviewed", "accepted", "corrected", "add", "remove", "merge", "name", "revisions")
 
@@ -24,21 +33,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the backend's state folder (default: $MODEL_DIR or ./model-dir)",
     )
     parser.add_argument("--png", type=Path, help="also draw the log into this PNG file")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("LABEL_STUDIO_URL"),
+        help="Label Studio URL, to name annotators by e-mail (default: $LABEL_STUDIO_URL)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LABEL_STUDIO_API_KEY"),
+        help="Label Studio API token (default: $LABEL_STUDIO_API_KEY)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from foundation.label_studio import LabelStudioError
     from ml_backend.operation_log import OPERATIONS_FILE, OperationLog
 
     folder = args.model_dir / str(args.project)
     if not (folder / OPERATIONS_FILE).is_file():
         raise FileNotFoundError(f"{folder / OPERATIONS_FILE}: no operation log for this project")
     log = OperationLog(folder)
-    rows = log.summary()
+    users: dict[str, str] = {}
+    if args.url and args.api_key:
+        try:
+            users = fetch_user_emails(args.url, args.api_key)
+        except (OSError, ValueError, LabelStudioError) as error:
+            print(f"note: annotators shown by id: {error}", file=sys.stderr)
+    rows = [{**row, "annotator": annotator_name(row["annotator"], users)} for row in log.summary()]
     print(format_table(rows))
     if args.png:
-        draw(log.entries(), args.png)
+        entries = [
+            {**entry, "annotator": annotator_name(str(entry.get("annotator")), users)}
+            for entry in log.entries()
+        ]
+        draw(entries, args.png)
         print(f"chart: {args.png}")
     return 0
+
+
+def fetch_user_emails(url: str, api_key: str) -> dict[str, str]:
+    """Label Studio's user id -> e-mail (``GET /api/users/``, the organisation's members)."""
+    from foundation.label_studio import LabelStudioClient
+
+    with LabelStudioClient(url, api_key) as client:
+        users = client.users()
+    return {
+        str(user["id"]): str(user.get("email") or user.get("username") or user["id"])
+        for user in users
+        if "id" in user
+    }
+
+
+def annotator_name(annotator: str, users: Mapping[str, str]) -> str:
+    """The e-mail of a Label Studio user id; ``user N`` for an id nobody could name; any other
+    recorded name (an e-mail a full annotation carried) as it is."""
+    if annotator in users:
+        return users[annotator]
+    return f"user {annotator}" if annotator.isdigit() else annotator
 
 
 def format_table(rows: list[dict]) -> str:
@@ -65,6 +116,7 @@ def draw(entries: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from foundation.atomic import atomic_write_bytes
 
@@ -89,6 +141,9 @@ def draw(entries: list[dict], path: Path) -> None:
     names = ["add", "remove", "merge", "name"]
     right.bar(names, [kinds.get(name, 0) for name in names], color="tab:orange")
     right.set_title("Corrections by kind")
+    # Lines and corrections are counts: no tick at 2.5 corrections.
+    for axis in (left.xaxis, left.yaxis, right.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
