@@ -50,6 +50,8 @@ def gated_clustering(
     passes: int = 1,
     threshold_slope: float = 0.0,
     noise_slope: float = 0.0,
+    start: np.ndarray | None = None,
+    edges: np.ndarray | None = None,
 ) -> np.ndarray:
     """(n,) int64 cluster of every line (0-based, in order of first member; lone lines too).
 
@@ -66,6 +68,9 @@ def gated_clustering(
         still look confident on average (a second, label-free sign of a difficult episode).
     passes : how many times the edge list is walked. An edge refused while its clusters were
         small is asked again once they have grown and their centroids say more.
+    start : (n,) int clusters to begin from (lines with one value start merged; unlike labels,
+        two start clusters may still merge). None: every line alone.
+    edges : (m, 2) candidate edges to walk instead of ``context.edges``.
     """
     lines = context.lines
     n = len(lines)
@@ -78,8 +83,17 @@ def gated_clustering(
         root = clusters.find(members[0])
         for other in members[1:]:
             root = clusters.union(root, clusters.find(other))
+    if start is not None:
+        start = np.asarray(start)
+        for value in np.unique(start).tolist():
+            members = np.flatnonzero(start == value).tolist()
+            root = clusters.find(members[0])
+            for other in members[1:]:
+                b = clusters.find(other)
+                if b != root and clusters.can_merge(root, b):
+                    root = clusters.union(root, b)
 
-    pairs = context.edges
+    pairs = context.edges if edges is None else np.asarray(edges, np.int64).reshape(-1, 2)
     if len(pairs):
         line_x = line_pair_features(context, confidence, pairs)
         order_logit = merge.decision_function(

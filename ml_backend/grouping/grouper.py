@@ -32,6 +32,11 @@ from ml_backend.grouping.name_model import NameModel
 from ml_backend.grouping.naming import PLACEHOLDER_PREFIX, Placeholders, cluster_names, membership
 from ml_backend.grouping.priors import Priors, load_priors
 from ml_backend.grouping.proposal import Proposal
+from ml_backend.grouping.self_calibration import (
+    choose_partition,
+    community_partition,
+    edge_weights,
+)
 from speaker_grouping.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -66,6 +71,13 @@ DEFAULT_OPTIONS: dict[str, float] = {
     "name_sure": 0.7,  # lines the name model names at this P or above count as labelled for a
     # second look at the rest (1: off). Chosen with the annotation loop on the training episodes:
     # 18.8 / 4.7 corrections per 100 lines on hard / standard, against 20.4 / 4.85 without it
+    # Self-calibrating skeleton (`self_calibration`): 0 the gated clustering at `threshold`; 1
+    # modularity communities of the merge-probability kNN graph; 2 whichever of the two the
+    # merge classifier finds likelier for the episode at hand:
+    "community": 0.0,
+    "community_refine": 0.0,  # refine rounds (see "refine") after a community skeleton
+    "community_neighbours": 20.0,  # voice neighbours per line in that graph
+    "community_resolution": 1.0,  # Louvain resolution (above 1: smaller communities)
 }
 """Hyper-parameters; the priors file overrides these, constructor options override both."""
 SAVE_NAME = "grouper.json"
@@ -200,7 +212,52 @@ class SpeakerGrouper:
         confidence_model, merge = self._models()
         confidence = confidence_model.predict(context)
         codes, names = _label_codes(lines, labels or {})
-        clusters = gated_clustering(
+        clusters = self._skeleton(context, confidence, merge, codes)
+        proposals = self._name_and_score(
+            context, confidence, merge, clusters, codes, names, placeholders
+        )
+        return self._names_from_labels(context, codes, names, proposals)
+
+    def _skeleton(
+        self,
+        context: LineContext,
+        confidence: Mapping[str, np.ndarray],
+        merge: MergeClassifier,
+        codes: np.ndarray,
+    ) -> np.ndarray:
+        """(n,) the clusters before refinement (`self_calibration`): the gated clustering at
+        the learned threshold (``community`` 0), modularity communities of the merge graph (1),
+        or whichever of the two the merge classifier finds likelier for this episode (2)."""
+        mode = round(self.option("community"))
+        self.last_skeleton_ = "gated"
+        if mode == 0:
+            return self._gated(context, confidence, merge, codes)
+        pairs, weights = edge_weights(
+            context, confidence, merge, neighbours=int(self.option("community_neighbours"))
+        )
+        candidates = {
+            "community": community_partition(
+                pairs,
+                weights,
+                len(context.lines),
+                labels=codes,
+                resolution=self.option("community_resolution"),
+                seed=self.seed,
+            )
+        }
+        if mode == 2:
+            candidates["gated"] = self._gated(context, confidence, merge, codes)
+        self.last_skeleton_ = choose_partition(pairs, weights, candidates)
+        return candidates[self.last_skeleton_]
+
+    def _gated(
+        self,
+        context: LineContext,
+        confidence: Mapping[str, np.ndarray],
+        merge: MergeClassifier,
+        codes: np.ndarray,
+    ) -> np.ndarray:
+        return gated_clustering(
             context,
             confidence,
             merge,
@@ -211,10 +268,6 @@ class SpeakerGrouper:
             threshold_slope=self.option("threshold_slope"),
             noise_slope=self.option("noise_slope"),
         )
-        proposals = self._name_and_score(
-            context, confidence, merge, clusters, codes, names, placeholders
-        )
-        return self._names_from_labels(context, codes, names, proposals)
 
     def _names_from_labels(
         self,
@@ -369,7 +422,11 @@ class SpeakerGrouper:
         """
         margin, detach = self.option("move_margin"), self.option("detach")
         free = codes == UNLABELLED
-        for _ in range(int(self.option("refine"))):
+        # moving lines by their fit to the gated clusters undoes what the communities found
+        rounds = (
+            "community_refine" if getattr(self, "last_skeleton_", "") == "community" else "refine"
+        )
+        for _ in range(int(self.option(rounds))):
             size = np.bincount(clusters)
             fit = membership(context, confidence, merge, clusters)
             target = fit.other_cluster
