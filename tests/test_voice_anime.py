@@ -153,7 +153,7 @@ def test_a_pickled_object_is_refused(tmp_path):
 
 
 def test_a_folder_without_weights_and_an_uncached_variant_fail_in_one_line(tmp_path, monkeypatch):
-    with pytest.raises(ModelUnavailableError, match="holds neither embedding_model.safetensors"):
+    with pytest.raises(ModelUnavailableError, match=r"holds neither embedding_model\.safetensors"):
         voice_embedder(f"anime-ecapa:{tmp_path}")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
