@@ -23,6 +23,7 @@ RUN pip install --upgrade pip "setuptools<81" wheel \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY foundation ./foundation
 COPY importers ./importers
 COPY ml_backend ./ml_backend
 COPY label_config ./label_config

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +43,19 @@ def our_method(priors: Path | None, skeleton: str) -> Any:
     """A bench_quality `Method`: ``SpeakerGrouper(priors=...)`` cold, skeleton forced or not."""
     from bench.bench_quality import MethodRun, _timed
     from ml_backend.grouping import SpeakerGrouper
+    from ml_backend.grouping.params import params_for_priors
+    from ml_backend.grouping.priors import load_priors
 
-    options = {} if skeleton == "prior" else {"community": float(skeleton)}
+    loaded = load_priors(priors)
+    params = params_for_priors(loaded)
+    if skeleton != "prior":
+        params = params.replace(community=int(skeleton))
 
     def run(data: Any) -> Any:
-        grouper = SpeakerGrouper(priors=priors, **options)
-        proposals, seconds = _timed(lambda: grouper.propose(data.lines))
-        note = getattr(grouper, "last_skeleton_", "")
-        return MethodRun([p.speaker for p in proposals], seconds, note=note)
+        grouper = SpeakerGrouper(params, priors=loaded)
+        grouping, seconds = _timed(lambda: grouper.propose(data.lines))
+        labels = [p.speaker for p in grouping.proposals]
+        return MethodRun(labels, seconds, note=grouping.skeleton)
 
     return run
 

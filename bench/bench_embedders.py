@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.layout import clip_file, frame_file
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench-embedders"
 BATCH = 32
@@ -107,11 +109,11 @@ def load_lines(
     indexes = record["indexes"]
     return EpisodeLines(
         preset=preset,
-        clips=[_read_wav(media / "audio" / f"{index:04d}.wav") for index in indexes]
+        clips=[_read_wav(media / clip_file(f"{index:04d}")) for index in indexes]
         if "voice" in kinds
         else [],
         frames=[
-            np.asarray(Image.open(media / "frames" / f"{index:04d}.jpg").convert("RGB"))
+            np.asarray(Image.open(media / frame_file(f"{index:04d}")).convert("RGB"))
             for index in indexes
         ]
         if "image" in kinds

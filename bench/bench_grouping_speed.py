@@ -20,7 +20,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ml_backend.grouping import SpeakerGrouper
+from ml_backend.grouping import GrouperParams, SpeakerGrouper
 from ml_backend.grouping.synthetic import synthetic_lines
 
 
@@ -48,7 +48,7 @@ def _interleaved(runs: Mapping[str, Callable[[], object]], repeats: int) -> dict
 BASELINES = (
     ("", {}),
     (" without the name model's second look", {"name_sure": 1.0}),
-    (" without the name model", {"name_min_labels": 1e9}),
+    (" without the name model", {"name_min_labels": 10**9}),
 )
 """Measured in the same run: the default grouper, then with parts of the name model off."""
 
@@ -60,12 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
-    priors = SpeakerGrouper().prior_models
+    priors = SpeakerGrouper().priors
     episode, truth = synthetic_lines(
         450, speakers=10, seed=1, voice_model=priors.voice_model, image_model=priors.image_model
     )
     labels = {episode.line_ids[i]: str(truth[i]) for i in range(0, len(truth), 3)}
-    groupers = {what: SpeakerGrouper(**options) for what, options in BASELINES}
+    groupers = {what: SpeakerGrouper(GrouperParams(**changes)) for what, changes in BASELINES}
     fit_s = _interleaved(
         {what: (lambda g=g: g.fit(episode, labels)) for what, g in groupers.items()}, args.repeats
     )
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     season_labels = {
         season.line_ids[i]: str(season_truth[i]) for i in range(0, len(season_truth), step)
     }
-    labelled = {what: SpeakerGrouper(**options) for what, options in BASELINES}
+    labelled = {what: SpeakerGrouper(GrouperParams(**changes)) for what, changes in BASELINES}
     fit_s = _interleaved(
         {what: (lambda g=g: g.fit(season, season_labels)) for what, g in labelled.items()},
         args.repeats,

@@ -4,7 +4,7 @@ Run ``python -m bench.bench_import_features [--repeats 3] [--minutes 24] [--cues
 
 It uses the same cached synthetic episode as :mod:`bench.bench_import` (made once into
 ``.cache/bench-import/``) and times, interleaved and each in a fresh Python process, what
-``speaker-grouping import`` runs per episode (`import_with_features`):
+``speaker-grouping import`` runs per episode (`prepare_episode`):
 
 - ``sequential``: the media (probe, clips, frames, tasks.json), then the default features
   (resemblyzer voice, anime-colour image, silero-vad quality) computed from the files, model
@@ -133,12 +133,12 @@ def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
     """One measured import, as `speaker-grouping import` runs it; prints one JSON line."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     began = time.perf_counter()
-    from speaker_grouping.episode_import import import_with_features
+    from ml_backend.features.prepare import prepare_episode
 
     if approach == "overlapped-dec1":
-        import importers.media
+        import importers.media.frames
 
-        importers.media.DECODER_THREADS = 1
+        importers.media.frames.DECODER_THREADS = 1
     if approach == "overlapped-all":
         import ml_backend.features.feed
 
@@ -146,12 +146,12 @@ def child_main(approach: str, video: Path, srt: Path, out: Path) -> None:
     timer = _StepTimer(began)
     extractor = None
     if approach != "media":
-        from speaker_grouping.commands.features import FeatureExtractor
+        from ml_backend.features.extractor import FeatureExtractor
 
         extractor = FeatureExtractor.build(None, None)
     with _ThreadCpu() as threads:
         try:
-            done = import_with_features(
+            done = prepare_episode(
                 video, out, srt, None, extractor, timer, overlap=approach != "sequential"
             )
         finally:

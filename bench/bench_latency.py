@@ -43,7 +43,7 @@ from bench.bench_loop import (
     cached_episodes,
     machine_load,
 )
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ of the episode's ``tasks.json`` gets a running task id. The simulated annotator 
 
 - a right proposal is accepted: 0 corrections, but submitted as an ``ANNOTATION_CREATED``
   webhook all the same, as Label Studio would;
-- a wrong one (a placeholder such as "Speaker 7" is always wrong: the first line of every
+- a wrong one (a numbered speaker such as "Speaker 7" is always wrong: the first line of every
   character needs its name) is corrected: 1 correction, a webhook with the true name (the
   ``character`` column of truth.csv) in the ``speaker`` choices, or typed into ``new_speaker``
   while the name is not yet a choice (a name becomes a choice once a prediction has shown it,
@@ -52,7 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
+from foundation.layout import line_index, tasks_path
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class LoopEpisode:
 
     def tasks(self, first_id: int = 1) -> list[dict[str, Any]]:
         """The episode's tasks as Label Studio holds them: ``{"id", "data"}``, ids running."""
-        raw = json.loads((self.imported / "tasks.json").read_text(encoding="utf-8"))
+        raw = json.loads(tasks_path(self.imported).read_text(encoding="utf-8"))
         tasks = [{"id": first_id + k, "data": task["data"]} for k, task in enumerate(raw)]
         unknown = [t["data"]["index"] for t in tasks if t["data"]["index"] not in self.truth]
         if unknown:
@@ -450,31 +451,35 @@ def simulate_direct(
     refit delay): seconds instead of minutes per episode, for tuning on training episodes.
 
     Lowest score first; a right proposal is accepted and becomes a label; a wrong one (a
-    placeholder or no speaker is always wrong) is corrected, becomes a label, and is followed
+    numbered speaker or no speaker is always wrong) is corrected, becomes a label, and is followed
     by fit + propose on every label so far. Stops when every unreviewed proposal is right, after
     a last fit on every label.
     """
-    from ml_backend.grouping import SpeakerGrouper
-    from ml_backend.grouping.lines import load_lines
-    from ml_backend.grouping.proposal import Placeholders
+    from ml_backend.episode_lines import load_lines
+    from ml_backend.grouping import SpeakerGrouper, SpeakerNumbers
+    from ml_backend.grouping.params import params_for_priors
+    from ml_backend.grouping.priors import load_priors
 
     began = time.perf_counter()
     lines = load_lines([episode.imported])
-    truth = [episode.truth[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids]
+    truth = [episode.truth[line_index(line_id)] for line_id in lines.line_ids]
     order_key = {line_id: k for k, line_id in enumerate(lines.line_ids)}
-    placeholders = Placeholders()
+    numbers = SpeakerNumbers()
     labels: dict[str, str] = {}
-    from ml_backend.config import ANNOTATION_OPTIONS
+    from ml_backend.config import ANNOTATION_PARAMS
 
-    options = {**ANNOTATION_OPTIONS, **dict(grouper_options or {})}
+    priors = load_priors()
+    params = params_for_priors(priors).replace(**ANNOTATION_PARAMS, **dict(grouper_options or {}))
     refit_s: list[float] = []
     predict_s: list[float] = []
 
     def ask() -> dict[str, Any]:
+        nonlocal numbers
         t0 = time.perf_counter()
-        grouper = SpeakerGrouper(**options).fit(lines, labels)
+        grouper = SpeakerGrouper(params, priors=priors).fit(lines, labels)
         t1 = time.perf_counter()
-        proposals = grouper.propose(lines, labels, placeholders)
+        grouping = grouper.propose(lines, labels, numbers)
+        proposals, numbers = grouping.proposals, grouping.speaker_numbers
         refit_s.append(t1 - t0)
         predict_s.append(time.perf_counter() - t1)
         return {p.line_id: p for p in proposals}
@@ -537,11 +542,11 @@ def prototype_loop(voice: np.ndarray, truth: Sequence[str]) -> tuple[int, int, i
 
 
 def run_prototype(episode: LoopEpisode) -> LoopResult:
-    from ml_backend.grouping.lines import load_lines
+    from ml_backend.episode_lines import load_lines
 
     began = time.perf_counter()
     lines = load_lines([episode.imported])
-    names = [episode.truth[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids]
+    names = [episode.truth[line_index(line_id)] for line_id in lines.line_ids]
     reviews, corrections, wrong = prototype_loop(lines.voice.astype(np.float64), names)
     return LoopResult(
         method="prototype",

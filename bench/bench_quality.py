@@ -29,7 +29,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,11 @@ import numpy as np
 
 from bench import baselines
 from bench.episode_cache import CACHE, EVALUATION, READY, TRAINING, CachedEpisode, episodes
-from ml_backend.grouping.lines import EpisodeLines, concatenate, load_lines
+from foundation.atomic import atomic_write_bytes, atomic_write_json
+from foundation.layout import line_index
+from ml_backend.episode_lines import load_lines
+from ml_backend.grouping.lines import EpisodeLines, concatenate
 from ml_backend.metrics import edge_scores, score_grouping
-from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def load_set(name: str, preset: str, cached: Sequence[CachedEpisode]) -> EvalSet
         lines = load_lines([episode.imported])
         characters = {row.index: row.character for row in read_truth(episode.truth)}
         for line_id in lines.line_ids:
-            index = int(line_id.rsplit(":", 1)[1])
+            index = line_index(line_id)
             if index not in characters:
                 raise ValueError(f"{episode.truth}: no truth for line {line_id}")
             truth.append(characters[index])
@@ -168,13 +170,17 @@ def baseline_methods(threshold: float | None, *, seed: int = 0) -> dict[str, Met
     return methods
 
 
-def our_grouper(*, seed: int = 0, **options: float) -> Any | None:
-    """A `SpeakerGrouper` with its shipped priors loaded, or None (logged) while unavailable."""
+def our_grouper(*, seed: int = 0, changes: Mapping[str, Any] | None = None) -> Any | None:
+    """A `SpeakerGrouper` with its shipped priors and ``changes`` to their parameters, or None
+    (logged) while unavailable."""
     try:
         from ml_backend.grouping import SpeakerGrouper
+        from ml_backend.grouping.params import params_for_priors
+        from ml_backend.grouping.priors import load_priors
 
-        grouper = SpeakerGrouper(seed=seed, **options)
-        grouper.prior_models  # noqa: B018 - load now, so a missing priors file shows here
+        priors = load_priors()
+        params = params_for_priors(priors).replace(**dict(changes or {}))
+        grouper = SpeakerGrouper(params, priors=priors, seed=seed)
     except (ImportError, ValueError, FileNotFoundError) as error:
         logger.warning("our method is not available (%s); baselines only", error)
         return None
@@ -188,16 +194,17 @@ def our_methods(*, seed: int = 0, labelled_share: float = LABELLED_SHARE) -> dic
 
     def cold(data: EvalSet) -> MethodRun:
         grouper = our_grouper(seed=seed)
-        proposals, seconds = _timed(lambda: grouper.propose(data.lines))
-        return MethodRun([proposal.speaker for proposal in proposals], seconds)
+        grouping, seconds = _timed(lambda: grouper.propose(data.lines))
+        return MethodRun([proposal.speaker for proposal in grouping.proposals], seconds)
 
     def labelled(data: EvalSet) -> MethodRun:
         labels = random_labels(data, labelled_share, seed=seed)
         grouper = our_grouper(seed=seed)
         # what the backend does after annotations arrive: refit from them, then re-propose
-        proposals, seconds = _timed(
+        grouping, seconds = _timed(
             lambda: grouper.fit(data.lines, labels).propose(data.lines, labels)
         )
+        proposals = grouping.proposals
         speakers = [proposal.speaker for proposal in proposals]
         return MethodRun(speakers, seconds, labels_used=len(labels))
 
@@ -305,8 +312,8 @@ def our_curves(
     for data in sets:
         counts = pooled.setdefault(data.preset, np.zeros((len(thresholds), 3), np.int64))
         for position, threshold in enumerate(thresholds):
-            grouper = our_grouper(seed=seed, threshold=threshold)
-            speakers = [proposal.speaker for proposal in grouper.propose(data.lines)]
+            grouper = our_grouper(seed=seed, changes={"threshold": threshold})
+            speakers = [proposal.speaker for proposal in grouper.propose(data.lines).proposals]
             scores = edge_scores(data.truth, speakers)
             counts[position] += (
                 scores.correct_pairs,

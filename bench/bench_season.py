@@ -33,7 +33,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
+from foundation.layout import FEATURES_FILE, TASKS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench-season"
@@ -132,8 +133,10 @@ def measure(variant: str, season: Path, workers: int) -> dict:
         summary = stdout.strip().splitlines()[-1] if stdout.strip() else ""
         if process.returncode != 0 or not summary.startswith("imported "):
             raise RuntimeError(f"{variant} run failed ({process.returncode}): {stderr[-2000:]}")
-        tasks = sum(len(json.loads(path.read_text())) for path in sorted(out.glob("*/tasks.json")))
-        stores = len(list(out.glob("*/features.npz")))
+        tasks = sum(
+            len(json.loads(path.read_text())) for path in sorted(out.glob(f"*/{TASKS_FILE}"))
+        )
+        stores = len(list(out.glob(f"*/{FEATURES_FILE}")))
     return {
         "wall_s": round(wall, 2),
         "peak_pss_mib": round(peak / 1024, 1),

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from bench.episode_cache import CACHE
+from foundation.atomic import atomic_write_json
 from importers.media import decode_audio
 from importers.speech_segments import (
     FRAME_S,
@@ -65,7 +66,6 @@ from importers.speech_segments import (
     segments_from_probabilities,
     speech_probabilities,
 )
-from speaker_grouping.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

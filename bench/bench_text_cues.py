@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.atomic import atomic_write_json
 from ml_backend.grouping.knn_graph import ABSENT, knn
 from ml_backend.grouping.name_model import centred, whitened
-from speaker_grouping.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def measure_episodes(cached: Sequence) -> list[dict]:
     rows = []
     for one in cached:
         episode = read_episode(one.name, one.folder, one.imported)
-        clusters = np.array([p.cluster for p in SpeakerGrouper().propose(episode.lines)])
+        proposals = SpeakerGrouper().propose(episode.lines).proposals
+        clusters = np.array([p.cluster for p in proposals])
         lines = episode.lines
         vectors = spaces(lines.voice, lines.image, episode.context.episode, episode.codes, clusters)
         row = {

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "episodes"
@@ -99,10 +99,8 @@ def _import(
     if (folder / READY).is_file() and "episode_dir" in json.loads((folder / READY).read_text()):
         return episode
     from bench.make_episode import make_episode
-    from importers.pipeline import import_episode
-    from ml_backend.features.embedder import image_embedder, voice_embedder
-    from ml_backend.features.extract import extract_features
-    from ml_backend.features.quality import QualityMeter
+    from ml_backend.features.extractor import FeatureExtractor
+    from ml_backend.features.prepare import prepare_episode
 
     began = time.monotonic()
     if not episode.truth.is_file():
@@ -110,13 +108,13 @@ def _import(
             raise FileNotFoundError(f"{episode.truth}: season episode missing, delete {folder}")
         make_episode(preset, seed=seed, out_dir=folder)
     made_s = time.monotonic() - began
-    imported = import_episode(episode.video, subtitles=episode.subtitles, out_dir=folder / "import")
-    extract_features(
-        imported.episode_dir,
-        voice_embedder=voice_embedder(),
-        image_embedder=image_embedder(),
-        quality_meter=QualityMeter(),
-    )
+    extractor = FeatureExtractor.build(None, None)
+    try:
+        imported = prepare_episode(
+            episode.video, folder / "import", episode.subtitles, None, extractor, overlap=False
+        ).media
+    finally:
+        extractor.close()
     atomic_write_json(
         folder / READY,
         {

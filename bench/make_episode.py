@@ -47,8 +47,8 @@ from bench import audio_effects, voices
 from bench.drawing import Background, Look, Placement, random_looks, render_frame, render_title_card
 from bench.episode_spec import GENERATOR_VERSION, PRESETS, EpisodeSpec, resolve_spec
 from bench.script_writer import CHARACTER_NAMES, Scene, ScriptLine, line_counts, write_script
-from speaker_grouping.atomic import atomic_write_json, atomic_write_text
-from speaker_grouping.progress import Hook
+from foundation.atomic import atomic_write_json, atomic_write_text
+from foundation.hook import Hook
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ or a threshold. Steps:
    logistic model per modality on the label-free neighbourhood and quality inputs.
 2. Merge classifier: pairs from replaying agglomerative clustering on each episode's truth.
 3. Thresholds (merge threshold and its slopes for difficult episodes and noisy edges, lone-line
-   attach probability): a grid, each point scored on every episode with models fit on the
-   *other* training episodes (leave-one-episode-out), keeping the point with the lowest
-   `objective`: operations per 100 lines plus a penalty for each point of edge precision
-   below the target, averaged per episode type.
+   attach probability; `GrouperParams` fields): a grid, each point scored on every episode
+   with models fit on the *other* training episodes (leave-one-episode-out), keeping the
+   point with the lowest `objective`: operations per 100 lines plus a penalty for each point
+   of edge precision below the target, averaged per episode type.
 4. Score calibration: logistic on the leave-one-out proposals (no labels, and 10 % / 30 %
    random labels), so that a score of 0.8 is right about 8 times in 10.
 5. Name model prior (`fit_name_prior`): the conditional logit that names lines from the labels
@@ -21,7 +21,10 @@ or a threshold. Steps:
    just this step and keeps the rest of the file.
 
 The report (per-episode edge precision/recall/F1, operations, confidence Spearman) goes into
-the priors file and to the log.
+the priors file and to the log. Thresholds the search chose other than the `GrouperParams`
+defaults are written as the file's explicit ``params_override`` (versioned, and logged by
+every grouper that uses it); to ship them, make them the defaults in
+``ml_backend/grouping/params.py`` and retrain, so that the packaged file holds weights only.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.layout import line_index
 from ml_backend.grouping.priors import Priors
 
 logger = logging.getLogger(__name__)
@@ -87,13 +91,13 @@ class Episode:
 
 
 def read_episode(name: str, folder: Path, imported: Path) -> Episode:
+    from ml_backend.episode_lines import load_lines
     from ml_backend.grouping.context import build_context
-    from ml_backend.grouping.lines import load_lines
 
     lines = load_lines([imported])
     with (folder / "truth.csv").open(newline="", encoding="utf-8") as stream:
         character = {int(row["index"]): row["character"] for row in csv.DictReader(stream)}
-    truth = np.array([character[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids])
+    truth = np.array([character[line_index(line_id)] for line_id in lines.line_ids])
     codes = np.unique(truth, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return Episode(name, lines, truth, build_context(lines), codes)
 
@@ -203,15 +207,21 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _priors(
-    confidence: object, merge: object, calibrator: object, options: dict, lines: object
+    confidence: object, merge: object, calibrator: object, options: dict | None, lines: object
 ) -> Priors:
+    """Priors of these models; ``options`` (grouper parameters) that differ from the
+    `GrouperParams` defaults go into the file as its explicit, versioned override."""
+    from ml_backend.grouping.params import ParamsOverride
+
+    override = ParamsOverride(dict(options or {}))
+    changes = override.changes()
     return Priors(
         confidence=confidence,  # type: ignore[arg-type]
         merge=merge,  # type: ignore[arg-type]
         calibrator=calibrator,  # type: ignore[arg-type]
-        options=dict(options),
         voice_model=lines.voice_model,  # type: ignore[attr-defined]
         image_model=lines.image_model,  # type: ignore[attr-defined]
+        params_override=ParamsOverride(changes) if changes else None,
     )
 
 
@@ -240,7 +250,7 @@ def random_labels(episode: Episode, share: float, seed: int) -> dict[str, str]:
 
 
 def proposal_right(proposals: Sequence, truth: np.ndarray) -> np.ndarray:
-    """(n,) whether each proposal is right: its name is the truth, or, for a placeholder, the
+    """(n,) whether each proposal is right: its name is the truth, or, for a numbered speaker, the
     truth is its cluster's majority; unassigned lines are never right."""
     clusters = np.array([p.cluster for p in proposals])
     majority = {}
@@ -258,7 +268,7 @@ def proposal_right(proposals: Sequence, truth: np.ndarray) -> np.ndarray:
 
 
 def evaluate(grouper: object, episode: Episode, labels: dict[str, str] | None = None) -> dict:
-    proposals = grouper.propose(episode.lines, labels)  # type: ignore[attr-defined]
+    proposals = grouper.propose(episode.lines, labels).proposals  # type: ignore[attr-defined]
     pred = np.array([p.cluster for p in proposals])
     precision, recall, f1 = edge_scores(pred, episode.truth)
     return {
@@ -295,6 +305,7 @@ def train(
 ) -> tuple[object, dict]:
     from ml_backend.grouping.calibration import ScoreCalibrator, reliability
     from ml_backend.grouping.grouper import SpeakerGrouper
+    from ml_backend.grouping.params import DEFAULTS
 
     started = time.monotonic()
     names = [e.name for e in episodes]
@@ -316,8 +327,9 @@ def train(
         results = []
         for e in episodes:
             confidence, merge = held_out[e.name]
-            priors = _priors(confidence, merge, _identity_calibrator(), options, e.lines)
-            results.append(evaluate(SpeakerGrouper(priors=priors), e))
+            priors = _priors(confidence, merge, _identity_calibrator(), None, e.lines)
+            grouper = SpeakerGrouper(DEFAULTS.replace(**options), priors=priors)
+            results.append(evaluate(grouper, e))
         precision = [float(np.nan_to_num(r["precision"], nan=1.0)) for r in results]
         ops = float(np.mean([r["operations"]["per_100"] for r in results]))
         key = objective(episodes, results)
@@ -344,24 +356,27 @@ def train(
         if key < best_key:
             best, best_key = options, key
     logger.info("chosen options %s (objective %.2f)", best, best_key)
+    assert best is not None
 
     rows, right = [], []
     for e in episodes:
         confidence, merge = held_out[e.name]
-        priors = _priors(confidence, merge, _identity_calibrator(), best, e.lines)
-        grouper = SpeakerGrouper(priors=priors)
+        priors = _priors(confidence, merge, _identity_calibrator(), None, e.lines)
+        grouper = SpeakerGrouper(DEFAULTS.replace(**best), priors=priors)
         for s, share in enumerate(LABEL_SHARES):
             labels = random_labels(e, share, seed=1000 + s)
-            proposals = grouper.propose(e.lines, labels)
+            grouping = grouper.propose(e.lines, labels)
+            proposals = grouping.proposals
             ok = proposal_right(proposals, e.truth)
             keep = np.array([p.speaker is not None and p.line_id not in labels for p in proposals])
-            rows.append(grouper.last_score_features_[keep])
+            rows.append(grouping.score_features[keep])
             right.append(ok[keep])
     calibrator = ScoreCalibrator().fit(np.vstack(rows), np.concatenate(right).astype(float))
 
     for e in episodes:  # held-out numbers with the chosen options and the calibrator
         confidence, merge = held_out[e.name]
-        grouper = SpeakerGrouper(priors=_priors(confidence, merge, calibrator, best, e.lines))
+        priors = _priors(confidence, merge, calibrator, None, e.lines)
+        grouper = SpeakerGrouper(DEFAULTS.replace(**best), priors=priors)
         result = evaluate(grouper, e)
         ok = proposal_right(result["proposals"], e.truth)
         scores = np.array([p.score for p in result["proposals"]])

@@ -29,7 +29,7 @@ from typing import Any
 import av
 import numpy as np
 
-from speaker_grouping.progress import Hook
+from foundation.hook import Hook
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{folder}: scored in {time.monotonic() - began:.1f} s", file=sys.stderr)
     print(markdown_table(reports))
     if args.json is not None:
-        from speaker_grouping.atomic import atomic_write_json
+        from foundation.atomic import atomic_write_json
 
         atomic_write_json(args.json, [report.to_dict() for report in reports])
         print(json.dumps({"written": str(args.json)}), file=sys.stderr)

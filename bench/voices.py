@@ -69,7 +69,7 @@ from bench.install_voices import (
     mbrola_database,
     mbrola_environment,
 )
-from speaker_grouping.atomic import atomic_write_bytes
+from foundation.atomic import atomic_write_bytes
 
 __all__ = [
     "Delivery",

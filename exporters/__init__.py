@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from foundation.layout import make_line_id
+
 __all__ = ["SOURCE_ANNOTATION", "SOURCE_PREDICTION", "SpeakerLine"]
 
 SOURCE_ANNOTATION = "annotation"
@@ -38,4 +40,4 @@ class SpeakerLine:
 
     @property
     def line_id(self) -> str:
-        return f"{self.episode}:{self.index}"
+        return make_line_id(self.episode, self.index)

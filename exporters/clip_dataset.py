@@ -33,8 +33,8 @@ from pathlib import Path, PurePosixPath
 
 from exporters import SpeakerLine
 from exporters.table import spreadsheet_safe
-from speaker_grouping.atomic import atomic_write_bytes, atomic_write_text
-from speaker_grouping.progress import Hook
+from foundation.atomic import atomic_write_bytes, atomic_write_text
+from foundation.hook import Hook
 
 __all__ = ["METADATA_COLUMNS", "ClipDatasetResult", "safe_path_names", "write_clip_dataset"]
 

@@ -5,7 +5,7 @@ annotations and predictions), so what is exported is exactly what Label Studio h
 
 - the speaker is that of the latest annotation that was not cancelled (a skip arrives as a
   cancelled annotation holding the pre-filled prediction, so it names nobody); a typed
-  ``new_speaker`` wins over the drop-down, and the placeholder "Unknown" names nobody
+  ``new_speaker`` wins over the drop-down, and the choice "Unknown" names nobody
   (:func:`label_config.speaker_from_annotation`);
 - a line that annotation flags "Two speakers" or "Not speech" names nobody either: it is not one
   speaker's speech, so it must not train a voice, but it stays in subtitles and the CSV, with
@@ -28,13 +28,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
 
 from exporters import SOURCE_ANNOTATION, SOURCE_PREDICTION, SpeakerLine
+from foundation.label_studio import LabelStudioClient, LabelStudioError
+from foundation.layout import (
+    AUDIO_DIR,
+    file_under_root,
+    media_url_path,
+    report_path,
+    split_line_id,
+)
 from label_config import (
     FLAG_NOT_SPEECH,
     FLAG_TWO_SPEAKERS,
-    PLACEHOLDER_SPEAKER,
+    UNKNOWN_CHOICE,
     flags_from_annotation,
     speaker_from_annotation,
 )
@@ -55,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 SKIPPED_FLAGS = frozenset({FLAG_TWO_SPEAKERS, FLAG_NOT_SPEECH})
 EXPORT_TIMEOUT_S = 600.0
-_LOCAL_FILES_PATH = "/data/local-files"
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ def read_project(
                 media_root=media_root,
                 document_root=document_root,
             )
-            if clip is not None and folder is None and clip.parent.name == "audio":
+            if clip is not None and folder is None and clip.parent.name == AUDIO_DIR:
                 folder = clip.parent.parent
             lines.append(replace(task.line, clip=clip))
         if folder is None and media_root is not None:
@@ -140,19 +146,13 @@ def fetch_project_tasks(
     because only a snapshot carries the predictions' results rather than their ids; the snapshot
     is deleted once downloaded, so exports do not pile up in the project's Export page.
     ``project`` is an id (an int, or a string of digits naming an existing id) or an exact title.
-    Raises `importers.push.LabelStudioError` with one line when Label Studio refuses or is away.
+    Raises `foundation.label_studio.LabelStudioError` with one line when Label Studio refuses or
+    is away.
     """
-    from label_studio_sdk import LabelStudio
-
-    from importers.push import LabelStudioError, _translated_errors
-
-    base_url = url.rstrip("/")
-    client = LabelStudio(base_url=base_url, api_key=api_key)
-    exports = client.projects.exports
-    with _translated_errors(base_url, f"project {project!r}"):
+    with LabelStudioClient(url, api_key) as client:
         project_id, title = _find_project(client, project)
-        snapshot = exports.create(
-            id=project_id,
+        snapshot = client.create_export(
+            project_id,
             title="speaker-grouping export",
             task_filter_options={"only_with_annotations": False},
             annotation_filter_options={"usual": True, "ground_truth": True, "skipped": True},
@@ -161,23 +161,21 @@ def fetch_project_tasks(
         try:
             # Without Redis, Label Studio builds the snapshot inside the request; with it, later.
             deadline = time.monotonic() + timeout
-            while snapshot.status not in ("completed", "failed"):
+            while snapshot.get("status") not in ("completed", "failed"):
                 if time.monotonic() > deadline:
                     raise LabelStudioError(
                         f"Label Studio did not finish exporting project {project_id} "
-                        f"in {timeout:.0f} s (export {snapshot.id} is {snapshot.status})"
+                        f"in {timeout:.0f} s (export {snapshot['id']} is {snapshot.get('status')})"
                     )
                 time.sleep(0.5)
-                snapshot = exports.get(id=project_id, export_pk=snapshot.id)
-            if snapshot.status == "failed":
+                snapshot = client.export(project_id, snapshot["id"])
+            if snapshot["status"] == "failed":
                 raise LabelStudioError(
-                    f"Label Studio failed to export project {project_id} (export {snapshot.id})"
+                    f"Label Studio failed to export project {project_id} (export {snapshot['id']})"
                 )
-            payload = b"".join(
-                exports.download(id=project_id, export_pk=snapshot.id, export_type="JSON")
-            )
+            payload = client.download_export(project_id, snapshot["id"], export_type="JSON")
         finally:
-            _delete_snapshot(exports, project_id, snapshot.id)
+            _delete_snapshot(client, project_id, snapshot["id"])
     try:
         tasks = json.loads(payload)
     except ValueError as error:
@@ -190,39 +188,27 @@ def fetch_project_tasks(
     return project_id, title, tasks
 
 
-def _delete_snapshot(exports: Any, project_id: int, export_id: int) -> None:
-    from label_studio_sdk.core.api_error import ApiError
-
+def _delete_snapshot(client: LabelStudioClient, project_id: int, export_id: int) -> None:
     try:
-        exports.delete(id=project_id, export_pk=export_id)
-    except (ApiError, OSError) as error:  # best effort: the export itself succeeded
+        client.delete_export(project_id, export_id)
+    except LabelStudioError as error:  # best effort: the export itself succeeded
         logger.info(
             "export snapshot %d of project %d not deleted: %s", export_id, project_id, error
         )
 
 
-def _find_project(client: Any, project: str | int) -> tuple[int, str]:
-    from label_studio_sdk.core.api_error import ApiError
-
+def _find_project(client: LabelStudioClient, project: str | int) -> tuple[int, str]:
     text = str(project).strip()
     if text.isdigit():
         try:
-            found = client.projects.get(id=int(text))
-            return int(found.id), str(found.title or "")
-        except ApiError as error:
-            if error.status_code != 404 or isinstance(project, int):
+            found = client.project(int(text))
+            return int(found["id"]), str(found.get("title") or "")
+        except LabelStudioError as error:
+            if error.status != 404 or isinstance(project, int):
                 raise
-    titles: list[tuple[int, str]] = []
-    page = 1
-    while True:
-        response = client.projects.list(title=text, page=page, page_size=100)
-        titles.extend((int(p.id), p.title) for p in response.items or [] if p.title == text)
-        if not response.items or getattr(response.response, "next", None) is None:
-            break
-        page += 1
+    titles = [(int(p["id"]), str(p["title"])) for p in client.projects_titled(text)]
     if not titles:
         raise ValueError(f"Label Studio has no project titled {text!r} (nor with that id)")
-    titles.sort()
     if len(titles) > 1:
         logger.warning("%d projects are titled %r; using the oldest", len(titles), text)
     return titles[0]
@@ -293,7 +279,7 @@ def _latest(items: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 
 
 def _named(speaker: str | None) -> str | None:
-    return None if speaker in (None, PLACEHOLDER_SPEAKER) else speaker
+    return None if speaker in (None, UNKNOWN_CHOICE) else speaker
 
 
 def _episode_and_index(data: Mapping[str, Any]) -> tuple[str | None, int | None]:
@@ -301,7 +287,7 @@ def _episode_and_index(data: Mapping[str, Any]) -> tuple[str | None, int | None]
     index = _int_or_none(data.get("index"))
     line_id = data.get("line_id")
     if isinstance(line_id, str) and ":" in line_id:
-        from_id, _, number = line_id.rpartition(":")
+        from_id, number = split_line_id(line_id)
         episode = episode or from_id
         index = index if index is not None else _int_or_none(number)
     return (str(episode) if episode else None), index
@@ -339,9 +325,10 @@ def media_path(
     """
     if not url:
         return None
-    parsed = urlparse(url)
-    local = parsed.path.rstrip("/").endswith(_LOCAL_FILES_PATH)
-    relative = (parse_qs(parsed.query).get("d") or [""])[0] if local else unquote(parsed.path)
+    try:
+        relative, local = media_url_path(url)
+    except ValueError:
+        return None
     parts = [part for part in PurePosixPath(relative).parts if part != "/"]
     candidates: list[tuple[Path, Sequence[str]]] = []
     if local and document_root is not None:
@@ -353,11 +340,8 @@ def media_path(
         if local:
             candidates.append((Path(media_root), parts))
     for root, relative_parts in candidates:
-        if not relative_parts or ".." in relative_parts:
-            continue
-        root = root.resolve()
-        path = root.joinpath(*relative_parts).resolve()
-        if path.is_relative_to(root) and path.is_file():
+        path = file_under_root(root, relative_parts)
+        if path is not None:
             return path
     return None
 
@@ -373,7 +357,7 @@ def original_subtitles(folder: Path, *, media_root: Path | None = None) -> Path 
     in ``media_root``.
     """
     try:
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        report = json.loads(report_path(folder).read_text(encoding="utf-8"))
         recorded = Path(str(report["subtitles"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from exporters import SpeakerLine
-from speaker_grouping.atomic import atomic_write_text
+from foundation.atomic import atomic_write_text
 
 __all__ = ["COLUMNS", "spreadsheet_safe", "write_table"]
 

@@ -26,10 +26,10 @@ import pysrt
 import pysubs2
 
 from exporters import SpeakerLine
+from foundation.atomic import atomic_write_text
+from foundation.options import coerce_options
 from importers.subtitle_encoding import EncodingError, decode_subtitle_bytes
 from importers.subtitles import SubtitleError, SubtitleLine, SubtitleOptions, parse_subtitles
-from speaker_grouping.atomic import atomic_write_text
-from speaker_grouping.options import coerce_options
 
 __all__ = ["SpeakerLine", "actor_field", "srt_text", "write_tagged_ass", "write_tagged_srt"]
 

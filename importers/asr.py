@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from foundation.hook import Hook
 from importers.subtitles import SubtitleLine
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from foundation.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from foundation.hook import Hook
+from foundation.layout import (
+    clip_file,
+    frame_file,
+    make_line_id,
+    report_path,
+    report_text_path,
+    tasks_path,
+)
+from foundation.options import coerce_options
 from importers.asr import Transcriber, transcribe_lines
 from importers.media import (
     ClipOptions,
@@ -34,7 +45,7 @@ from importers.media import (
 from importers.sink import MediaSink
 from importers.speech_segments import SpeechSegmentOptions, speech_lines, speech_report
 from importers.subtitles import ParsedSubtitles, SubtitleError, SubtitleLine, SubtitleOptions
-from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for, line_id
+from importers.tasks import LineMedia, MediaUrls, build_tasks, episode_id_for
 from importers.tracks import (
     SubtitleSource,
     Track,
@@ -44,9 +55,6 @@ from importers.tracks import (
     list_tracks,
     read_subtitles,
 )
-from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from speaker_grouping.options import coerce_options
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +180,7 @@ def import_episode(
     )
     media = [_line_media(line, options.frames_per_line) for line in parsed.lines]
     if sink is not None:
-        ids = {line.index: line_id(episode_id, line.index) for line in parsed.lines}
+        ids = {line.index: make_line_id(episode_id, line.index) for line in parsed.lines}
         sink.begin(episode_dir, ids, options.frames_per_line)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clips") as audio_worker:
         audio_done = audio_worker.submit(
@@ -197,19 +205,19 @@ def import_episode(
     tasks = build_tasks(
         episode_id, parsed.lines, media, out_dir=episode_dir, urls=urls, extra_data=track_data
     )
-    tasks_path = episode_dir / "tasks.json"
-    report_path = episode_dir / "report.json"
+    tasks_file = tasks_path(episode_dir)
+    report_file = report_path(episode_dir)
     report = _report(video, info.duration, episode_id, parsed)
     report.update(track_data, subtitle_track=source.record() if source is not None else None)
-    atomic_write_json(tasks_path, tasks)
+    atomic_write_json(tasks_file, tasks)
     report_text = parsed.report_lines()
     if speech is not None:  # every line is flagged no_subtitles: say it once, not per line
         report.update(subtitles=None, encoding=None, flagged=[], speech=speech)
         report_text.insert(0, f"{video}: {len(parsed.lines)} lines cut from detected speech")
-    atomic_write_json(report_path, report)
-    atomic_write_text(episode_dir / "report.txt", "\n".join(report_text) + "\n")
+    atomic_write_json(report_file, report)
+    atomic_write_text(report_text_path(episode_dir), "\n".join(report_text) + "\n")
     return ImportResult(
-        episode_id, episode_dir, tasks_path, report_path, tasks, parsed, audio_track, source
+        episode_id, episode_dir, tasks_file, report_file, tasks, parsed, audio_track, source
     )
 
 
@@ -266,12 +274,12 @@ def _lines_from_speech(
 def _line_media(line: SubtitleLine, frames_per_line: int) -> LineMedia:
     stem = f"{line.index:04d}"
     if frames_per_line == 1:
-        frames: tuple[Path, ...] = (Path("frames") / f"{stem}.jpg",)
+        frames: tuple[Path, ...] = (Path(frame_file(stem)),)
     else:
         frames = tuple(
-            Path("frames") / f"{stem}_{position}.jpg" for position in range(frames_per_line)
+            Path(frame_file(f"{stem}_{position}")) for position in range(frames_per_line)
         )
-    return LineMedia(audio=Path("audio") / f"{stem}.wav", frames=frames)
+    return LineMedia(audio=Path(clip_file(stem)), frames=frames)
 
 
 def _write_clips(

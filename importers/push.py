@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-from label_studio_sdk import LabelStudio
-from label_studio_sdk.core.api_error import ApiError
-
+from foundation.hook import Hook
+from foundation.label_studio import LabelStudioClient, LabelStudioError
+from foundation.layout import LOCAL_FILES_PATH
 from label_config import load_config, speakers_in_config
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +32,8 @@ IMPORT_BATCH_SIZE = 500
 LIST_PAGE_SIZE = 1000
 # A regex that matches no file: if someone presses "Sync" on our storage, nothing is imported.
 _MATCH_NOTHING = "(?!)"
-_LOCAL_FILES_PREFIX = "/data/local-files/"
 
-
-class LabelStudioError(RuntimeError):
-    """Label Studio could not be reached, refused our key, or refused a request (one line)."""
+__all__ = ["LabelStudioError", "PushResult", "push_tasks"]
 
 
 @dataclass(frozen=True)
@@ -78,11 +72,10 @@ def push_tasks(
         logger.warning(
             "tasks use %s URLs but no media_dir was given: Label Studio serves them only "
             "under a local-files storage, which this push will not create",
-            _LOCAL_FILES_PREFIX,
+            LOCAL_FILES_PATH,
         )
 
-    client = LabelStudio(base_url=base_url, api_key=api_key)
-    with _translated_errors(base_url, f"project {project!r}"):
+    with LabelStudioClient(base_url, api_key) as client:
         project_id, project_created = _find_or_create_project(
             client, project, label_config if label_config is not None else load_config()
         )
@@ -144,32 +137,24 @@ def _checked_media_dir(media_dir: Path, document_root: Path | None) -> Path:
 def _uses_local_files(task: dict[str, Any]) -> bool:
     data = task.get("data") or {}
     return any(
-        isinstance(data.get(key), str) and data[key].startswith(_LOCAL_FILES_PREFIX)
+        isinstance(data.get(key), str) and data[key].startswith(LOCAL_FILES_PATH)
         for key in ("audio", "image")
     )
 
 
-def _find_or_create_project(client: LabelStudio, title: str, config: str) -> tuple[int, bool]:
+def _find_or_create_project(client: LabelStudioClient, title: str, config: str) -> tuple[int, bool]:
     # The API's title filter is a case-insensitive "contains"; only an exact title is ours.
-    matches: list[int] = []
-    page = 1
-    while True:
-        response = client.projects.list(title=title, page=page, page_size=LIST_PAGE_SIZE)
-        matches.extend(p.id for p in response.items or [] if p.title == title)
-        if not response.items or getattr(response.response, "next", None) is None:
-            break
-        page += 1
-    matches.sort()
+    matches = [int(found["id"]) for found in client.projects_titled(title)]
     if not matches:
-        created = client.projects.create(title=title, label_config=config)
-        logger.info("created Label Studio project %r (id %d)", title, created.id)
-        return int(created.id), True
+        created = client.create_project(title, config)
+        logger.info("created Label Studio project %r (id %d)", title, created["id"])
+        return int(created["id"]), True
     if len(matches) > 1:
         logger.warning(
             "%d projects are titled %r; using the oldest, id %d", len(matches), title, matches[0]
         )
     project_id = matches[0]
-    existing_config = client.projects.get(id=project_id).label_config or ""
+    existing_config = client.project(project_id).get("label_config") or ""
     try:
         speakers_in_config(existing_config)
     except ValueError as error:
@@ -180,15 +165,15 @@ def _find_or_create_project(client: LabelStudio, title: str, config: str) -> tup
     return project_id, False
 
 
-def _ensure_local_storage(client: LabelStudio, project_id: int, media_dir: Path) -> bool:
+def _ensure_local_storage(client: LabelStudioClient, project_id: int, media_dir: Path) -> bool:
     """Create a local-files storage for ``media_dir`` unless one already covers it."""
     target = os.path.normpath(media_dir)
-    for storage in client.import_storage.local.list(project=project_id):
-        path = os.path.normpath(storage.path or "/nonexistent-storage-path")
+    for storage in client.local_storages(project_id):
+        path = os.path.normpath(storage.get("path") or "/nonexistent-storage-path")
         if target == path or target.startswith(path.rstrip(os.sep) + os.sep):
             return False
-    client.import_storage.local.create(
-        project=project_id,
+    client.create_local_storage(
+        project_id,
         path=target,
         title=f"speaker-grouping media: {media_dir.name}",
         description="Serves clips and frames of imported tasks. Do not sync: tasks come from "
@@ -201,42 +186,27 @@ def _ensure_local_storage(client: LabelStudio, project_id: int, media_dir: Path)
     return True
 
 
-def _line_ids_in_project(client: LabelStudio, project_id: int) -> set[str]:
-    # Paged by hand and stopped at the reported total: the SDK's pager learns the end only from a
-    # 404 on the page after the last, which Label Studio logs as an error traceback.
+def _line_ids_in_project(client: LabelStudioClient, project_id: int) -> set[str]:
     line_ids: set[str] = set()
-    seen = 0
-    page = 1
-    while True:
-        response = client.tasks.list(
-            project=project_id,
-            fields="task_only",
-            include="id,data",
-            page=page,
-            page_size=LIST_PAGE_SIZE,
-        )
-        items = response.items or []
-        for task in items:
-            line_id = (task.data or {}).get("line_id")
-            if isinstance(line_id, str):
-                line_ids.add(line_id)
-        seen += len(items)
-        total = getattr(response.response, "total", None)
-        if not items or (total is not None and seen >= total):
-            return line_ids
-        page += 1
+    for task in client.tasks(project_id, include="id,data", page_size=LIST_PAGE_SIZE):
+        line_id = (task.get("data") or {}).get("line_id")
+        if isinstance(line_id, str):
+            line_ids.add(line_id)
+    return line_ids
 
 
 def _import(
-    client: LabelStudio, project_id: int, tasks: Sequence[dict[str, Any]], hook: Hook | None
+    client: LabelStudioClient,
+    project_id: int,
+    tasks: Sequence[dict[str, Any]],
+    hook: Hook | None,
 ) -> int:
     created = 0
     if hook is not None:
         hook("push", completed=0, total=len(tasks))
     for start in range(0, len(tasks), IMPORT_BATCH_SIZE):
         batch = list(tasks[start : start + IMPORT_BATCH_SIZE])
-        response = client.projects.import_tasks(id=project_id, request=batch)
-        count = response.task_count
+        count = client.import_tasks(project_id, batch)
         if count is None:
             raise LabelStudioError(
                 f"Label Studio queued the import of project {project_id} instead of importing it; "
@@ -248,31 +218,3 @@ def _import(
         if hook is not None:
             hook("push", completed=start + len(batch), total=len(tasks))
     return created
-
-
-@contextmanager
-def _translated_errors(url: str, subject: str) -> Iterator[None]:
-    """Turn the SDK's transport and HTTP errors into one line a user can act on."""
-    try:
-        yield
-    except httpx.TransportError as error:
-        raise LabelStudioError(
-            f"Label Studio is not reachable at {url} ({type(error).__name__}: {error})"
-        ) from None
-    except ApiError as error:
-        if error.status_code in (401, 403):
-            raise LabelStudioError(
-                f"Label Studio at {url} rejected the API key (HTTP {error.status_code}); "
-                "use the token from its Account & Settings page"
-            ) from None
-        raise LabelStudioError(
-            f"Label Studio at {url} refused a request for {subject} "
-            f"(HTTP {error.status_code}): {_error_detail(error.body)}"
-        ) from None
-
-
-def _error_detail(body: Any) -> str:
-    if isinstance(body, dict):
-        detail = body.get("validation_errors") or body.get("detail") or body
-        return " ".join(str(detail).split())[:500]
-    return " ".join(str(body).split())[:500]

@@ -28,11 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from foundation.atomic import atomic_write_json
+from foundation.hook import Hook
+from foundation.layout import tasks_path
 from importers.media import MediaError
 from importers.subtitles import SubtitleError, find_subtitles_for
 from importers.tasks import episode_id_for
-from speaker_grouping.atomic import atomic_write_json
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def is_finished(episode_dir: Path, key: Mapping[str, Any]) -> bool:
 def marker_tasks(episode_dir: Path) -> int:
     """How many tasks a finished episode holds (for the summary of a skipped one)."""
     try:
-        return len(json.loads((episode_dir / "tasks.json").read_text(encoding="utf-8")))
+        return len(json.loads(tasks_path(episode_dir).read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return 0
 

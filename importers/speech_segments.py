@@ -22,9 +22,9 @@ evaluation seeds in ``bench/README.md`` ("Lines without subtitles"). The pause i
 silero's 0.1 s, because speakers pause 0.2-0.4 s at commas inside a line: with 0.1 s, silero's
 own rules split 28-42 of every 100 lines of the standard training episodes. Turns taken
 quicker than 0.3 s are then joined, and the 5 s cap cuts many of those apart again, at the
-quiet point between the two voices. 0.4 s scored 0.7 errors per 100 lines better on the
-training episodes but merged twice as many lines of the quick-fire `tiny` episode (55 against
-25 errors per 100), so the shorter pause was kept.
+quiet point between the two voices. 0.4 s scored a little better on the training episodes
+but merged about twice as many lines of the quick-fire `tiny` episode, so the shorter pause
+was kept (bench/README.md, "Measurements behind code choices").
 
 The segments become `SubtitleLine` s with empty text and the ``no_subtitles`` flag, so the rest
 of the import (clips, frames, tasks, features) runs unchanged.
@@ -49,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from foundation.options import coerce_options
 from importers.subtitles import ParsedSubtitles, SubtitleLine
-from speaker_grouping.options import coerce_options
 
 logger = logging.getLogger(__name__)
 

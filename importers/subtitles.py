@@ -37,8 +37,8 @@ from pysubs2.formats.substation import EVENT_FIELDS, parse_tags
 from pysubs2.formats.webvtt import WebVTTFormat
 from pysubs2.time import TIMESTAMP, TIMESTAMP_SHORT, timestamp_to_ms
 
+from foundation.options import coerce_options
 from importers.subtitle_encoding import EncodingError, decode_subtitle_bytes
-from speaker_grouping.options import coerce_options
 
 logger = logging.getLogger(__name__)
 

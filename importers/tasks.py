@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from foundation.layout import LOCAL_FILES_PREFIX, local_files_url, make_line_id  # noqa: F401
 from importers.subtitles import SubtitleLine
 
-LOCAL_FILES_PREFIX = "/data/local-files/?d="
 _HASHED_BYTES = 1 << 20
 
 
@@ -48,10 +48,6 @@ def slugify(name: str, *, max_length: int = 40) -> str:
     return slug[:max_length].strip("-") or "episode"
 
 
-def line_id(episode_id: str, index: int) -> str:
-    return f"{episode_id}:{index}"
-
-
 @dataclass(frozen=True)
 class MediaUrls:
     """How task media are addressed.
@@ -76,7 +72,7 @@ class MediaUrls:
         absolute = path.resolve()
         if not absolute.is_relative_to(root):
             raise ValueError(f"{absolute}: media file is outside the document root {root}")
-        return LOCAL_FILES_PREFIX + quote(absolute.relative_to(root).as_posix())
+        return local_files_url(absolute.relative_to(root).as_posix())
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,7 @@ def build_task(
     frame_urls = [_url(urls, out_dir, frame) for frame in media.frames]
     task = {
         "data": {
-            "line_id": line_id(episode_id, line.index),
+            "line_id": make_line_id(episode_id, line.index),
             "episode": episode_id,
             "index": line.index,
             "start": round(line.start, 3),

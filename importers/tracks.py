@@ -33,13 +33,14 @@ from typing import Any
 import av
 import langcodes
 
-from importers.media import (
+from foundation.options import coerce_options
+from importers.media.container import (
     MediaError,
-    _decodable,
-    _demux,
-    _discard_other_streams,
-    _open,
-    _timeline_origin,
+    decodable,
+    demux,
+    discard_other_streams,
+    open_media,
+    timeline_origin,
 )
 from importers.subtitles import (
     EMBEDDED_TEXT_CODECS,
@@ -53,7 +54,6 @@ from importers.subtitles import (
     parse_subtitle_track,
     parse_subtitles,
 )
-from speaker_grouping.options import coerce_options
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Track:
 def list_tracks(video: str | Path) -> list[Track]:
     """Every stream of ``video`` in index order; raises MediaError for a file FFmpeg cannot open."""
     video = Path(video)
-    with _open(video) as container:
+    with open_media(video) as container:
         return [_track(stream) for stream in container.streams]
 
 
@@ -208,7 +208,7 @@ def _track(stream: av.stream.Stream) -> Track:
     elif stream.type == "audio" and context is not None:
         details.append(f"{context.channels} ch, {context.sample_rate} Hz")
     return Track(
-        **common, codec=codec_name, decodable=_decodable(stream), details=", ".join(details)
+        **common, codec=codec_name, decodable=decodable(stream), details=", ".join(details)
     )
 
 
@@ -426,15 +426,15 @@ def read_subtitle_track(
     video = Path(video)
     if not track.text:
         raise _unreadable_tracks_error(video, [track])
-    with _open(video) as container:
+    with open_media(video) as container:
         stream = container.streams[track.index]
         # Only ASS/SSA keep text there (the script header); mov_text keeps binary defaults.
         header = bytes(stream.codec_context.extradata or b"") if track.codec == "ass" else b""
-        origin_ms = _timeline_origin(container) * 1000
+        origin_ms = timeline_origin(container) * 1000
         time_base = stream.time_base
-        _discard_other_streams(container, stream)
+        discard_other_streams(container, stream)
         events: list[TrackEvent] = []
-        for packet in _demux(video, container, stream):
+        for packet in demux(video, container, stream):
             payload = bytes(packet)
             if track.codec == "mov_text":
                 payload = _mov_text_payload(payload)

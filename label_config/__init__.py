@@ -10,7 +10,7 @@ ever adds names (:func:`append_speakers`), and it must add a name *before* it pu
 that use it, because Label Studio silently drops predictions whose choice is not in the config.
 
 Why ``Unknown`` is always there: a ``<Choices>`` tag with no ``<Choice>`` is invalid in Label
-Studio, so the shipped config carries one placeholder choice, :data:`PLACEHOLDER_SPEAKER`. It is
+Studio, so the shipped config always carries the choice :data:`UNKNOWN_CHOICE`. It is
 a real, selectable answer ("I cannot tell who speaks this"), which is also what the backend's
 naming step calls a line it abstains on.
 """
@@ -32,8 +32,8 @@ __all__ = [
     "FLAG_NOT_SPEECH",
     "FLAG_TWO_SPEAKERS",
     "NEW_SPEAKER_CONTROL",
-    "PLACEHOLDER_SPEAKER",
     "SPEAKER_CONTROL",
+    "UNKNOWN_CHOICE",
     "append_speakers",
     "clean_speaker_name",
     "flags_from_annotation",
@@ -47,7 +47,7 @@ SPEAKER_CONTROL = "speaker"
 NEW_SPEAKER_CONTROL = "new_speaker"
 FLAGS_CONTROL = "line_flags"
 AUDIO_OBJECT = "audio"
-PLACEHOLDER_SPEAKER = "Unknown"
+UNKNOWN_CHOICE = "Unknown"
 FLAG_TWO_SPEAKERS = "Two speakers"
 FLAG_NOT_SPEECH = "Not speech"
 
@@ -88,13 +88,13 @@ def clean_speaker_name(name: str) -> str:
 
 
 def load_config(speakers: Sequence[str] = ()) -> str:
-    """The shipped config with ``speakers`` listed after the placeholder, in the order given."""
+    """The shipped config with ``speakers`` listed after ``Unknown``, in the order given."""
     template = resources.files(__name__).joinpath(_CONFIG_FILE).read_text(encoding="utf-8")
     return append_speakers(template, speakers)
 
 
 def speakers_in_config(xml: str) -> list[str]:
-    """Every choice of the ``speaker`` control, in config order (the placeholder included)."""
+    """Every choice of the ``speaker`` control, in config order (``Unknown`` included)."""
     names, _ = _scan_speaker_choices(xml.encode("utf-8"))
     return names
 

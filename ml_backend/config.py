@@ -49,16 +49,16 @@ class ConfigError(ValueError):
     """A setting the backend cannot start with; one line naming the variable."""
 
 
-ANNOTATION_OPTIONS: dict[str, float] = {"name_none_margin": 0.2}
-"""Grouper options of the backend, where proposals feed an annotator rather than a file.
+ANNOTATION_PARAMS: dict[str, float] = {"name_none_margin": 0.2}
+"""Grouper parameters (`GrouperParams`) the backend changes, where proposals feed an annotator
+rather than a file.
 
-A placeholder ("Speaker 7") is never a right answer to an annotator, so the backend lets the
-name model give a placeholder cluster the known name its members most probably have, even on
-weak evidence: at worst it costs the same one correction, and it is shown with its low score
-(on the training episodes this cut the annotation loop's corrections on `hard` from 23.1 to
-20.3 per 100 lines). Offline grouping keeps the placeholder (the grouper's default), since a
-guessed name that is wrong merges two speakers in the output: with 5 % random labels, guessing
-cost `standard-seed1` 39.1 operations per 100 lines against 11.5 without the name model.
+A numbered speaker ("Speaker 7") is never a right answer to an annotator, so the backend lets
+the name model give a numbered speaker's cluster the known name its members most probably
+have, even on weak evidence: at worst it costs the same one correction, and it is shown with
+its low score. Offline grouping keeps the numbered speaker (the grouper's default), since a
+guessed name that is wrong merges two speakers in the output. The measurements behind both
+choices are in bench/README.md, "Measurements behind code choices".
 """
 
 
@@ -81,6 +81,7 @@ class BackendConfig:
     priors: Path | None = None
     """Cold-start priors file for the grouper (None: the packaged ones)."""
     grouper_options: Mapping[str, Any] = field(default_factory=dict)
+    """`GrouperParams` changes on top of `ANNOTATION_PARAMS` and the priors' parameters."""
     trust_setup_hostname: bool = False
     """Use any ``/setup`` hostname when no URL is configured (SG_TRUST_SETUP_HOSTNAME=1)."""
     setup_hostnames: tuple[str, ...] = ()
@@ -119,8 +120,9 @@ class BackendConfig:
             self, "setup_hostnames", tuple(h.strip().rstrip("/") for h in self.setup_hostnames)
         )
 
-    def grouper_kwargs(self) -> dict[str, Any]:
-        return {"priors": self.priors, **ANNOTATION_OPTIONS, **dict(self.grouper_options)}
+    def grouper_changes(self) -> dict[str, Any]:
+        """`GrouperParams` the backend changes: `ANNOTATION_PARAMS`, then ``grouper_options``."""
+        return {**ANNOTATION_PARAMS, **dict(self.grouper_options)}
 
     @property
     def document_root(self) -> Path | None:

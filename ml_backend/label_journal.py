@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from speaker_grouping.atomic import atomic_write_bytes, fsync_directory
+from foundation.atomic import atomic_write_bytes, fsync_directory
 
 logger = logging.getLogger(__name__)
 

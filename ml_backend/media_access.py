@@ -24,15 +24,24 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
-from ml_backend.label_studio import Credentials, LabelStudioClient, LabelStudioError
-from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json
+from foundation.atomic import atomic_write_bytes, atomic_write_json
+from foundation.label_studio import Credentials, LabelStudioClient, LabelStudioError
+from foundation.layout import (
+    clip_file,
+    features_path,
+    frame_file,
+    is_imported,
+    lexically_under,
+    media_url_path,
+    tasks_path,
+)
 
 __all__ = [
     "Credentials",
     "EpisodeCache",
-    "MediaError",
+    "TaskMediaError",
     "episode_folder",
     "fetch_to",
     "local_path",
@@ -41,67 +50,61 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LOCAL_FILES_PATH = "/data/local-files/"
 MAX_MEDIA_BYTES = 256 * 1024 * 1024
 FETCH_TIMEOUT_S = 30.0
 _EPISODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
-class MediaError(ValueError):
-    """A task's media cannot be used; the message is one line naming the task or URL."""
+class TaskMediaError(ValueError):
+    """A task's media cannot be used (a URL refused, a file missing or too big); the message is
+    one line naming the task or URL. A media file that cannot be decoded is
+    `importers.media.TaskMediaError`."""
 
 
 def local_path(url: str, roots: Sequence[Path]) -> Path | None:
     """The file behind ``url`` strictly under one of ``roots``, or None for a remote URL.
 
-    Raises `MediaError` for a URL that names a local file the backend must not read (traversal,
+    Raises `TaskMediaError` for a URL that names a local file the backend must not read (traversal,
     absolute path outside the roots, a symlink out of them) or that does not exist.
     """
     if not isinstance(url, str) or not url:
-        raise MediaError("empty media URL")
-    if "\x00" in url:
-        raise MediaError(f"media URL {url[:80]!r} contains a NUL byte")
+        raise TaskMediaError("empty media URL")
+    try:
+        path_text, local = media_url_path(url)
+    except ValueError as error:
+        raise TaskMediaError(str(error)) from None
+    if local:
+        return _under_roots(path_text, roots, url=url, relative=True)
     parts = urlsplit(url)
-    if parts.path.endswith(LOCAL_FILES_PATH.rstrip("/")) or parts.path.endswith(LOCAL_FILES_PATH):
-        values = parse_qs(parts.query).get("d")
-        if not values:
-            raise MediaError(f"local-files URL {url!r} has no ?d= path")
-        return _under_roots(values[0], roots, url=url, relative=True)
     if parts.scheme == "file":
-        return _under_roots(unquote(parts.path), roots, url=url, relative=False)
+        return _under_roots(path_text, roots, url=url, relative=False)
     if not parts.scheme and not parts.netloc and url.startswith("/"):
         # A rooted path is a file path when it lies under a root; Label Studio's own
         # ``/data/upload/...`` and the like are fetched from it; anything else is refused.
-        if "\x00" in unquote(parts.path):
-            raise MediaError(f"media URL {url[:80]!r} contains a NUL byte (%00); refused")
-        path = Path(os.path.normpath(unquote(parts.path)))
-        if "?" not in url and any(_lexically_under(path, root) for root in roots):
-            return _under_roots(unquote(parts.path), roots, url=url, relative=False)
-        if url.startswith("/data/") and ".." not in PurePosixPath(unquote(parts.path)).parts:
+        path = Path(os.path.normpath(path_text))
+        if "?" not in url and any(lexically_under(path, root) for root in roots):
+            return _under_roots(path_text, roots, url=url, relative=False)
+        if url.startswith("/data/") and ".." not in PurePosixPath(path_text).parts:
             return None
-        return _under_roots(unquote(parts.path), roots, url=url, relative=False)
+        return _under_roots(path_text, roots, url=url, relative=False)
     return None
-
-
-def _lexically_under(path: Path, root: Path) -> bool:
-    return path.is_relative_to(Path(os.path.abspath(root))) or path.is_relative_to(root.resolve())
 
 
 def _under_roots(path_text: str, roots: Sequence[Path], *, url: str, relative: bool) -> Path:
     if "\x00" in path_text:
-        raise MediaError(f"media URL {url[:80]!r} contains a NUL byte (%00); refused")
+        raise TaskMediaError(f"media URL {url[:80]!r} contains a NUL byte (%00); refused")
     path = PurePosixPath(path_text)
     if ".." in path.parts:
-        raise MediaError(f"media URL {url!r} climbs out with '..'; refused")
+        raise TaskMediaError(f"media URL {url!r} climbs out with '..'; refused")
     if relative and path.is_absolute():
-        raise MediaError(
+        raise TaskMediaError(
             f"media URL {url!r} gives an absolute path where a relative one belongs; refused"
         )
     if not relative and not path.is_absolute():
-        raise MediaError(f"media URL {url!r} is not an absolute path")
+        raise TaskMediaError(f"media URL {url!r} is not an absolute path")
     if not roots:
-        raise MediaError(
+        raise TaskMediaError(
             f"media URL {url!r} is a local file but no media root is configured "
             "(set LOCAL_FILES_DOCUMENT_ROOT)"
         )
@@ -121,17 +124,17 @@ def _under_roots(path_text: str, roots: Sequence[Path], *, url: str, relative: b
         except (FileNotFoundError, NotADirectoryError):
             continue
         except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
-            raise MediaError(f"media URL {url!r}: cannot resolve ({error})") from None
+            raise TaskMediaError(f"media URL {url!r}: cannot resolve ({error})") from None
         if not resolved.is_relative_to(root):
-            raise MediaError(
+            raise TaskMediaError(
                 f"media URL {url!r} leads outside the media root by a symlink; refused"
             )
         if not resolved.is_file():
-            raise MediaError(f"media URL {url!r} is not a file")
+            raise TaskMediaError(f"media URL {url!r} is not a file")
         return resolved
     if outside:
-        raise MediaError(f"media URL {url!r} is outside the configured media roots; refused")
-    raise MediaError(f"media file of {url!r} not found under the media roots")
+        raise TaskMediaError(f"media URL {url!r} is outside the configured media roots; refused")
+    raise TaskMediaError(f"media file of {url!r} not found under the media roots")
 
 
 def episode_folder(data: Mapping[str, Any], roots: Sequence[Path]) -> Path | None:
@@ -143,12 +146,12 @@ def episode_folder(data: Mapping[str, Any], roots: Sequence[Path]) -> Path | Non
     """
     audio = data.get("audio")
     if not isinstance(audio, str):
-        raise MediaError("task has no data.audio URL")
+        raise TaskMediaError("task has no data.audio URL")
     path = local_path(audio, roots)
     if path is None:
         return None
     folder = path.parent.parent
-    if not (folder / "tasks.json").is_file():
+    if not is_imported(folder):
         return None
     if not any(folder.is_relative_to(root.resolve()) for root in roots):
         return None
@@ -157,7 +160,7 @@ def episode_folder(data: Mapping[str, Any], roots: Sequence[Path]) -> Path | Non
 
 def safe_episode_name(episode: str) -> str:
     if not isinstance(episode, str) or not _EPISODE_NAME.fullmatch(episode):
-        raise MediaError(f"episode id {str(episode)[:80]!r} is not a plain slug; refused")
+        raise TaskMediaError(f"episode id {str(episode)[:80]!r} is not a plain slug; refused")
     return episode
 
 
@@ -188,21 +191,21 @@ class EpisodeCache:
 
     def from_import(self, import_dir: Path) -> Path:
         """A cache folder with the import's tasks and freshly computed features."""
-        tasks = json.loads((import_dir / "tasks.json").read_text(encoding="utf-8"))
+        tasks = json.loads(tasks_path(import_dir).read_text(encoding="utf-8"))
         episode = _episode_of(tasks, import_dir)
         target = self.folder_for(episode)
-        if _cache_is_current(target, import_dir / "tasks.json"):
+        if _cache_is_current(target, tasks_path(import_dir)):
             return target
         with _EXTRACT_LOCK:
-            atomic_write_json(target / "tasks.json", tasks)
-            _extract(import_dir, target / "features.npz", self.voice_model, self.image_model)
+            atomic_write_json(tasks_path(target), tasks)
+            _extract(import_dir, features_path(target), self.voice_model, self.image_model)
         return target
 
     def from_tasks(self, episode: str, tasks: Iterable[Mapping[str, Any]]) -> Path:
         """A cache folder for tasks whose media are fetched (or copied) one by one.
 
         Tasks already in the folder are kept, so the cache grows as Label Studio asks about
-        more of the episode. Raises `MediaError` naming the first task whose media fail.
+        more of the episode. Raises `TaskMediaError` naming the first task whose media fail.
         """
         target = self.folder_for(episode)
         with _folder_lock(target):
@@ -212,9 +215,9 @@ class EpisodeCache:
         # Read, extend and write tasks.json under one lock: two predicts on the same episode
         # that each read it first would otherwise each write back only their own lines.
         known: dict[str, dict[str, Any]] = {}
-        tasks_path = target / "tasks.json"
-        if tasks_path.is_file():
-            for task in json.loads(tasks_path.read_text(encoding="utf-8")):
+        tasks_file = tasks_path(target)
+        if tasks_file.is_file():
+            for task in json.loads(tasks_file.read_text(encoding="utf-8")):
                 known[task["data"]["line_id"]] = task
         added = 0
         for task in tasks:
@@ -224,24 +227,24 @@ class EpisodeCache:
                 continue
             index = int(data["index"])
             stem = f"{index:04d}"
-            audio = self._store(str(data["audio"]), target / "audio" / f"{stem}.wav")
+            audio = self._store(str(data["audio"]), target / clip_file(stem))
             entry = dict(data)
             entry["audio"] = audio
             image_url = data.get("image")
             if isinstance(image_url, str) and image_url:
                 suffix = PurePosixPath(urlsplit(image_url).path or "x.jpg").suffix.lower()
                 suffix = suffix if suffix in _IMAGE_SUFFIXES else ".jpg"
-                entry["image"] = self._store(image_url, target / "frames" / f"{stem}{suffix}")
+                entry["image"] = self._store(image_url, target / frame_file(stem, suffix))
                 entry["frames"] = [entry["image"]]
             else:
                 entry.pop("image", None)
                 entry["frames"] = []
             known[line_id] = {"data": entry}
             added += 1
-        if added or not (target / "features.npz").is_file():
+        if added or not features_path(target).is_file():
             with _EXTRACT_LOCK:
-                atomic_write_json(tasks_path, list(known.values()))
-                _extract(target, target / "features.npz", self.voice_model, self.image_model)
+                atomic_write_json(tasks_file, list(known.values()))
+                _extract(target, features_path(target), self.voice_model, self.image_model)
         return target
 
     def _store(self, url: str, destination: Path) -> str:
@@ -252,7 +255,7 @@ class EpisodeCache:
         local = local_path(url, self.roots)
         if local is not None:
             if local.stat().st_size > MAX_MEDIA_BYTES:
-                raise MediaError(f"media {url[:120]!r} is larger than {MAX_MEDIA_BYTES} bytes")
+                raise TaskMediaError(f"media {url[:120]!r} is larger than {MAX_MEDIA_BYTES} bytes")
             atomic_write_bytes(destination, local.read_bytes())
         else:
             fetch_to(url, self.credentials, destination)
@@ -265,23 +268,23 @@ def fetch_to(
     """Download ``url`` from Label Studio's own origin into ``destination``; returns the size.
 
     The key goes only to the configured origin: a URL on another host is refused before any
-    connection, and so is a redirect off the origin (`ml_backend.label_studio`). The body is
+    connection, and so is a redirect off the origin (`foundation.label_studio`). The body is
     streamed to disk, so memory stays at one chunk whatever the file's size.
     """
     if not credentials.usable:
-        raise MediaError(
+        raise TaskMediaError(
             f"media {url[:120]!r} are not local and no Label Studio URL and API key are set "
             "(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)"
         )
     if not url.startswith("/") and not urlsplit(url).scheme:
-        raise MediaError(f"media URL {url[:120]!r} is neither absolute nor rooted; refused")
+        raise TaskMediaError(f"media URL {url[:120]!r} is neither absolute nor rooted; refused")
     try:
         with LabelStudioClient(
             str(credentials.url), str(credentials.api_key), timeout=FETCH_TIMEOUT_S
         ) as client:
             return client.download(url, destination, max_bytes=max_bytes)
     except LabelStudioError as error:
-        raise MediaError(f"media: {error}") from None
+        raise TaskMediaError(f"media: {error}") from None
 
 
 _FOLDER_LOCKS: dict[Path, threading.Lock] = {}
@@ -309,15 +312,16 @@ def _embedder(kind: str, name: str | None) -> Any:
 
 
 def _extract(episode_dir: Path, store_path: Path, voice: str | None, image: str | None) -> None:
-    from ml_backend.features.extract import extract_features
+    """The features half of `ml_backend.features.prepare.prepare_episode`: the episode was
+    imported elsewhere, and only its features are made, into the backend's own cache."""
+    from ml_backend.features.extractor import FeatureExtractor
+    from ml_backend.features.quality import QualityMeter
 
     logger.info("computing features of %s into %s", episode_dir, store_path)
-    extract_features(
-        episode_dir,
-        voice_embedder=_embedder("voice", voice),
-        image_embedder=_embedder("image", image),
-        store_path=store_path,
+    extractor = FeatureExtractor(
+        voice=_embedder("voice", voice), image=_embedder("image", image), quality=QualityMeter()
     )
+    extractor.extract(episode_dir, store_path=store_path)
 
 
 def _episode_of(tasks: Any, folder: Path) -> str:
@@ -325,12 +329,12 @@ def _episode_of(tasks: Any, folder: Path) -> str:
         episode = (tasks[0].get("data") or {}).get("episode")
         if isinstance(episode, str):
             return safe_episode_name(episode)
-    raise MediaError(f"{folder / 'tasks.json'}: no episode id in its tasks")
+    raise TaskMediaError(f"{tasks_path(folder)}: no episode id in its tasks")
 
 
 def _cache_is_current(target: Path, source_tasks: Path) -> bool:
     """The cache was built after the import's tasks last changed."""
-    features, tasks = target / "features.npz", target / "tasks.json"
+    features, tasks = features_path(target), tasks_path(target)
     if not (features.is_file() and tasks.is_file()):
         return False
     return features.stat().st_mtime >= source_tasks.stat().st_mtime

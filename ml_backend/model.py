@@ -12,7 +12,7 @@ model version, so a ``/predict`` for one task after the first costs a lookup, no
 
 The rest of the backend lives beside it, one job per module: `ml_backend.protocol` (parsing and
 refusals), `ml_backend.worker` (the refit thread), `ml_backend.registry` (every project, trust,
-recovery on start), `ml_backend.project_state` (what is on disk), `ml_backend.label_studio`
+recovery on start), `ml_backend.project_state` (what is on disk), `foundation.label_studio`
 (the one HTTP client).
 """
 
@@ -27,12 +27,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from label_config import PLACEHOLDER_SPEAKER, speaker_prediction, speakers_in_config
+from foundation.layout import features_path, is_grouping_ready, line_episode, tasks_path
+from label_config import UNKNOWN_CHOICE, speaker_prediction, speakers_in_config
 from ml_backend.config import BackendConfig
 from ml_backend.media_access import (
     Credentials,
     EpisodeCache,
-    MediaError,
+    TaskMediaError,
     episode_folder,
     safe_episode_name,
 )
@@ -46,8 +47,8 @@ from ml_backend.project_state import (
 from ml_backend.protocol import (
     ANNOTATION_EVENTS,
     MAX_TASKS_PER_REQUEST,
-    BadRequest,
     CheckedAnnotation,
+    MalformedRequest,
     ParsedTask,
     Unprocessable,
     annotation_id_of,
@@ -72,12 +73,12 @@ RECONCILE_EVERY_S = 300.0
 
 
 def _grouping() -> tuple[Any, Any, Any]:
-    """SpeakerGrouper, Placeholders and load_lines, imported on first use (numpy, priors)."""
+    """SpeakerGrouper, SpeakerNumbers and load_lines, imported on first use (numpy, priors)."""
+    from ml_backend.episode_lines import load_lines
     from ml_backend.grouping import SpeakerGrouper
-    from ml_backend.grouping.lines import load_lines
-    from ml_backend.grouping.proposal import Placeholders
+    from ml_backend.grouping.speaker_numbers import SpeakerNumbers
 
-    return SpeakerGrouper, Placeholders, load_lines
+    return SpeakerGrouper, SpeakerNumbers, load_lines
 
 
 class SpeakerGroupingModel:
@@ -117,7 +118,7 @@ class SpeakerGroupingModel:
         self._proposals: dict[str, Any] = {}
         self._proposals_key: Any = None
         self._snapshot: tuple[Mapping[str, Any], str] | None = None
-        self._placeholders: Any = None
+        self._speaker_numbers: Any = None
         self._listed_speakers: set[str] = set()
         self._last_reconcile = 0.0
         self.worker = RefitWorker(self, delay=config.refit_delay_s)
@@ -161,7 +162,7 @@ class SpeakerGroupingModel:
                 folder = self._episode_folder(
                     episode, [parsed[p] for p in positions], [tasks[p] for p in positions]
                 )
-            except MediaError as error:
+            except TaskMediaError as error:
                 for position in positions:
                     errors[position] = str(error)
                 continue
@@ -178,7 +179,7 @@ class SpeakerGroupingModel:
             # are malformed themselves make a 400; media that cannot be used, a 422.
             message = "; ".join(dict.fromkeys(errors.values()))
             if not by_episode:
-                raise BadRequest(message)
+                raise MalformedRequest(message)
             raise Unprocessable(message)
         self.state.add_episodes(folders)
         self.state.remember_tasks(
@@ -219,27 +220,28 @@ class SpeakerGroupingModel:
             ]
         return answer
 
-    def fit(self, event: str, data: Mapping[str, Any], **_: Any) -> dict[str, Any]:
-        """Apply one webhook event now; the refit and the push follow in the background."""
+    def record_event(self, event: str, data: Mapping[str, Any], **_: Any) -> dict[str, Any]:
+        """Record one webhook event now (labels, deletions, a training request); the `refit`
+        and the push follow in the background."""
         if event in ANNOTATION_EVENTS:
             annotations = data.get("annotation")
             task_payload = data.get("task")
             if event == "ANNOTATIONS_CREATED":
                 if not isinstance(annotations, list) or not annotations:
-                    raise BadRequest("ANNOTATIONS_CREATED needs a non-empty annotation list")
+                    raise MalformedRequest("ANNOTATIONS_CREATED needs a non-empty annotation list")
                 if len(annotations) > MAX_TASKS_PER_REQUEST:
-                    raise BadRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
+                    raise MalformedRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
                 if task_payload is None:
                     task_payload = data.get("tasks") or []
                 if not isinstance(task_payload, list) or not all(
                     isinstance(t, Mapping) for t in task_payload
                 ):
-                    raise BadRequest("ANNOTATIONS_CREATED needs a task list of objects")
+                    raise MalformedRequest("ANNOTATIONS_CREATED needs a task list of objects")
                 tasks_by_id = {t.get("id"): t for t in task_payload}
                 pairs = [(a, tasks_by_id.get(task_id_of(a))) for a in annotations]
             else:
                 if task_payload is not None and not isinstance(task_payload, Mapping):
-                    raise BadRequest(f"{event} needs a task object")
+                    raise MalformedRequest(f"{event} needs a task object")
                 pairs = [(annotations, task_payload)]
             # Every annotation is checked before any is stored: a bulk event is all or nothing.
             checked = [self._check_annotation(annotation, task) for annotation, task in pairs]
@@ -249,9 +251,9 @@ class SpeakerGroupingModel:
         if event == "ANNOTATIONS_DELETED":
             items = data.get("annotations")
             if not isinstance(items, list):
-                raise BadRequest("ANNOTATIONS_DELETED needs an annotations list")
+                raise MalformedRequest("ANNOTATIONS_DELETED needs an annotations list")
             if len(items) > MAX_TASKS_PER_REQUEST:
-                raise BadRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
+                raise MalformedRequest(f"more than {MAX_TASKS_PER_REQUEST} annotations at once")
             ids = [annotation_id_of(item) for item in items]
             removed = self.state.forget_annotations(ids)
             self.oplog.mark_deleted(ids)
@@ -266,15 +268,15 @@ class SpeakerGroupingModel:
     # ------------------------------------------------------------------ labels
 
     def _check_annotation(self, annotation: Any, task: Any) -> CheckedAnnotation:
-        """One annotation made ready to store, or `BadRequest`; stores nothing."""
+        """One annotation made ready to store, or `MalformedRequest`; stores nothing."""
         if not isinstance(annotation, Mapping):
-            raise BadRequest("webhook has no annotation object")
+            raise MalformedRequest("webhook has no annotation object")
         annotation_id = annotation_id_of(annotation)
         task_id = task_id_of(annotation)
         if task_id is None and isinstance(task, Mapping):
             task_id = task.get("id")
         if isinstance(task_id, bool) or not isinstance(task_id, int):
-            raise BadRequest(f"annotation {annotation_id} names no task id")
+            raise MalformedRequest(f"annotation {annotation_id} names no task id")
         if annotation.get("was_cancelled"):
             # A skip arrives as a created annotation carrying the pre-filled result.
             return CheckedAnnotation(annotation_id, task_id, None, None, None)
@@ -283,16 +285,20 @@ class SpeakerGroupingModel:
         if not isinstance(line_id, str):
             line_id = self.state.line_of_task(task_id)
         if not isinstance(line_id, str):
-            raise BadRequest(f"annotation {annotation_id}: task {task_id} has no data.line_id")
-        episode = data.get("episode", line_id.rpartition(":")[0]) if data is not None else None
+            raise MalformedRequest(
+                f"annotation {annotation_id}: task {task_id} has no data.line_id"
+            )
+        episode = data.get("episode", line_episode(line_id)) if data is not None else None
         if episode is not None:
             problem = task_problem(ParsedTask(task_id, line_id, str(episode), data or {}))
             if not isinstance(episode, str) or problem is not None:
-                raise BadRequest(f"annotation {annotation_id}: {problem or 'bad data.episode'}")
+                raise MalformedRequest(
+                    f"annotation {annotation_id}: {problem or 'bad data.episode'}"
+                )
         try:
             entry = annotation_entry(annotation, task_id=task_id, line_id=line_id)
         except (TypeError, ValueError, KeyError) as error:
-            raise BadRequest(f"annotation {annotation_id}: {error}") from None
+            raise MalformedRequest(f"annotation {annotation_id}: {error}") from None
         return CheckedAnnotation(annotation_id, task_id, line_id, entry, data)
 
     def _apply_annotations(self, checked: Sequence[CheckedAnnotation]) -> list[str]:
@@ -318,10 +324,10 @@ class SpeakerGroupingModel:
                 name == label for other, name in before.items() if other != line_id
             )
             seen = shown[item.annotation_id]
-            proposed = None if seen is None or seen[0] == PLACEHOLDER_SPEAKER else seen[0]
+            proposed = None if seen is None or seen[0] == UNKNOWN_CHOICE else seen[0]
             kind = self.oplog.record(
                 item.annotation_id,
-                episode=line_id.rsplit(":", 1)[0],
+                episode=line_episode(line_id),
                 annotator=item.entry["annotator"],
                 line_id=line_id,
                 proposed=proposed,
@@ -348,10 +354,10 @@ class SpeakerGroupingModel:
                 continue
             line_id, label = str(entry["line_id"]), entry.get("speaker")
             shown = self.state.proposal(line_id)
-            proposed = None if shown is None or shown[0] == PLACEHOLDER_SPEAKER else shown[0]
+            proposed = None if shown is None or shown[0] == UNKNOWN_CHOICE else shown[0]
             self.oplog.record(
                 annotation_id,
-                episode=line_id.rsplit(":", 1)[0],
+                episode=line_episode(line_id),
                 annotator=str(entry.get("annotator") or "unknown"),
                 line_id=line_id,
                 proposed=proposed,
@@ -368,16 +374,16 @@ class SpeakerGroupingModel:
     def _register_episode_of(self, data: Mapping[str, Any]) -> None:
         """A webhook may come before any /predict (a restarted backend): learn the episode."""
         line_id = str(data.get("line_id"))
-        episode = data.get("episode", line_id.rsplit(":", 1)[0])
+        episode = data.get("episode", line_episode(line_id))
         if not isinstance(episode, str) or episode in self.state.episodes():
             return
         try:
             safe_episode_name(episode)
             folder = episode_folder(data, self.config.media_roots)
-        except MediaError as error:
+        except TaskMediaError as error:
             logger.info("project %d: episode not registered (%s)", self.project, error)
             return
-        usable = folder is not None and (folder / "features.npz").is_file()
+        usable = folder is not None and features_path(folder).is_file()
         if usable and episode_id_in(folder) == episode:
             self.state.add_episodes({episode: folder})
 
@@ -389,27 +395,27 @@ class SpeakerGroupingModel:
         known = self.state.episodes().get(episode)
         if known is not None:
             folder = Path(known["folder"])
-            if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
+            if is_grouping_ready(folder):
                 return folder
         folder = episode_folder(parsed[0].data, self.config.media_roots)
         if folder is not None:
             own = episode_id_in(folder)
             if own != episode:
-                raise MediaError(
+                raise TaskMediaError(
                     f"task of episode {episode!r} points into folder {folder.name}, whose lines "
                     f"are of episode {own!r}; refused"
                 )
-        if folder is not None and (folder / "features.npz").is_file():
+        if folder is not None and features_path(folder).is_file():
             return folder
         try:
             if folder is not None:
                 return self.cache.from_import(folder)
             return self._cached_from_tasks(episode, raw)
-        except MediaError:
+        except TaskMediaError:
             raise
         except (OSError, ValueError, RuntimeError) as error:
             # Undecodable clips, a corrupt cache: this episode's media are unusable as given.
-            raise MediaError(
+            raise TaskMediaError(
                 f"episode {episode}: features could not be computed ({error})"
             ) from None
 
@@ -432,25 +438,25 @@ class SpeakerGroupingModel:
         for task in tasks:
             data = task.get("data") or {}
             if not isinstance(data.get("index"), int) or not isinstance(data.get("audio"), str):
-                raise MediaError(f"task of line {data.get('line_id')} has no data.index/audio")
+                raise TaskMediaError(f"task of line {data.get('line_id')} has no data.index/audio")
         return self.cache.from_tasks(episode, tasks)
 
     def _folders(self) -> list[Path]:
         folders: dict[Path, None] = {}
         for entry in self.state.episodes().values():
             folder = Path(entry["folder"])
-            if (folder / "tasks.json").is_file() and (folder / "features.npz").is_file():
+            if is_grouping_ready(folder):
                 folders.setdefault(folder.resolve(), None)  # one folder is loaded once
         return list(folders)
 
     def _load_lines(self, folders: Sequence[Path]) -> Any:
         key = tuple(
-            (str(f), (f / "features.npz").stat().st_mtime_ns, (f / "tasks.json").stat().st_mtime_ns)
+            (str(f), features_path(f).stat().st_mtime_ns, tasks_path(f).stat().st_mtime_ns)
             for f in folders
         )
         if key != self._lines_key:
             _, _, load_lines = _grouping()
-            from ml_backend.grouping.lines import MixedEmbeddersError
+            from ml_backend.episode_lines import MixedEmbeddersError
 
             try:
                 self._lines = load_lines(folders)
@@ -465,6 +471,16 @@ class SpeakerGroupingModel:
             self._lines_key = key
         return self._lines
 
+    def _new_grouper(self) -> Any:
+        """A grouper with the configured priors and the backend's parameters on top of them."""
+        SpeakerGrouper, _, _ = _grouping()
+        from ml_backend.grouping.params import params_for_priors
+        from ml_backend.grouping.priors import load_priors
+
+        priors = load_priors(self.config.priors)
+        params = params_for_priors(priors).replace(**self.config.grouper_changes())
+        return SpeakerGrouper(params, priors=priors)
+
     def grouper(self) -> Any:
         SpeakerGrouper, _, _ = _grouping()
         version = self.state.model_version
@@ -473,16 +489,16 @@ class SpeakerGroupingModel:
             if folder is not None and folder.is_dir():
                 self._grouper = SpeakerGrouper.load(folder)
             else:
-                self._grouper = SpeakerGrouper(**self.config.grouper_kwargs())
+                self._grouper = self._new_grouper()
             self._grouper_version = version
         return self._grouper
 
-    def _placeholders_object(self) -> Any:
-        if self._placeholders is None:
-            _, Placeholders, _ = _grouping()
-            stored = self.state.load_placeholders()
-            self._placeholders = Placeholders.from_json(stored) if stored else Placeholders()
-        return self._placeholders
+    def _speaker_numbers_object(self) -> Any:
+        if self._speaker_numbers is None:
+            _, SpeakerNumbers, _ = _grouping()
+            stored = self.state.load_speaker_numbers()
+            self._speaker_numbers = SpeakerNumbers.from_json(stored) if stored else SpeakerNumbers()
+        return self._speaker_numbers
 
     def _snapshot_for(self, line_ids: set[str]) -> tuple[Mapping[str, Any], str]:
         """(proposals, the version they were made with) covering ``line_ids``.
@@ -527,9 +543,10 @@ class SpeakerGroupingModel:
                 self._snapshot = (self._proposals, self.model_version)
                 return self._proposals
             began = time.perf_counter()
-            placeholders = self._placeholders_object()
-            proposals = self.grouper().propose(lines, labels, placeholders)
-            self.state.save_placeholders(placeholders.to_json())
+            grouping = self.grouper().propose(lines, labels, self._speaker_numbers_object())
+            proposals = grouping.proposals
+            self.state.save_speaker_numbers(grouping.speaker_numbers.to_json())
+            self._speaker_numbers = grouping.speaker_numbers
             self._proposals = {p.line_id: p for p in proposals}
             self._proposals_key = key
             self._snapshot = (self._proposals, self.model_version)  # the worker's too
@@ -551,7 +568,6 @@ class SpeakerGroupingModel:
         labels = self.state.labels()
         if not force and labels == self.state.fitted_labels and self.state.model_version:
             return False
-        SpeakerGrouper, _, _ = _grouping()
         began = time.perf_counter()
         with self._compute:
             folders = self._folders()
@@ -560,7 +576,7 @@ class SpeakerGroupingModel:
                 return False
             lines = self._load_lines(folders)
             usable = {k: v for k, v in labels.items() if k in self._line_set}
-            grouper = SpeakerGrouper(**self.config.grouper_kwargs()).fit(lines, usable)
+            grouper = self._new_grouper().fit(lines, usable)
             number = self.state.version_number + 1
             digest = _digest({"instance": self.state.instance, **usable})
             version = f"{VERSION_PREFIX}{number:04d}-{digest[:8]}"
@@ -669,7 +685,7 @@ class SpeakerGroupingModel:
             data = task.get("data") or {}
             line_id = data.get("line_id")
             if isinstance(line_id, str):
-                firsts.setdefault(str(data.get("episode", line_id.rsplit(":", 1)[0])), data)
+                firsts.setdefault(str(data.get("episode", line_episode(line_id))), data)
         for data in firsts.values():
             self._register_episode_of(data)
         self._last_reconcile = time.monotonic()
@@ -702,7 +718,7 @@ class SpeakerGroupingModel:
             try:
                 listed = set(speakers_in_config(label_config))
             except ValueError as error:
-                raise BadRequest(f"label_config: {error}") from None
+                raise MalformedRequest(f"label_config: {error}") from None
             self._listed_speakers.update(wanted & listed)
             wanted -= listed
         api = self.api()
@@ -728,7 +744,7 @@ _LINE_IDS: dict[tuple[str, int], frozenset[str]] = {}
 
 def _line_ids_of(folder: Path) -> frozenset[str]:
     """Every line id in ``folder/tasks.json`` (cached while the file is unchanged)."""
-    path = folder / "tasks.json"
+    path = tasks_path(folder)
     try:
         key = (str(path), path.stat().st_mtime_ns)
     except OSError:

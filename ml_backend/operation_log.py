@@ -27,18 +27,20 @@ from ml_backend.project_state import DurableJson
 
 OPERATIONS_FILE = "operations.json"
 KINDS = ("add", "remove", "merge", "name")
-PLACEHOLDER_PREFIX = "Speaker "
-"""How unnamed clusters are called (`ml_backend.grouping.Placeholders`)."""
+NUMBERED_SPEAKER_PREFIX = "Speaker "
+"""How numbered speakers (clusters nobody has named yet) are called; the grouping's
+`ml_backend.grouping.proposal.NUMBERED_SPEAKER_PREFIX`, repeated here so that the server
+starts without importing the grouping."""
 
 
 def classify(proposed: str | None, label: str | None, *, named_elsewhere: bool) -> str:
     """``accepted`` or the kind of correction (see the module docstring).
 
-    proposed : the speaker shown (a human name or a placeholder), or None for "Unknown".
+    proposed : the speaker shown (a human name or a numbered speaker), or None for "Unknown".
     label : the speaker the annotator gave, or None for "Unknown"/flagged.
     named_elsewhere : whether ``label`` already names other lines (a known name), which turns
-        a placeholder's naming into a merge; a proposed name that is not a known name is a
-        placeholder.
+        a numbered speaker's naming into a merge; a proposed name that is not a known name is
+        a numbered speaker.
     """
     if proposed == label:
         return "accepted"
@@ -46,13 +48,13 @@ def classify(proposed: str | None, label: str | None, *, named_elsewhere: bool) 
         return "add"
     if label is None:
         return "remove"
-    if _is_placeholder(proposed):
+    if _is_numbered_speaker(proposed):
         return "merge" if named_elsewhere else "name"
     return "remove"
 
 
-def _is_placeholder(proposed: str) -> bool:
-    number = proposed.removeprefix(PLACEHOLDER_PREFIX)
+def _is_numbered_speaker(proposed: str) -> bool:
+    number = proposed.removeprefix(NUMBERED_SPEAKER_PREFIX)
     return number != proposed and number.isdigit()
 
 

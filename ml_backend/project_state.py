@@ -5,7 +5,8 @@
   the episodes of the project and where their features are; the model version and the labels it
   was fitted on.
 - ``models/<version>/``: the fitted `SpeakerGrouper` (its own JSON/npz files).
-- ``placeholders.json``: the stable "Speaker N" ids (`Placeholders.to_json`).
+- ``placeholders.json``: the stable numbers of the numbered speakers, "Speaker N"
+  (`SpeakerNumbers.to_json`; the file keeps its first name so that existing state loads).
 - ``proposals.json``: the latest proposal per line, so the operation log can tell what an
   annotator was shown, across restarts.
 - ``operations.json``: the operation log (`ml_backend.operation_log`).
@@ -33,10 +34,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from label_config import PLACEHOLDER_SPEAKER, flags_from_annotation, speaker_from_annotation
+from foundation.atomic import atomic_write_text
+from foundation.layout import tasks_path
+from label_config import UNKNOWN_CHOICE, flags_from_annotation, speaker_from_annotation
 from ml_backend.label_journal import JOURNAL_FILE, LabelJournal
 from ml_backend.label_journal import apply as apply_record
-from speaker_grouping.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ FORMAT_NAME = "speaker-grouping-project"
 FORMAT_VERSION = 1
 STATE_FILE = "state.json"
 MODELS_DIR = "models"
-PLACEHOLDERS_FILE = "placeholders.json"
+SPEAKER_NUMBERS_FILE = "placeholders.json"
 PROPOSALS_FILE = "proposals.json"
 
 
@@ -384,21 +386,21 @@ class ProjectState:
                     latest[entry["line_id"]] = (*rank, entry.get("speaker"))
         return {line_id: speaker for line_id, (_, _, speaker) in latest.items() if speaker}
 
-    # ------------------------------------------------------------------ placeholders, proposals
+    # ------------------------------------------------------------------ speaker numbers, proposals
 
-    def load_placeholders(self) -> dict[str, Any] | None:
-        path = self.folder / PLACEHOLDERS_FILE
+    def load_speaker_numbers(self) -> dict[str, Any] | None:
+        path = self.folder / SPEAKER_NUMBERS_FILE
         if not path.exists():
             return None
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            logger.warning("%s unreadable (%s); placeholder ids start again", path, error)
+            logger.warning("%s unreadable (%s); speaker numbers start again", path, error)
             return None
 
-    def save_placeholders(self, data: Mapping[str, Any]) -> None:
+    def save_speaker_numbers(self, data: Mapping[str, Any]) -> None:
         atomic_write_text(
-            self.folder / PLACEHOLDERS_FILE, json.dumps(data, ensure_ascii=False) + "\n"
+            self.folder / SPEAKER_NUMBERS_FILE, json.dumps(data, ensure_ascii=False) + "\n"
         )
 
     def save_proposals(
@@ -449,7 +451,7 @@ def annotation_entry(
                 )
     speaker = speaker_from_annotation(result)
     flags = flags_from_annotation(result)
-    if speaker == PLACEHOLDER_SPEAKER or flags:
+    if speaker == UNKNOWN_CHOICE or flags:
         speaker = None
     updated = annotation.get("updated_at") or annotation.get("created_at") or ""
     return {
@@ -472,7 +474,7 @@ def _folder_key(folder: str) -> str:
 def episode_id_in(folder: Path) -> str | None:
     """The episode id an imported folder's ``tasks.json`` gives its lines, if readable."""
     try:
-        tasks = json.loads((folder / "tasks.json").read_text(encoding="utf-8"))
+        tasks = json.loads(tasks_path(folder).read_text(encoding="utf-8"))
         episode = tasks[0]["data"]["episode"]
     except (OSError, ValueError, LookupError, TypeError):
         return None

@@ -1,7 +1,7 @@
 """The Label Studio ML-backend protocol as data: what a request may hold, and its refusals.
 
 Parsing only, no state: `parse_tasks` and `task_problem` for ``/predict``, `CheckedAnnotation`
-for webhooks, and the errors the server answers with (400 `BadRequest`, 403 `Refused`, 409
+for webhooks, and the errors the server answers with (400 `MalformedRequest`, 403 `Refused`, 409
 `Conflict`, 422 `Unprocessable`). A whole request is checked here before its project is
 touched, which is what makes a refused request change no state.
 """
@@ -12,16 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from label_config import PLACEHOLDER_SPEAKER
-from ml_backend.media_access import MediaError, safe_episode_name
+from foundation.layout import line_episode, split_line_id
+from label_config import UNKNOWN_CHOICE
+from ml_backend.media_access import TaskMediaError, safe_episode_name
 
 MAX_TASKS_PER_REQUEST = 20000
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
 EVENTS = (*ANNOTATION_EVENTS, "ANNOTATIONS_DELETED", "START_TRAINING")
 
 
-class BadRequest(ValueError):
-    """The request itself is wrong (shape, fields): answered 400 with this one line."""
+class MalformedRequest(ValueError):
+    """The request itself is wrong (shape, fields): answered 400 with this one line.
+
+    Not werkzeug's ``BadRequest`` (an HTTP exception the server also handles), hence the name."""
 
 
 class Unprocessable(ValueError):
@@ -56,33 +59,35 @@ class CheckedAnnotation:
 
 
 def parse_tasks(tasks: Any) -> list[ParsedTask]:
-    """Every task of a ``/predict`` body; `BadRequest` naming the first malformed one."""
+    """Every task of a ``/predict`` body; `MalformedRequest` naming the first malformed one."""
     if not isinstance(tasks, list) or not tasks:
-        raise BadRequest("tasks must be a non-empty list")
+        raise MalformedRequest("tasks must be a non-empty list")
     if len(tasks) > MAX_TASKS_PER_REQUEST:
-        raise BadRequest(f"{len(tasks)} tasks in one request; at most {MAX_TASKS_PER_REQUEST}")
+        raise MalformedRequest(
+            f"{len(tasks)} tasks in one request; at most {MAX_TASKS_PER_REQUEST}"
+        )
     return [parse_task(task, position) for position, task in enumerate(tasks)]
 
 
 def parse_task(task: Any, position: int) -> ParsedTask:
     """The fields predict needs; unknown fields are ignored, missing ones named."""
     if not isinstance(task, Mapping):
-        raise BadRequest(f"tasks[{position}] is not an object")
+        raise MalformedRequest(f"tasks[{position}] is not an object")
     data = task.get("data")
     if not isinstance(data, Mapping):
-        raise BadRequest(f"tasks[{position}] has no data object")
+        raise MalformedRequest(f"tasks[{position}] has no data object")
     task_id = task.get("id")
     if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
-        raise BadRequest(f"tasks[{position}].id is not an integer")
+        raise MalformedRequest(f"tasks[{position}].id is not an integer")
     line_id = data.get("line_id")
     if not isinstance(line_id, str) or ":" not in line_id or len(line_id) > 200:
-        raise BadRequest(
+        raise MalformedRequest(
             f"tasks[{position}] has no data.line_id '<episode>:<index>' "
             "(import the episode with speaker-grouping import)"
         )
-    episode = data.get("episode", line_id.rsplit(":", 1)[0])
+    episode = data.get("episode", line_episode(line_id))
     if not isinstance(episode, str):
-        raise BadRequest(f"tasks[{position}].data.episode is not a string")
+        raise MalformedRequest(f"tasks[{position}].data.episode is not a string")
     return ParsedTask(task_id, line_id, episode, data)
 
 
@@ -95,9 +100,9 @@ def task_problem(task: ParsedTask) -> str | None:
     """
     try:
         safe_episode_name(task.episode)
-    except MediaError as error:
+    except TaskMediaError as error:
         return str(error)
-    prefix, _, index = task.line_id.rpartition(":")
+    prefix, index = split_line_id(task.line_id)
     if prefix != task.episode:
         return (
             f"line id {task.line_id[:80]!r} is not of its task's episode {task.episode!r}; refused"
@@ -110,13 +115,13 @@ def task_problem(task: ParsedTask) -> str | None:
 def shown_choice(proposal: Any) -> tuple[str, float]:
     """The choice and score a proposal is shown with: no speaker reads "Unknown"."""
     score = min(max(float(proposal.score), 0.0), 1.0)
-    return (proposal.speaker or PLACEHOLDER_SPEAKER), score
+    return (proposal.speaker or UNKNOWN_CHOICE), score
 
 
 def annotation_id_of(annotation: Any) -> int:
     value = annotation.get("id") if isinstance(annotation, Mapping) else None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest("annotation without an integer id")
+        raise MalformedRequest("annotation without an integer id")
     return value
 
 

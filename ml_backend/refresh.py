@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from foundation.label_studio import LabelStudioClient, LabelStudioError
 from label_config import append_speakers, speakers_in_config
-from ml_backend.label_studio import LabelStudioClient, LabelStudioError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ IMPORT_BATCH = 1000
 RefreshError = LabelStudioError
 """Label Studio refused or lost part of a push (the client's one error type)."""
 LabelStudioApi = LabelStudioClient
-"""The client every call goes through (`ml_backend.label_studio`)."""
+"""The client every call goes through (`foundation.label_studio`)."""
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ import threading
 import time
 from typing import Any
 
+from foundation.atomic import remove_stale_temporaries
+from foundation.label_studio import Credentials, base_url
 from ml_backend.config import BackendConfig
 from ml_backend.label_journal import JOURNAL_FILE
-from ml_backend.label_studio import Credentials, base_url
 from ml_backend.model import INITIAL_VERSION, SpeakerGroupingModel
 from ml_backend.project_state import ProjectState, StateError
-from ml_backend.protocol import BadRequest, Conflict, Refused
-from speaker_grouping.atomic import remove_stale_temporaries
+from ml_backend.protocol import Conflict, MalformedRequest, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +89,11 @@ class Backend:
         before any request is made.
         """
         if hostname is not None and not isinstance(hostname, str):
-            raise BadRequest("hostname is not a string")
+            raise MalformedRequest("hostname is not a string")
         if token is not None and not isinstance(token, str):
-            raise BadRequest("access_token is not a string")
+            raise MalformedRequest("access_token is not a string")
         if token and (len(token) > 512 or not set(token) <= _TOKEN_CHARACTERS):
-            raise BadRequest("access_token is not a plain token (letters, digits, . _ -)")
+            raise MalformedRequest("access_token is not a plain token (letters, digits, . _ -)")
         configured = self.config.label_studio_url
         if configured:
             if token and not self.config.label_studio_api_key:
@@ -104,7 +104,7 @@ class Backend:
         try:
             origin = base_url(hostname)
         except ValueError as error:
-            raise BadRequest(f"hostname: {error}") from None
+            raise MalformedRequest(f"hostname: {error}") from None
         allowed = {base_url(h) for h in self.config.setup_hostnames if _is_url(h)}
         if not (self.config.trust_setup_hostname or origin in allowed):
             raise Refused(

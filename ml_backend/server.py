@@ -39,15 +39,15 @@ from werkzeug.exceptions import HTTPException
 
 from label_config import speakers_in_config
 from ml_backend.config import BackendConfig, ConfigError
-from ml_backend.features.embedder import ModelUnavailableError
+from ml_backend.features.base import ModelUnavailableError
 from ml_backend.features.store import FeatureStoreError
 from ml_backend.grouping.priors import PriorsError
-from ml_backend.media_access import MediaError
+from ml_backend.media_access import TaskMediaError
 from ml_backend.project_state import StateError
 from ml_backend.protocol import (
     EVENTS,
-    BadRequest,
     Conflict,
+    MalformedRequest,
     Refused,
     Unprocessable,
     parse_tasks,
@@ -228,8 +228,8 @@ def create_app(config: BackendConfig | None = None) -> Flask:
             message = f"request body larger than {config.max_request_bytes} bytes"
         return jsonify(error=message), int(error.code or 500)
 
-    @app.errorhandler(BadRequest)
-    def _bad_request(error: BadRequest) -> tuple[Response, int]:
+    @app.errorhandler(MalformedRequest)
+    def _bad_request(error: MalformedRequest) -> tuple[Response, int]:
         return jsonify(error=str(error)), 400
 
     @app.errorhandler(Refused)
@@ -245,7 +245,7 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         return jsonify(error=str(error)), 503
 
     @app.errorhandler(Unprocessable)
-    @app.errorhandler(MediaError)
+    @app.errorhandler(TaskMediaError)
     @app.errorhandler(FeatureStoreError)
     def _unprocessable(error: Exception) -> tuple[Response, int]:
         return jsonify(error=str(error)), 422
@@ -284,15 +284,15 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         project, stamp = _project(body.get("project"))
         label_config = body.get("label_config")
         if label_config is not None and not isinstance(label_config, str):
-            raise BadRequest("label_config is not a string")
+            raise MalformedRequest("label_config is not a string")
         if label_config:
             try:
                 speakers_in_config(label_config)  # refused before anything is stored
             except ValueError as error:
-                raise BadRequest(f"label_config: {error}") from None
+                raise MalformedRequest(f"label_config: {error}") from None
         params = body.get("params")
         if params is not None and not isinstance(params, Mapping):
-            raise BadRequest("params is not an object")
+            raise MalformedRequest("params is not an object")
         context = (params or {}).get("context") or body.get("context")
         parse_tasks(body.get("tasks"))  # a malformed body is refused before a project is opened
         model = backend.model(project, stamp)
@@ -306,7 +306,7 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         body = _json_object(None)
         action = body.get("action")
         if not isinstance(action, str) or not action:
-            raise BadRequest("webhook without an action")
+            raise MalformedRequest("webhook without an action")
         if action not in EVENTS:
             # Label Studio's ML webhook is sent for every action; others are not ours.
             return jsonify(status="ignored", action=action)
@@ -315,7 +315,7 @@ def create_app(config: BackendConfig | None = None) -> Flask:
         project_id = project_info.get("id") if isinstance(project_info, Mapping) else project_info
         project, _ = _project(project_id)
         model = backend.model(project)
-        return jsonify(model.fit(action, body))
+        return jsonify(model.record_event(action, body))
 
     @app.get("/versions")
     @app.post("/versions")
@@ -338,11 +338,11 @@ def _json_object(allowed: frozenset[str] | None) -> dict[str, Any]:
     try:
         body = request.get_json(silent=True, force=True)
     except RecursionError:
-        raise BadRequest("request body is nested too deeply") from None
+        raise MalformedRequest("request body is nested too deeply") from None
     if body is None:
-        raise BadRequest("request body is not valid JSON")
+        raise MalformedRequest("request body is not valid JSON")
     if not isinstance(body, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+        raise MalformedRequest(f"request body must be a JSON object, not {type(body).__name__}")
     if allowed is not None:
         _check_fields(body, allowed)
     return body
@@ -351,24 +351,24 @@ def _json_object(allowed: frozenset[str] | None) -> dict[str, Any]:
 def _check_fields(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise BadRequest(f"unknown field(s) {unknown}; known: {sorted(allowed)}")
+        raise MalformedRequest(f"unknown field(s) {unknown}; known: {sorted(allowed)}")
 
 
 def _project(value: Any) -> tuple[int, int | None]:
     """Label Studio's project uid ``"<id>.<created stamp>"`` (or a bare id) -> (id, stamp)."""
     if isinstance(value, bool) or value is None:
-        raise BadRequest("project is required (Label Studio's project id)")
+        raise MalformedRequest("project is required (Label Studio's project id)")
     if isinstance(value, int):
         project, stamp = value, None
     elif isinstance(value, str):
         head, dot, tail = value.partition(".")
         if not _PROJECT_ID.fullmatch(head) or (dot and not _PROJECT_ID.fullmatch(tail)):
-            raise BadRequest(f"project {value[:40]!r} is not '<id>' or '<id>.<stamp>'")
+            raise MalformedRequest(f"project {value[:40]!r} is not '<id>' or '<id>.<stamp>'")
         project, stamp = int(head), int(tail) if dot else None
     else:
-        raise BadRequest(f"project must be an id, not {type(value).__name__}")
+        raise MalformedRequest(f"project must be an id, not {type(value).__name__}")
     if not 1 <= project <= MAX_PROJECT_ID:
-        raise BadRequest(f"project id {str(project)[:40]} is not a positive 64-bit id")
+        raise MalformedRequest(f"project id {str(project)[:40]} is not a positive 64-bit id")
     return project, stamp
 
 

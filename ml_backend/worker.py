@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ml_backend.model import SpeakerGroupingModel
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +18,20 @@ WORKER_IDLE_EXIT_S = 30.0
 """A project's refit thread ends after this long without events: idle projects hold none."""
 
 
+class RoundRunner(Protocol):
+    """What the worker drives: `ml_backend.model.SpeakerGroupingModel`, named by its shape so
+    that the worker (below the model) does not import the model back."""
+
+    project: int
+    metrics: Any
+
+    def background_round(self, *, force: bool, reconcile: bool) -> None: ...
+
+
 class RefitWorker:
     """One background thread per project: waits for events, gathers a burst, refits, pushes."""
 
-    def __init__(self, model: SpeakerGroupingModel, *, delay: float) -> None:
+    def __init__(self, model: RoundRunner, *, delay: float) -> None:
         self._model = model
         self._delay = delay
         self._lock = threading.Lock()

@@ -43,10 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(error: Exception) -> bool:
+    from foundation.label_studio import LabelStudioError
     from importers.media import MediaError
-    from importers.push import LabelStudioError
     from importers.subtitles import SubtitleError
-    from ml_backend.features.embedder import ModelUnavailableError
+    from ml_backend.features.base import ModelUnavailableError
     from speaker_grouping.local_label_studio import LabelStudioStartError
 
     user_errors = (
@@ -358,7 +358,7 @@ def _run_import(args: argparse.Namespace) -> int:
     from importers.speech_segments import SpeechSegmentOptions
     from importers.subtitles import SubtitleOptions
     from importers.tracks import TrackChoice
-    from speaker_grouping.episode_import import import_with_features
+    from ml_backend.features.prepare import prepare_episode
     from speaker_grouping.progress import ProgressBars
 
     track_choice = TrackChoice(
@@ -401,14 +401,14 @@ def _run_import(args: argparse.Namespace) -> int:
         transcriber = load_transcriber(args.asr, language=args.asr_language)  # fails before work
     extractor = None
     if not args.no_features:
-        from speaker_grouping.commands.features import FeatureExtractor
+        from ml_backend.features.extractor import FeatureExtractor
 
         # Model names are checked before any work; the features are computed during the
         # media work, from the clips and frames in memory.
         extractor = FeatureExtractor.build(args.voice_model, args.image_model)
     try:
         with ProgressBars(disable=True if args.quiet else None) as bars:
-            done = import_with_features(
+            done = prepare_episode(
                 args.episode,
                 args.out,
                 args.subs,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from importers.pipeline import ImportResult, import_episode
+from importers.pipeline import ImportResult
 from importers.push import PushResult, push_tasks
 from speaker_grouping.local_backend import LocalBackend
 from speaker_grouping.local_label_studio import LocalLabelStudio
@@ -31,6 +31,8 @@ BACKEND_TITLE = "speaker-grouping"
 DOUBT_VIEW = "Doubt first"
 START_TIMEOUT_S = 600.0
 """A fresh data folder means minutes of database migrations on a busy 2-core machine."""
+RETRIEVE_TIMEOUT_S = 600.0
+"""Label Studio asks the backend for every task's prediction inside one request."""
 
 
 @dataclass(frozen=True)
@@ -76,27 +78,25 @@ def start_demo(options: DemoOptions, *, hook: Callable[..., None] | None = None)
 
     The caller owns the servers and must call `DemoSession.stop`.
     """
-    from ml_backend.features.embedder import image_embedder, voice_embedder
-    from ml_backend.features.extract import extract_features
-    from ml_backend.features.quality import QualityMeter
+    from ml_backend.features.extractor import FeatureExtractor
+    from ml_backend.features.prepare import prepare_episode
 
     data_dir = options.data_dir.resolve()
     media_root = data_dir / "media"
     media_root.mkdir(parents=True, exist_ok=True)
-    imported = import_episode(
-        options.episode,
-        subtitles=options.subtitles,
-        out_dir=media_root,
-        options={"document_root": media_root},
-        hook=hook,
-    )
-    extract_features(
-        imported.episode_dir,
-        voice_embedder=voice_embedder(),
-        image_embedder=image_embedder(),
-        quality_meter=QualityMeter(),
-        hook=hook,
-    )
+    extractor = FeatureExtractor.build(None, None)
+    try:
+        imported = prepare_episode(
+            options.episode,
+            media_root,
+            options.subtitles,
+            {"document_root": media_root},
+            extractor,
+            hook,
+            overlap=False,
+        ).media
+    finally:
+        extractor.close()
     label_studio = LocalLabelStudio(
         data_dir=data_dir / "label-studio", document_root=media_root, port=options.port
     )
@@ -139,64 +139,69 @@ def connect_backend(session: DemoSession) -> None:
     The backend's port changes from run to run, so a connection left by an earlier run is
     updated rather than duplicated.
     """
-    import requests
-    from label_studio_sdk import LabelStudio
+    from foundation.label_studio import LabelStudioClient, LabelStudioError
 
     studio = session.label_studio
     project = session.pushed.project_id
-    client = LabelStudio(base_url=studio.url, api_key=studio.token)
-    ours = [ml for ml in client.ml.list(project=project) if ml.title == BACKEND_TITLE]
-    if ours:
-        client.ml.update(
-            id=ours[0].id, project=project, url=session.backend.url, is_interactive=False
-        )
-        for stale in ours[1:]:
-            client.ml.delete(id=stale.id)
-    else:
-        client.ml.create(
-            url=session.backend.url, project=project, title=BACKEND_TITLE, is_interactive=False
-        )
-    views = client.views.list(project=project)
-    if not any((view.data or {}).get("title") == DOUBT_VIEW for view in views):
-        client.views.create(
-            project=project,
-            data={"title": DOUBT_VIEW, "ordering": ["tasks:predictions_score"]},
-        )
-    answer = requests.post(
-        f"{studio.url}/api/dm/actions",
-        params={"id": "retrieve_tasks_predictions", "project": project},
-        json={"selectedItems": {"all": True, "excluded": []}},
-        headers={"Authorization": f"Token {studio.token}"},
-        timeout=600,
-    )
-    if answer.status_code != 200:
-        raise RuntimeError(
-            f"Label Studio could not retrieve predictions ({answer.status_code}): "
-            f"{answer.text[:200]}; backend log: {session.backend.log_path}"
-        )
+    with LabelStudioClient(studio.url, studio.token) as client:
+        ours = [ml for ml in client.ml_backends(project) if ml.get("title") == BACKEND_TITLE]
+        if ours:
+            client.update_ml_backend(
+                ours[0]["id"], project=project, url=session.backend.url, is_interactive=False
+            )
+            for stale in ours[1:]:
+                client.delete_ml_backend(stale["id"])
+        else:
+            client.create_ml_backend(
+                project, url=session.backend.url, title=BACKEND_TITLE, is_interactive=False
+            )
+        views = client.views(project)
+        if not any((view.get("data") or {}).get("title") == DOUBT_VIEW for view in views):
+            client.create_view(
+                project, {"title": DOUBT_VIEW, "ordering": ["tasks:predictions_score"]}
+            )
+        try:
+            client.run_action(
+                project,
+                "retrieve_tasks_predictions",
+                selected={"all": True, "excluded": []},
+                timeout=RETRIEVE_TIMEOUT_S,
+            )
+        except LabelStudioError as error:
+            raise LabelStudioError(
+                f"Label Studio could not retrieve predictions ({error}); "
+                f"backend log: {session.backend.log_path}",
+                status=error.status,
+            ) from None
 
 
 def summarise_predictions(session: DemoSession, *, doubtful: int = 5) -> PredictionSummary:
     """Read every task's newest prediction back from Label Studio."""
-    from label_studio_sdk import LabelStudio
+    from foundation.label_studio import LabelStudioClient
 
-    client = LabelStudio(base_url=session.label_studio.url, api_key=session.label_studio.token)
     tasks = predicted = 0
     speakers: dict[str, int] = {}
     scored: list[tuple[float, int, str, str]] = []
-    for task in client.tasks.list(project=session.pushed.project_id, fields="all"):
-        tasks += 1
-        newest = _newest_prediction(task.predictions or [])
-        if newest is None:
-            continue
-        predicted += 1
-        speaker = _predicted_speaker(newest)
-        speakers[speaker] = speakers.get(speaker, 0) + 1
-        score = newest.get("score")
-        text = str(task.data.get("text", ""))
-        scored.append(
-            (float(score) if score is not None else 0.0, task.data["index"], speaker, text)
-        )
+    studio = session.label_studio
+    with LabelStudioClient(studio.url, studio.token) as client:
+        for task in client.tasks(session.pushed.project_id, annotations=True):
+            tasks += 1
+            newest = _newest_prediction(task.get("predictions") or [])
+            if newest is None:
+                continue
+            predicted += 1
+            speaker = _predicted_speaker(newest)
+            speakers[speaker] = speakers.get(speaker, 0) + 1
+            score = newest.get("score")
+            data = task.get("data") or {}
+            scored.append(
+                (
+                    float(score) if score is not None else 0.0,
+                    data["index"],
+                    speaker,
+                    str(data.get("text", "")),
+                )
+            )
     scored.sort()
     return PredictionSummary(
         tasks=tasks,
@@ -206,8 +211,8 @@ def summarise_predictions(session: DemoSession, *, doubtful: int = 5) -> Predict
     )
 
 
-def _newest_prediction(predictions: list) -> dict | None:
-    as_dicts = [p if isinstance(p, dict) else p.dict() for p in predictions]
+def _newest_prediction(predictions: list[dict]) -> dict | None:
+    as_dicts = [p for p in predictions if isinstance(p, dict)]
     if not as_dicts:
         return None
     return max(as_dicts, key=lambda p: p.get("id") or 0)
@@ -228,8 +233,8 @@ def _step(hook: Callable[..., None] | None, name: str, completed: int) -> None:
 
 def count_project_tasks(session: DemoSession) -> int:
     """How many tasks of this episode Label Studio holds, read back through its API."""
-    from label_studio_sdk import LabelStudio
+    from foundation.label_studio import LabelStudioClient
 
-    client = LabelStudio(base_url=session.label_studio.url, api_key=session.label_studio.token)
-    project = client.projects.get(id=session.pushed.project_id)
-    return int(project.task_number or 0)
+    with LabelStudioClient(session.label_studio.url, session.label_studio.token) as client:
+        project = client.project(session.pushed.project_id)
+    return int(project.get("task_number") or 0)

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from speaker_grouping.atomic import atomic_write_json
+from foundation.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,22 +1,16 @@
 """A progress hook that draws one tqdm bar per step.
 
-Library code reports progress through ``hook(step, completed=i, total=n)`` and never draws
-anything itself (docs/style.md); only the command line turns those calls into bars.
+Library code reports progress through ``hook(step, completed=i, total=n)`` (the protocol is
+`foundation.hook.Hook`) and never draws anything itself (docs/style.md); only the command line
+turns those calls into bars, here.
 """
 
 from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import Protocol
 
 from tqdm import tqdm
-
-
-class Hook(Protocol):
-    """``hook(step, completed=i, total=n)``: how long work reports progress to its caller."""
-
-    def __call__(self, step: str, *, completed: int, total: int) -> None: ...
 
 
 class ProgressBars:

@@ -22,6 +22,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from foundation.layout import REPORT_FILE, TASKS_FILE
 from importers.pipeline import ImportOptions
 from importers.season import (
     EpisodeOutcome,
@@ -30,10 +31,10 @@ from importers.season import (
     one_line,
     write_marker,
 )
-from speaker_grouping.episode_import import import_with_features
+from ml_backend.features.prepare import prepare_episode
 
 if TYPE_CHECKING:
-    from speaker_grouping.commands.features import FeatureExtractor
+    from ml_backend.features.extractor import FeatureExtractor
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def build_extractor(job: SeasonJob) -> FeatureExtractor | None:
     """The job's feature extractor, or None with ``features=False``; names are checked here."""
     if not job.features:
         return None
-    from speaker_grouping.commands.features import FeatureExtractor
+    from ml_backend.features.extractor import FeatureExtractor
 
     return FeatureExtractor.build(job.voice_model, job.image_model)
 
@@ -101,7 +102,7 @@ def versions() -> dict[str, str]:
 class SeasonWorker:
     """Imports episodes one after another with one set of loaded models.
 
-    Each episode goes through `import_with_features`, as ``speaker-grouping import`` runs one
+    Each episode goes through `prepare_episode`, as ``speaker-grouping import`` runs one
     episode: the features are computed from the clips and frames in memory during the media
     work. The models load with the first episode and then stay loaded.
     """
@@ -124,7 +125,7 @@ class SeasonWorker:
             episode_id = key["episode"]
             episode_dir = self.job.out_dir / episode_id
             clear_marker(episode_dir)
-            done = import_with_features(
+            done = prepare_episode(
                 video,
                 self.job.out_dir,
                 self.job.subtitles,
@@ -133,7 +134,7 @@ class SeasonWorker:
                 transcriber=self._transcriber,
             )
             result, extraction = done.media, done.features
-            outputs = ["tasks.json", "report.json"]
+            outputs = [TASKS_FILE, REPORT_FILE]
             notes = [f"{len(result.problems)} cues reported"] if result.problems else []
             if extraction is not None:
                 outputs.append(extraction.store_path.name)

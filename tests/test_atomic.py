@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from speaker_grouping import atomic
-from speaker_grouping.atomic import atomic_write_bytes, atomic_write_json
+from foundation import atomic
+from foundation.atomic import atomic_write_bytes, atomic_write_json
 
 
 def test_failed_write_leaves_previous_file_readable(tmp_path: Path, monkeypatch):

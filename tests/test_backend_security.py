@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from foundation.label_studio import LabelStudioClient, LabelStudioError, origin_of
 from label_config import MAX_SPEAKER_NAME, clean_speaker_name, load_config
 from ml_backend.config import BackendConfig, ConfigError
-from ml_backend.label_studio import LabelStudioClient, LabelStudioError, origin_of
-from ml_backend.media_access import Credentials, EpisodeCache, MediaError, fetch_to
+from ml_backend.media_access import Credentials, EpisodeCache, TaskMediaError, fetch_to
 from ml_backend.server import create_app
 from tests.backend_fixtures import speakers_of, write_episode
 from tests.http_recorder import Recorder, start_recorder, stop
@@ -244,7 +244,7 @@ def test_downloads_are_bounded_and_leave_nothing_behind(tmp_path, legit):
     legit.files["/data/upload/big.wav"] = b"x" * 5000
     target = tmp_path / "cache" / "big.wav"
     credentials = Credentials(legit.url, SECRET)
-    with pytest.raises(MediaError, match="larger than 4096 bytes"):
+    with pytest.raises(TaskMediaError, match="larger than 4096 bytes"):
         fetch_to("/data/upload/big.wav", credentials, target, max_bytes=4096)
     assert not target.exists()
     assert list(target.parent.iterdir()) == [] if target.parent.exists() else True

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from label_config import PLACEHOLDER_SPEAKER, load_config
+from label_config import UNKNOWN_CHOICE, load_config
 from ml_backend import model as model_module
 from ml_backend.config import BackendConfig
 from ml_backend.features.store import FeatureStore
-from ml_backend.media_access import MediaError, episode_folder, local_path
+from ml_backend.media_access import TaskMediaError, episode_folder, local_path
 from ml_backend.operation_log import classify
 from ml_backend.project_state import ProjectState
 from ml_backend.server import create_app
@@ -51,7 +51,7 @@ def choices(results: list[dict]) -> list[str]:
 
 def assert_grouped_as(shown: list[str], truth: list[str]) -> None:
     """Lines share a shown name exactly when they share a speaker, and nobody is unknown."""
-    assert PLACEHOLDER_SPEAKER not in shown, shown
+    assert UNKNOWN_CHOICE not in shown, shown
     for i in range(len(shown)):
         for j in range(i):
             assert (shown[i] == shown[j]) == (truth[i] == truth[j]), (i, j, shown, truth)
@@ -139,11 +139,11 @@ def test_predict_answers_every_task_in_order_with_a_score(client, media):
         assert 0.0 <= result["score"] <= 1.0
         assert result["model_version"] == model_module.INITIAL_VERSION
         assert result["result"][0]["from_name"] == "speaker"
-    # The real grouper finds the three voices, before any label: one placeholder each.
+    # The real grouper finds the three voices, before any label: one numbered speaker each.
     shown = choices(forward.json["results"])
     assert_grouped_as(shown, truth_of(tasks))
     assert all(name.startswith("Speaker ") for name in shown)
-    # A placeholder is never a right name, so it scores at most 0.01 (grouper.propose): an
+    # A numbered speaker is never a right name, so it scores at most 0.01 (grouper.propose): an
     # annotator sorting by score names every unnamed cluster first, through its most typical
     # line, and the rest of the cluster follows.
     assert all(result["score"] <= 0.01 for result in forward.json["results"])
@@ -237,7 +237,7 @@ def test_path_traversal_is_refused(client, media, tmp_path, url):
     answer = client.post("/predict", json=predict_body([task]))
     assert answer.status_code == 422
     assert "refused" in answer.json["error"] or "outside" in answer.json["error"]
-    with pytest.raises(MediaError):
+    with pytest.raises(TaskMediaError):
         local_path(url, [media])
 
 
@@ -253,9 +253,9 @@ def test_remote_media_are_not_fetched_from_another_host(media, tmp_path):
     from ml_backend.media_access import Credentials, fetch_to
 
     target = tmp_path / "a.wav"
-    with pytest.raises(MediaError, match="not on Label Studio's origin"):
+    with pytest.raises(TaskMediaError, match="not on Label Studio's origin"):
         fetch_to("http://evil.example/a.wav", Credentials("http://127.0.0.1:9", "k" * 40), target)
-    with pytest.raises(MediaError, match="no Label Studio URL"):
+    with pytest.raises(TaskMediaError, match="no Label Studio URL"):
         fetch_to("/data/upload/a.wav", Credentials(None, None), target)
     assert not target.exists()
 
@@ -302,7 +302,7 @@ def test_a_correction_refits_and_changes_the_other_lines_of_that_speaker(app, cl
 
     answer = client.post("/webhook", json=annotation_event(1, 100, tasks[0], "Mika"))
     assert answer.status_code == 200
-    assert answer.json["kinds"] == ["name"]  # a placeholder cluster got its name
+    assert answer.json["kinds"] == ["name"]  # a numbered speaker's cluster got its name
     model = app.extensions["speaker_grouping"].model(7)
     assert model.worker.wait_idle(10)
     assert model.worker.failures == 0
@@ -313,7 +313,7 @@ def test_a_correction_refits_and_changes_the_other_lines_of_that_speaker(app, cl
     for i, speaker in enumerate(truth):
         if speaker == "a":  # the same voice as line 1: now named
             assert choices(after)[i] == "Mika", (i, choices(after))
-        else:  # other voices keep their placeholders: numbers are stable across refits
+        else:  # other voices keep their numbered speakers: numbers are stable across refits
             assert choices(after)[i] == before[i], (i, before, choices(after))
     assert all(r["model_version"] == model.model_version for r in after)
 
@@ -612,7 +612,7 @@ def assert_embedded_in_the_cache(cached: Path, speech: list[bytes], results: lis
     shown = choices(results)
     for i in range(len(shown)):
         for j in range(i):
-            if shown[i] == shown[j] and shown[i] != PLACEHOLDER_SPEAKER:
+            if shown[i] == shown[j] and shown[i] != UNKNOWN_CHOICE:
                 assert people[i] == people[j], shown
 
 

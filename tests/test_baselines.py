@@ -252,12 +252,15 @@ def test_quality_benchmark_runs_ours_and_its_sweep(fake_cache, tmp_path, monkeyp
         def propose(self, lines, labels=None):
             calls.append((self.threshold, len(labels or {})))
             clusters = average_linkage(lines.voice, threshold=self.threshold)
-            return [
+            proposals = [
                 SimpleNamespace(speaker=(labels or {}).get(line_id, f"Speaker {c}"))
                 for line_id, c in zip(lines.line_ids, clusters, strict=True)
             ]
+            return SimpleNamespace(proposals=proposals)
 
-    monkeypatch.setattr(quality, "our_grouper", lambda *, seed=0, **options: StubGrouper(**options))
+    monkeypatch.setattr(
+        quality, "our_grouper", lambda *, seed=0, changes=None: StubGrouper(**(changes or {}))
+    )
     argv = ["--episodes", "season-seed1", "--train", "--cache", str(fake_cache)]
     assert quality.main([*argv, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "quality.json").read_text())

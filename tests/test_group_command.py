@@ -56,7 +56,7 @@ def test_group_writes_a_precise_csv_with_scores(episode, grouped):
     scores = edge_scores([truth[int(row["index"])] for row in rows], clusters)
     assert scores.predicted_pairs > 0
     assert scores.precision >= 0.95
-    for row in rows:  # an assigned line carries its cluster's placeholder, an unassigned none
+    for row in rows:  # an assigned line carries its cluster's numbered speaker, an unassigned none
         assert (row["speaker"] == "") == (int(row["cluster"]) < 0)
 
 

@@ -50,7 +50,8 @@ def _held_out_episode():
 )
 def test_scores_of_the_shipped_priors_are_calibrated_on_a_held_out_episode():
     from bench.train_priors import proposal_right
-    from ml_backend.grouping import SpeakerGrouper, load_lines
+    from ml_backend.episode_lines import load_lines
+    from ml_backend.grouping import SpeakerGrouper
 
     folder, imported = _held_out_episode()
     lines = load_lines([imported])
@@ -60,7 +61,7 @@ def test_scores_of_the_shipped_priors_are_calibrated_on_a_held_out_episode():
     rng = np.random.default_rng(0)
     labelled = rng.choice(len(truth), size=len(truth) // 10, replace=False)
     labels = {lines.line_ids[i]: str(truth[i]) for i in labelled}
-    proposals = SpeakerGrouper().propose(lines, labels)
+    proposals = SpeakerGrouper().propose(lines, labels).proposals
     right = proposal_right(proposals, truth)
     keep = np.array([p.speaker is not None and p.line_id not in labels for p in proposals])
     scores = np.array([p.score for p in proposals])[keep]

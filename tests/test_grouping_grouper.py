@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from bench.train_priors import Episode, _identity_calibrator, _priors, edge_scores, fit_models
-from ml_backend.grouping import Placeholders, SpeakerGrouper, select
+from ml_backend.grouping import SpeakerGrouper, SpeakerNumbers, select
 from ml_backend.grouping.context import build_context
+from ml_backend.grouping.params import params_for_priors
 from ml_backend.grouping.synthetic import synthetic_lines
 
 OPTIONS = {"threshold": 0.5, "gate": 0.2, "attach": 0.6, "weak_joins": 1.0}
@@ -32,7 +33,7 @@ def episode():
 
 
 def test_one_proposal_per_line_in_order(priors, episode):
-    proposals = SpeakerGrouper(priors=priors).propose(episode.lines)
+    proposals = SpeakerGrouper(priors=priors).propose(episode.lines).proposals
     assert [p.line_id for p in proposals] == episode.lines.line_ids
     for p in proposals:
         assert (p.speaker is None) == (p.cluster == -1)
@@ -42,7 +43,7 @@ def test_one_proposal_per_line_in_order(priors, episode):
 
 
 def test_cold_start_groups_precisely(priors, episode):
-    proposals = SpeakerGrouper(priors=priors).propose(episode.lines)
+    proposals = SpeakerGrouper(priors=priors).propose(episode.lines).proposals
     precision, recall, _ = edge_scores(np.array([p.cluster for p in proposals]), episode.truth)
     assert precision >= 0.95
     assert recall >= 0.5
@@ -50,7 +51,7 @@ def test_cold_start_groups_precisely(priors, episode):
 
 def test_labelled_lines_keep_their_label_and_name_their_cluster(priors, episode):
     labels = {episode.lines.line_ids[i]: str(episode.truth[i]) for i in range(0, 450, 15)}
-    proposals = SpeakerGrouper(priors=priors).propose(episode.lines, labels)
+    proposals = SpeakerGrouper(priors=priors).propose(episode.lines, labels).proposals
     named = 0
     for p, truth in zip(proposals, episode.truth, strict=True):
         if p.line_id in labels:
@@ -61,18 +62,18 @@ def test_labelled_lines_keep_their_label_and_name_their_cluster(priors, episode)
     assert named > 300
 
 
-def test_placeholders_survive_reproposals(priors, episode):
+def test_speaker_numbers_survive_reproposals(priors, episode):
     grouper = SpeakerGrouper(priors=priors)
-    placeholders = Placeholders()
-    first = grouper.propose(episode.lines, placeholders=placeholders)
+    cold = grouper.propose(episode.lines)
+    first, numbers = cold.proposals, cold.speaker_numbers
     again = grouper.propose(
-        episode.lines, placeholders=Placeholders.from_json(placeholders.to_json())
-    )
+        episode.lines, speaker_numbers=SpeakerNumbers.from_json(numbers.to_json())
+    ).proposals
     assert [p.speaker for p in again] == [p.speaker for p in first]
     # naming one cluster leaves the other clusters' numbers alone
     target = next(p for p in first if p.speaker is not None)
     labels = {target.line_id: "Aoi"}
-    after = grouper.propose(episode.lines, labels, placeholders)
+    after = grouper.propose(episode.lines, labels, numbers).proposals
     for before, now in zip(first, after, strict=True):
         if before.cluster != target.cluster and before.cluster >= 0 and now.speaker != "Aoi":
             assert now.speaker in (before.speaker, None) or now.cluster == before.cluster
@@ -82,7 +83,7 @@ def test_a_season_names_characters_consistently_across_episodes(priors):
     season = _episode(11, n=600, episodes=3)
     first = [i for i, e in enumerate(season.lines.episodes) if e == "ep0"]
     labels = {season.lines.line_ids[i]: str(season.truth[i]) for i in first[::4]}
-    proposals = SpeakerGrouper(priors=priors).propose(season.lines, labels)
+    proposals = SpeakerGrouper(priors=priors).propose(season.lines, labels).proposals
     later = [i for i, e in enumerate(season.lines.episodes) if e == "ep2"]
     named = [i for i in later if proposals[i].speaker in set(labels.values())]
     right = [i for i in named if proposals[i].speaker == season.truth[i]]
@@ -106,20 +107,24 @@ def test_fit_with_too_few_labels_keeps_the_priors(priors, episode):
 
 def test_save_and_load_round_trip_without_pickle(priors, episode, tmp_path):
     labels = {episode.lines.line_ids[i]: str(episode.truth[i]) for i in range(0, 450, 5)}
-    grouper = SpeakerGrouper(priors=priors, threshold=0.6).fit(episode.lines, labels)
+    params = params_for_priors(priors).replace(threshold=0.6)
+    grouper = SpeakerGrouper(params, priors=priors).fit(episode.lines, labels)
     grouper.save(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["grouper.json"]
     json.loads((tmp_path / "grouper.json").read_text())
     loaded = SpeakerGrouper.load(tmp_path)
-    assert loaded.option("threshold") == 0.6
+    assert loaded.params.threshold == 0.6
     assert grouper.names_ is not None and loaded.names_ is not None
     assert np.allclose(loaded.names_.refine_.coef_, grouper.names_.refine_.coef_)
-    assert loaded.propose(episode.lines, labels) == grouper.propose(episode.lines, labels)
+    assert (
+        loaded.propose(episode.lines, labels).proposals
+        == grouper.propose(episode.lines, labels).proposals
+    )
 
 
 def test_deterministic(priors, episode):
-    a = SpeakerGrouper(priors=priors, seed=3).propose(episode.lines)
-    b = SpeakerGrouper(priors=priors, seed=3).propose(episode.lines)
+    a = SpeakerGrouper(priors=priors, seed=3).propose(episode.lines).proposals
+    b = SpeakerGrouper(priors=priors, seed=3).propose(episode.lines).proposals
     assert a == b
 
 
@@ -132,40 +137,42 @@ def test_features_of_another_embedder_are_warned_about(priors, episode, caplog):
 
 def test_unknown_option_is_refused():
     with pytest.raises(ValueError, match="thresold"):
-        SpeakerGrouper(thresold=0.5)
+        SpeakerGrouper({"thresold": 0.5})
 
 
 def test_degenerate_inputs(priors, episode):
     grouper = SpeakerGrouper(priors=priors)
-    assert grouper.propose(select(episode.lines, [])) == []
-    one = grouper.propose(select(episode.lines, [0]))
+    assert grouper.propose(select(episode.lines, [])).proposals == []
+    one = grouper.propose(select(episode.lines, [0])).proposals
     assert len(one) == 1 and one[0].speaker is None
-    labelled = grouper.propose(select(episode.lines, [0]), {episode.lines.line_ids[0]: "Yui"})
+    labelled = grouper.propose(
+        select(episode.lines, [0]), {episode.lines.line_ids[0]: "Yui"}
+    ).proposals
     assert labelled[0].speaker == "Yui" and labelled[0].score == 1.0
 
 
 def test_cold_start_scores_lead_the_annotator_to_the_biggest_clusters_most_typical_line(
     priors, episode
 ):
-    proposals = SpeakerGrouper(priors=priors).propose(episode.lines)
-    placeholder = [p for p in proposals if p.speaker is not None]
-    # a placeholder is never the right name: its lines come first, before unassigned ones
-    assert all(p.score < 0.01 for p in placeholder)
+    proposals = SpeakerGrouper(priors=priors).propose(episode.lines).proposals
+    numbered = [p for p in proposals if p.speaker is not None]
+    # a numbered speaker is never the right name: its lines come first, before unassigned ones
+    assert all(p.score < 0.01 for p in numbered)
     assert all(p.score == 0.01 for p in proposals if p.speaker is None)
-    sizes = {c: sum(p.cluster == c for p in placeholder) for c in {p.cluster for p in placeholder}}
+    sizes = {c: sum(p.cluster == c for p in numbered) for c in {p.cluster for p in numbered}}
     first = min(proposals, key=lambda p: p.score)
     assert sizes[first.cluster] == max(sizes.values())
 
 
 def test_naming_the_most_typical_line_names_its_whole_cluster(priors, episode):
-    """Regression: names did not spread, and a placeholder cluster cost one correction per
-    line in the annotation loop."""
+    """Regression: names did not spread, and a numbered speaker's cluster cost one correction
+    per line in the annotation loop."""
     grouper = SpeakerGrouper(priors=priors)
-    placeholders = Placeholders()
-    before = grouper.propose(episode.lines, placeholders=placeholders)
+    cold = grouper.propose(episode.lines)
+    before = cold.proposals
     first = min(before, key=lambda p: p.score)
     truth = str(episode.truth[episode.lines.index_of(first.line_id)])
-    after = grouper.propose(episode.lines, {first.line_id: truth}, placeholders)
+    after = grouper.propose(episode.lines, {first.line_id: truth}, cold.speaker_numbers).proposals
     members = [k for k, p in enumerate(before) if p.cluster == first.cluster]
     assert len(members) >= 10
     assert sum(after[k].speaker == truth for k in members) >= 0.9 * len(members)
@@ -182,12 +189,13 @@ def test_the_name_model_names_noisy_lines_better_than_their_clusters(priors):
         labels = {noisy.lines.line_ids[i]: str(noisy.truth[i]) for i in chosen}
         rest = np.setdiff1d(np.arange(400), chosen)
 
-        def accuracy(labels=labels, rest=rest, **options):
-            grouper = SpeakerGrouper(priors=priors, **options).fit(noisy.lines, labels)
-            proposals = grouper.propose(noisy.lines, labels)
+        def accuracy(labels=labels, rest=rest, **changes):
+            params = params_for_priors(priors).replace(**changes)
+            grouper = SpeakerGrouper(params, priors=priors).fit(noisy.lines, labels)
+            proposals = grouper.propose(noisy.lines, labels).proposals
             return np.mean([proposals[i].speaker == noisy.truth[i] for i in rest])
 
-        with_names, clusters_only = accuracy(), accuracy(name_min_labels=1e9)
+        with_names, clusters_only = accuracy(), accuracy(name_min_labels=10**9)
         assert with_names >= clusters_only
         assert with_names >= 0.85
         gains.append(with_names - clusters_only)

@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from ml_backend.episode_lines import MixedEmbeddersError, load_lines
 from ml_backend.features.store import FeatureStore, ModelInfo
-from ml_backend.grouping.lines import MixedEmbeddersError, concatenate, load_lines, select
+from ml_backend.grouping.lines import concatenate, select
 
 VOICE = ModelInfo("voice-x", "1", 4)
 IMAGE = ModelInfo("image-y", "2", 3)

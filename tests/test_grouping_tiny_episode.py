@@ -6,7 +6,8 @@ import csv
 import numpy as np
 import pytest
 
-from ml_backend.grouping import Placeholders, SpeakerGrouper, load_lines
+from ml_backend.episode_lines import load_lines
+from ml_backend.grouping import SpeakerGrouper
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def _edge_precision(truth, clusters):
 
 def test_shipped_priors_group_the_tiny_episode_precisely(tiny):
     lines, truth = tiny
-    proposals = SpeakerGrouper().propose(lines)
+    proposals = SpeakerGrouper().propose(lines).proposals
     clusters = [p.cluster for p in proposals]
     precision, predicted_pairs = _edge_precision(truth, clusters)
     assert predicted_pairs > 0, "nothing was grouped"
@@ -46,15 +47,15 @@ def test_shipped_priors_group_the_tiny_episode_precisely(tiny):
 def test_labels_name_the_tiny_episode(tiny):
     lines, truth = tiny
     grouper = SpeakerGrouper()
-    placeholders = Placeholders()
-    first = grouper.propose(lines, placeholders=placeholders)
+    cold = grouper.propose(lines)
+    first = cold.proposals
     # label one line of every character, refit, propose again
     labels = {}
     for line_id, name in zip(lines.line_ids, truth, strict=True):
         if name not in labels.values():
             labels[line_id] = name
     grouper.fit(lines, labels)
-    again = grouper.propose(lines, labels, placeholders)
+    again = grouper.propose(lines, labels, cold.speaker_numbers).proposals
     assert len(again) == len(first) == len(lines)
     named = [(p.speaker, t) for p, t in zip(again, truth, strict=True) if p.speaker in set(truth)]
     assert len(named) >= len(labels)

@@ -1,4 +1,4 @@
-"""The feature pass during the media pass (`import_with_features`): same features.npz and tasks
+"""The feature pass during the media pass (`prepare_episode`): same features.npz and tasks
 as the sequential path, on the generated `tiny` episode with the default (offline) embedders;
 errors in either pass stop both and leave the feature store as it was."""
 
@@ -20,11 +20,11 @@ from importers.media import MediaError
 from importers.pipeline import import_episode
 from ml_backend.features.embedder import ModelUnavailableError
 from ml_backend.features.extract import extract_features
+from ml_backend.features.extractor import FeatureExtractor
 from ml_backend.features.feed import KINDS
+from ml_backend.features.prepare import prepare_episode
 from ml_backend.features.store import ModelInfo
 from speaker_grouping.cli import main as cli_main
-from speaker_grouping.commands.features import FeatureExtractor
-from speaker_grouping.episode_import import import_with_features
 
 BATCH = 4
 """Lines per encoder call: small, so that batches are embedded while the tiny episode's
@@ -64,7 +64,7 @@ def imports(tiny, extractor, tmp_path_factory) -> dict[str, tuple[Path, _Steps]]
     done = {}
     for name, overlap in (("sequential", False), ("overlapped", True)):
         steps = _Steps()
-        result = import_with_features(
+        result = prepare_episode(
             video,
             tmp_path_factory.mktemp(name),
             subtitles,
@@ -154,7 +154,7 @@ def test_progress_reports_cover_every_step_of_both_passes(imports):
 def test_three_frames_per_line_match_a_recomputation_from_the_files(tiny, extractor, tmp_path):
     video, subtitles = tiny
     options = {"frames_per_line": 3}
-    done = import_with_features(video, tmp_path / "a", subtitles, options, extractor)
+    done = prepare_episode(video, tmp_path / "a", subtitles, options, extractor)
     folder = done.media.episode_dir
     recomputed = tmp_path / "recomputed.npz"
 
@@ -177,7 +177,7 @@ def test_reimporting_an_unchanged_episode_computes_nothing(imports, tiny, extrac
     shutil.copytree(overlapped, out / overlapped.name)
     steps = _Steps()
 
-    done = import_with_features(video, out, subtitles, None, extractor, steps)
+    done = prepare_episode(video, out, subtitles, None, extractor, steps)
 
     assert done.features is not None
     assert done.features.computed == {"quality": 0, "voice": 0, "image": 0}
@@ -210,7 +210,7 @@ def test_a_feature_error_stops_the_import_and_keeps_the_previous_store(
     )
 
     with pytest.raises(ModelUnavailableError, match="weights unreadable") as error:
-        import_with_features(video, out, subtitles, None, failing, batch_size=BATCH)
+        prepare_episode(video, out, subtitles, None, failing, batch_size=BATCH)
 
     assert "\n" not in str(error.value)
     assert store.read_bytes() == before
@@ -223,7 +223,7 @@ def test_a_media_error_stops_the_import_and_writes_no_features(extractor, tmp_pa
     subtitles.write_text("1\n00:00:00,500 --> 00:00:01,500\nLa la la.\n", encoding="utf-8")
 
     with pytest.raises(MediaError, match="no video stream") as error:
-        import_with_features(song, tmp_path / "out", subtitles, None, extractor)
+        prepare_episode(song, tmp_path / "out", subtitles, None, extractor)
 
     assert str(error.value).startswith(f"{song}: ")
     assert "\n" not in str(error.value)

@@ -4,7 +4,7 @@ from label_studio_sdk.label_interface import LabelInterface
 from label_config import (
     FLAG_NOT_SPEECH,
     FLAG_TWO_SPEAKERS,
-    PLACEHOLDER_SPEAKER,
+    UNKNOWN_CHOICE,
     append_speakers,
     clean_speaker_name,
     flags_from_annotation,
@@ -15,9 +15,9 @@ from label_config import (
 )
 
 
-def test_shipped_config_lists_only_the_placeholder_and_passes_sdk_validation():
+def test_shipped_config_lists_only_unknown_and_passes_sdk_validation():
     config = load_config()
-    assert speakers_in_config(config) == [PLACEHOLDER_SPEAKER]
+    assert speakers_in_config(config) == [UNKNOWN_CHOICE]
     interface = LabelInterface(config)
     interface.validate()
     assert {"audio", "image", "text"} <= {obj.name for obj in interface.objects}
@@ -26,8 +26,8 @@ def test_shipped_config_lists_only_the_placeholder_and_passes_sdk_validation():
 
 
 def test_load_config_keeps_order_and_drops_duplicates():
-    config = load_config(["Mika", "Ren", "Mika", PLACEHOLDER_SPEAKER, "Aoi"])
-    assert speakers_in_config(config) == [PLACEHOLDER_SPEAKER, "Mika", "Ren", "Aoi"]
+    config = load_config(["Mika", "Ren", "Mika", UNKNOWN_CHOICE, "Aoi"])
+    assert speakers_in_config(config) == [UNKNOWN_CHOICE, "Mika", "Ren", "Aoi"]
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_load_config_keeps_order_and_drops_duplicates():
 )
 def test_names_with_xml_special_characters_round_trip(name):
     config = load_config([name])
-    assert speakers_in_config(config) == [PLACEHOLDER_SPEAKER, name]
+    assert speakers_in_config(config) == [UNKNOWN_CHOICE, name]
     interface = LabelInterface(config)
     interface.validate()
     assert interface.validate_prediction({"result": speaker_prediction(name)})
@@ -85,7 +85,7 @@ def test_speaker_prediction_rejects_a_score_that_is_not_a_probability(score):
 def test_append_speakers_only_appends():
     config = load_config(["Mika", "Ren"])
     grown = append_speakers(config, ["Aoi", "Mika", "Ren", "鈴木"])
-    assert speakers_in_config(grown) == [PLACEHOLDER_SPEAKER, "Mika", "Ren", "Aoi", "鈴木"]
+    assert speakers_in_config(grown) == [UNKNOWN_CHOICE, "Mika", "Ren", "Aoi", "鈴木"]
     # Everything outside the inserted choices is kept byte for byte.
     assert grown.startswith(config[: config.index("  </Choices>")])
     assert grown.endswith(config[config.index("  </Choices>") :])
@@ -103,7 +103,7 @@ def test_append_speakers_keeps_choices_a_user_added_by_hand():
         '<Choice value="Mika"/>', '<Choice value="Narrator"/><Choice value="Mika"/>'
     )
     grown = append_speakers(config, ["Ren"])
-    assert speakers_in_config(grown) == [PLACEHOLDER_SPEAKER, "Narrator", "Mika", "Ren"]
+    assert speakers_in_config(grown) == [UNKNOWN_CHOICE, "Narrator", "Mika", "Ren"]
 
 
 def test_append_speakers_on_a_single_line_config():

@@ -7,7 +7,8 @@ import pytest
 
 from ml_backend.grouping.clusters import UNLABELLED
 from ml_backend.grouping.context import build_context
-from ml_backend.grouping.name_model import LOCAL_WINDOW, NAME_FEATURES, NameModel, centred
+from ml_backend.grouping.name_evidence import LOCAL_WINDOW, NAME_FEATURES, centred, evidence
+from ml_backend.grouping.name_model import NameModel
 from ml_backend.grouping.synthetic import synthetic_lines
 
 
@@ -29,7 +30,7 @@ def test_evidence_matches_brute_force_and_leaves_the_line_out(episode):
     chosen = np.arange(0, 240, 3)
     codes, _ = _codes_for(truth, chosen)
     rows = np.array([0, 1, 2, 3, 119])
-    F, G, valid = NameModel.evidence(context, codes, rows)
+    F, G, valid = evidence(context, codes, rows)
     voice = centred(lines.voice, context.episode).astype(np.float64)
     for a, i in enumerate(rows.tolist()):
         for j in range(int(codes.max()) + 1):
@@ -91,7 +92,7 @@ def test_soft_context_counts_probabilities_of_unlabelled_neighbours(episode):
     soft = np.zeros((len(truth), 2))
     soft[5, 0] = 0.5  # unlabelled line 5, right before line 6
     soft[10, 1] = 0.9  # ignored: line 10 is labelled, so it counts fully for its own name
-    F, _, _ = NameModel.evidence(context, codes, np.array([6, 7, 11]), soft=soft)
+    F, _, _ = evidence(context, codes, np.array([6, 7, 11]), soft=soft)
     following = NAME_FEATURES.index("following")
     previous = NAME_FEATURES.index("previous")
     near_3 = NAME_FEATURES.index("near_3")
@@ -154,7 +155,7 @@ def test_json_round_trip_and_refuses_other_features(episode):
 def test_no_labels_gives_no_names(episode):
     _, _, context = episode
     codes = np.full(len(context.lines), UNLABELLED, dtype=np.int64)
-    F, _, valid = NameModel.evidence(context, codes)
+    F, _, valid = evidence(context, codes)
     assert F.shape[1] == 0 and valid.shape == (len(codes), 0)
 
 

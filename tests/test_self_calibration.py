@@ -7,7 +7,9 @@ import pytest
 
 from bench.train_priors import Episode, _identity_calibrator, _priors, edge_scores, fit_models
 from ml_backend.grouping import SpeakerGrouper
+from ml_backend.grouping.clustering import GatedClustering
 from ml_backend.grouping.context import build_context
+from ml_backend.grouping.params import params_for_priors
 from ml_backend.grouping.self_calibration import (
     choose_partition,
     community_clustering,
@@ -17,7 +19,7 @@ from ml_backend.grouping.self_calibration import (
 )
 from ml_backend.grouping.synthetic import synthetic_lines
 
-OPTIONS = {"threshold": 0.5, "gate": 0.2, "attach": 0.6, "weak_joins": 1.0}
+OPTIONS = {"threshold": 0.5, "gate": 0.2, "attach": 0.6, "weak_joins": True}
 
 
 def _episode(seed, n=300, **kwargs):
@@ -82,8 +84,7 @@ def test_the_likelihood_prefers_the_true_partition():
 
 def test_edge_weights_are_merge_probabilities_on_voice_neighbours(priors):
     episode = _episode(5, n=120, noise=2.0)
-    grouper = SpeakerGrouper(priors=priors)
-    confidence, merge = grouper._models()
+    confidence, merge = SpeakerGrouper(priors=priors)._models()
     pairs, weights = edge_weights(
         episode.context, confidence.predict(episode.context), merge, neighbours=8
     )
@@ -103,22 +104,27 @@ def test_communities_hold_where_the_learned_threshold_is_out_of_its_depth(priors
     confidence, merge = grouper._models()
     predicted = confidence.predict(context)
     communities = community_clustering(context, predicted, merge)
-    gated = grouper._gated(context, predicted, merge, np.full(len(episode.truth), -1))
+    gated = (
+        GatedClustering.from_params(grouper.params)
+        .fit(context, confidence=predicted, merge=merge)
+        .labels_
+    )
     f1_communities = edge_scores(communities, episode.truth)[2]
     f1_gated = edge_scores(gated, episode.truth)[2]
     assert f1_communities > f1_gated + 0.1
     assert f1_communities > 0.85
 
 
-@pytest.mark.parametrize("mode", [1.0, 2.0])
-def test_the_grouper_runs_on_either_skeleton_and_keeps_labels(priors, mode):
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_the_grouper_runs_on_every_skeleton_and_keeps_labels(priors, mode):
     episode = _episode(7, n=200, noise=2.0)
-    grouper = SpeakerGrouper(priors=priors, community=mode)
+    grouper = SpeakerGrouper(params_for_priors(priors).replace(community=mode), priors=priors)
     cold = grouper.propose(episode.lines)
-    assert [p.line_id for p in cold] == episode.lines.line_ids
-    assert grouper.last_skeleton_ in ("community", "gated")
+    assert [p.line_id for p in cold.proposals] == episode.lines.line_ids
+    assert cold.skeleton == {0: "gated", 1: "community"}.get(mode, cold.skeleton)
+    assert cold.skeleton in ("community", "gated")
     labels = {episode.lines.line_ids[i]: str(episode.truth[i]) for i in range(0, 200, 10)}
-    proposals = grouper.fit(episode.lines, labels).propose(episode.lines, labels)
+    proposals = grouper.fit(episode.lines, labels).propose(episode.lines, labels).proposals
     for p in proposals:
         if p.line_id in labels:
             assert p.speaker == labels[p.line_id] and p.score == 1.0

@@ -47,8 +47,8 @@ from bench import audio_effects
 from bench.drawing import Background, Placement, random_looks, render_frame
 from bench.make_episode import ONE_WORD_MAX_S, TRUTH_COLUMNS, VideoSettings, mux_episode
 from bench.real_voices.queen import SLOT_JOE, ResourceFile, SpeechLine, read_dialogues, speech_lines
-from speaker_grouping.atomic import atomic_write_json, atomic_write_text
-from speaker_grouping.progress import Hook
+from foundation.atomic import atomic_write_json, atomic_write_text
+from foundation.hook import Hook
 
 logger = logging.getLogger(__name__)
 

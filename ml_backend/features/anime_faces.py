@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml_backend.features.embedder import ModelUnavailableError
+from ml_backend.features.base import ModelUnavailableError
 
 Box = tuple[int, int, int, int]
 """(x, y, width, height) in pixels."""

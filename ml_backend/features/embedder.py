@@ -1,10 +1,10 @@
-"""One small interface for every voice and image embedder, and a registry that builds them by name.
+"""The registry of voice and image embedders: builds one by name.
 
-Grouping compares vectors only within one embedder's space, so every vector travels with the
-`ModelInfo` (name, version, dim) of what made it; the store refuses to mix columns whose info
-differs. Embedders are built lazily by name because two of them (ECAPA, CLIP) need a heavy stack
-that the default install does not have: asking for one must cost nothing until it is chosen, and
-fail in one line saying how to get it when it cannot load.
+The interface every embedder implements, its error and helpers are in
+`ml_backend.features.base` (re-exported here for callers of the registry); the embedders import
+that module, never this one. Embedders are built lazily by name because two of them (ECAPA,
+CLIP) need a heavy stack that the default install does not have: asking for one must cost
+nothing until it is chosen, and fail in one line saying how to get it when it cannot load.
 
 Names (also accepted from ``SG_VOICE_MODEL`` / ``SG_IMAGE_MODEL``):
 
@@ -20,36 +20,27 @@ Names (also accepted from ``SG_VOICE_MODEL`` / ``SG_IMAGE_MODEL``):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
+from ml_backend.features.base import Embedder, ModelUnavailableError, check_batch, normalise_rows
 
-from ml_backend.features.store import ModelInfo
+__all__ = [
+    "DEFAULT_IMAGE",
+    "DEFAULT_VOICE",
+    "IMAGE_ENV",
+    "VOICE_ENV",
+    "Embedder",
+    "ModelUnavailableError",
+    "check_batch",
+    "image_embedder",
+    "normalise_rows",
+    "voice_embedder",
+]
 
 VOICE_ENV = "SG_VOICE_MODEL"
 IMAGE_ENV = "SG_IMAGE_MODEL"
 DEFAULT_VOICE = "resemblyzer"
 DEFAULT_IMAGE = "anime-colour"
-
-
-class ModelUnavailableError(RuntimeError):
-    """An embedder cannot be built here; the message is one line naming the model and the fix."""
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Maps a batch of clips or frames to unit-length rows.
-
-    Voice items are (num_samples,) float32 mono clips at 16 kHz; image items are (h, w, 3) uint8
-    RGB frames. ``embed`` returns (len(batch), info.dim) float32 with every row L2-normalised,
-    and the same item always gives the same row (no randomness, no dependence on batch mates
-    beyond float rounding).
-    """
-
-    info: ModelInfo
-
-    def embed(self, batch: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
 def voice_embedder(name: str | None = None, **options: Any) -> Embedder:
@@ -90,27 +81,3 @@ def image_embedder(name: str | None = None, **options: Any) -> Embedder:
         f"unknown image model {name!r}: use anime-colour, clip, clip:<arch>/<tag>, "
         "or clip:<checkpoint file>"
     )
-
-
-def normalise_rows(rows: np.ndarray) -> np.ndarray:
-    """(n, d) float32 with unit-length rows; an all-zero row stays zero rather than NaN."""
-    rows = np.asarray(rows, dtype=np.float64)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def check_batch(batch: Sequence[np.ndarray], *, kind: str) -> None:
-    """Raise one line naming the first item that an embedder of ``kind`` cannot take."""
-    for number, item in enumerate(batch):
-        array = np.asarray(item)
-        if kind == "voice":
-            if array.ndim != 1 or array.size == 0:
-                raise ValueError(
-                    f"voice item {number}: expected a non-empty (num_samples,) mono clip, "
-                    f"got shape {array.shape}"
-                )
-        elif array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8 or not array.size:
-            raise ValueError(
-                f"image item {number}: expected an (h, w, 3) uint8 RGB frame, "
-                f"got shape {array.shape} {array.dtype}"
-            )

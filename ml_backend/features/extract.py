@@ -24,20 +24,17 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ml_backend.features.embedder import Embedder
+from foundation.hook import Hook
+from foundation.layout import episode_media_file, features_path, tasks_path
+from ml_backend.features.base import Embedder
 from ml_backend.features.quality import SAMPLE_RATE, QualityMeter
 from ml_backend.features.store import FeatureStore, FeatureStoreError, ModelInfo
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
-
-
-STORE_NAME = "features.npz"
 
 
 class FeatureExtractionError(ValueError):
@@ -79,7 +76,7 @@ def extract_features(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     episode_dir = Path(episode_dir)
-    store_path = Path(store_path) if store_path is not None else episode_dir / STORE_NAME
+    store_path = Path(store_path) if store_path is not None else features_path(episode_dir)
     quality_meter = quality_meter or QualityMeter()
     lines = read_line_media(episode_dir)
     store, changed = open_store(store_path)
@@ -127,42 +124,35 @@ def read_line_media(episode_dir: str | Path) -> list[LineMediaFiles]:
     writes, so the folder can be moved or served from anywhere.
     """
     episode_dir = Path(episode_dir)
-    tasks_path = episode_dir / "tasks.json"
+    tasks_file = tasks_path(episode_dir)
     try:
-        tasks = json.loads(tasks_path.read_text(encoding="utf-8"))
+        tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FeatureExtractionError(f"{tasks_path}: not found; import the episode first") from None
+        raise FeatureExtractionError(f"{tasks_file}: not found; import the episode first") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FeatureExtractionError(f"{tasks_path}: unreadable ({error})") from None
+        raise FeatureExtractionError(f"{tasks_file}: unreadable ({error})") from None
     if not isinstance(tasks, list):
-        raise FeatureExtractionError(f"{tasks_path}: expected a list of tasks")
+        raise FeatureExtractionError(f"{tasks_file}: expected a list of tasks")
     lines = []
     seen: set[str] = set()
     for number, task in enumerate(tasks, start=1):
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict) or not data.get("line_id") or not data.get("audio"):
             raise FeatureExtractionError(
-                f"{tasks_path}: task {number} has no data.line_id or data.audio"
+                f"{tasks_file}: task {number} has no data.line_id or data.audio"
             )
         line_id = str(data["line_id"])
         if line_id in seen:
-            raise FeatureExtractionError(f"{tasks_path}: task {number} repeats line {line_id}")
+            raise FeatureExtractionError(f"{tasks_file}: task {number} repeats line {line_id}")
         seen.add(line_id)
         frame_urls = data.get("frames") or ([data["image"]] if data.get("image") else [])
-        lines.append(
-            LineMediaFiles(
-                line_id=line_id,
-                audio=_media_path(episode_dir, str(data["audio"])),
-                frames=tuple(_media_path(episode_dir, str(url)) for url in frame_urls),
-            )
-        )
+        try:
+            audio = episode_media_file(episode_dir, str(data["audio"]))
+            frames = tuple(episode_media_file(episode_dir, str(url)) for url in frame_urls)
+        except ValueError as error:
+            raise FeatureExtractionError(f"{tasks_file}: task {number}: {error}") from None
+        lines.append(LineMediaFiles(line_id=line_id, audio=audio, frames=frames))
     return lines
-
-
-def _media_path(episode_dir: Path, url: str) -> Path:
-    path = unquote(url.split("?d=", 1)[-1])
-    parts = Path(path).parts
-    return episode_dir.joinpath(*parts[-2:]) if len(parts) >= 2 else episode_dir / path
 
 
 def open_store(path: Path) -> tuple[FeatureStore, bool]:

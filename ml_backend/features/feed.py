@@ -11,10 +11,10 @@ per kind, and `finish` writes ``features.npz``.
 Which kinds run *during* the frame walk is `DURING_MEDIA`: by default only the image embedder,
 whose anime-colour descriptors are computed in worker processes. The voice encoder and the VAD
 run in this process, and their Python work (resemblyzer's per-window VAD, the partial windows,
-the per-clip stats) contends for the GIL with the frame walks' per-packet Python loop: on an
-idle 2-core machine, running them beside the walk made the import slower (41.4 s against
-37.3 s) and costlier (78.7 against 70.8 CPU s) than queueing their clips in memory and starting
-them the moment the last frame is in (bench/README.md, "Features during the media pass").
+the per-clip stats) contends for the GIL with the frame walks' per-packet Python loop: running
+them beside the walk made the import slower and costlier than queueing their clips in memory
+and starting them the moment the last frame is in (bench/README.md, "Features during the
+media pass").
 
 What it writes is what `extract_features` would write from the same folder: the same rows
 and the same source hashes (SHA-1 of the WAV bytes, and `frames_hash` of the JPEG bytes),
@@ -46,9 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from ml_backend.features.embedder import Embedder
+from foundation.hook import Hook
+from foundation.layout import features_path
+from ml_backend.features.base import Embedder
 from ml_backend.features.extract import (
-    STORE_NAME,
     decode_wav,
     drop_if_model_changed,
     embed_frames,
@@ -57,7 +58,6 @@ from ml_backend.features.extract import (
 )
 from ml_backend.features.quality import QualityMeter
 from ml_backend.features.store import FeatureStore
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class FeatureFeed:
             raise FeedError("a FeatureFeed serves one episode; make a new one")
         self._begun = True
         self.episode_dir = Path(episode_dir)
-        self.store_path = self.episode_dir / STORE_NAME
+        self.store_path = features_path(self.episode_dir)
         self._ids = dict(line_ids)
         # Rows go into the store in line order, as extract_features adds them from tasks.json.
         self._position = {self._ids[index]: row for row, index in enumerate(sorted(self._ids))}

@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ml_backend.features.embedder import ModelUnavailableError
+from ml_backend.features.base import ModelUnavailableError
 
 HUB_MODELS_HINT = "run `make hub-models` (see README)"
 

@@ -19,11 +19,12 @@ weighted Bhattacharyya similarity of their colour distributions.
 
 Everything is measured on the frame downscaled to `AnimeColourOptions.detect_height` rows: a
 region's colour distribution barely changes at that size, and full-resolution histograms of a
-720p frame cost more than the detection. Detection costs about 20-90 ms per frame at 360 rows
-and animeface's C code holds the GIL, so large batches are spread over worker processes (both
-cores); small ones run inline. `AnimeColourEmbedder.embed_encoded` takes the image files'
-bytes instead of decoded frames: the workers decode them, so the caller's process neither
-decodes nor ships full-size frames through a pipe.
+720p frame cost more than the detection. Detection is the expensive step and animeface's C
+code holds the GIL, so large batches are spread over worker processes (both cores); small ones
+run inline (bench/README.md, "Measurements behind code choices").
+`AnimeColourEmbedder.embed_encoded` takes the image files' bytes instead of decoded frames:
+the workers decode them, so the caller's process neither decodes nor ships full-size frames
+through a pipe.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ml_backend.features.anime_faces import AnimeFace, detect_faces
-from ml_backend.features.embedder import check_batch, normalise_rows
+from ml_backend.features.base import check_batch, normalise_rows
 from ml_backend.features.store import ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ class AnimeColourOptions:
 
     detect_height: int = 360
     """Frames are downscaled to this height for detection and histograms (faces of 40+ px
-    survive). 288 found the same faces on the benchmark episodes for 25 % less CPU, but lost
-    a quarter of the small faces of the drawn test shots, so wide shots would suffer."""
+    survive). A lower height is cheaper but loses small faces of the drawn test shots, so
+    wide shots would suffer (bench/README.md, "Measurements behind code choices")."""
     min_likelihood: float = 0.5
     weights: tuple[float, float, float, float, float] = (1.0, 0.7, 0.6, 1.0, 0.15)
     """Per region, in the order of `REGIONS`."""
@@ -192,9 +193,8 @@ def _describe_encoded(data: bytes, options: AnimeColourOptions) -> np.ndarray | 
 def decode_image(data: bytes) -> np.ndarray:
     """(h, w, 3) uint8 RGB from an encoded image, at full size.
 
-    Not JPEG's reduced-scale decoding (``Image.draft``): on 720p frames it saved 5 % of the
-    CPU and its pixels, unlike the resize's, cost 4 of 350 lines of the hard episode's 1-NN
-    image accuracy.
+    Not JPEG's reduced-scale decoding (``Image.draft``): it saves little CPU and its pixels,
+    unlike the resize's, cost image accuracy (bench/README.md, "Measurements behind code choices").
     """
     with Image.open(io.BytesIO(data)) as picture:
         return np.asarray(picture.convert("RGB"), dtype=np.uint8)

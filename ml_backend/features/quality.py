@@ -17,9 +17,9 @@ Stats, per clip (all finite, so models can use them without special cases):
 
 The VAD is silero-vad's ONNX "sequence" model when onnxruntime is installed: it runs a whole
 clip in one call on its own single thread, so it can run beside a torch voice encoder without
-fighting over torch's threads, and it measured about 20 % less CPU than the batched TorchScript
-model here. Without onnxruntime the TorchScript model runs instead, many clips per call. Both
-give the same probabilities (to 1e-7).
+fighting over torch's threads, and it needs less CPU than the batched TorchScript model
+(bench/README.md, "Measurements behind code choices"). Without onnxruntime the TorchScript
+model runs instead, many clips per call. Both give the same probabilities (to 1e-7).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from foundation.hook import Hook
 from ml_backend.features.store import ModelInfo
-from speaker_grouping.progress import Hook
 
 logger = logging.getLogger(__name__)
 

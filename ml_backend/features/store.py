@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from speaker_grouping.atomic import atomic_write_bytes
+from foundation.atomic import atomic_write_bytes
 
 FORMAT_NAME = "speaker-grouping-features"
 FORMAT_VERSION = 1

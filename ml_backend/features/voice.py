@@ -1,11 +1,12 @@
 """resemblyzer's GE2E speaker encoder, batched across lines: the offline default voice embedder.
 
 ``VoiceEncoder.embed_utterance`` runs the network once per clip. On short subtitle lines that
-per-call overhead dominates (about 70 ms a line here), while the network itself is cheap when
+per-call overhead dominates, while the network itself is cheap when
 it sees many 1.6 s partial windows at once. So this module cuts every clip of a batch into
 the same partial windows ``embed_utterance`` would, runs all the windows of all the clips
 through the encoder in shared batches, and averages them back per clip exactly as it does;
-the result matches ``embed_utterance`` to float rounding (tests pin it to 1e-5).
+the result matches ``embed_utterance`` to float rounding (tests pin it to 1e-5). The speed-ups
+of this module are measured in bench/README.md, "Measurements behind code choices".
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ml_backend.features.embedder import ModelUnavailableError, check_batch, normalise_rows
+from ml_backend.features.base import ModelUnavailableError, check_batch, normalise_rows
 from ml_backend.features.store import ModelInfo
 
 if TYPE_CHECKING:
@@ -67,8 +68,8 @@ class ResemblyzerEmbedder:
 
     Both cores are used by running ``workers`` network calls at once with one torch thread
     each, rather than one call with two torch (OpenMP) threads: on a busy machine OpenMP's
-    spinning barriers made the latter 9x slower here (379 against 42 ms per window), and on an
-    idle one the two are on a par. torch's thread count is restored after each call.
+    spinning barriers made the latter many times slower, and on an idle one the two are on a
+    par. torch's thread count is restored after each call.
     """
 
     def __init__(
@@ -199,8 +200,8 @@ class ResemblyzerEmbedder:
 def trim_long_silences(wav: np.ndarray) -> np.ndarray:
     """resemblyzer's ``trim_long_silences``, to the sample, without its per-sample Python call.
 
-    resemblyzer packs the PCM with ``struct.pack(*samples)``, which cost 5 ms of a 6 ms call on
-    a 3 s clip; the VAD, the smoothing and the dilation are the same code.
+    resemblyzer packs the PCM with ``struct.pack(*samples)``, which was most of the call's
+    time; the VAD, the smoothing and the dilation are the same code.
     """
     import webrtcvad
     from resemblyzer.audio import int16_max
@@ -232,13 +233,13 @@ def trim_long_silences(wav: np.ndarray) -> np.ndarray:
 
 
 def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
-    """(num_frames, 40) float32: resemblyzer's ``wav_to_mel_spectrogram``, ~100x faster.
+    """(num_frames, 40) float32: resemblyzer's ``wav_to_mel_spectrogram``, much faster.
 
     resemblyzer calls ``librosa.feature.melspectrogram``, which cost more per line than the
-    network itself here (hundreds of ms for a 3 s clip on a busy machine). This is the same
-    computation (centred 25 ms Hann frames every 10 ms, zero padding, power spectrum, the
-    same Slaney mel filters) done with torch's single-precision FFT, 6x faster again than
-    numpy's double-precision one; it agrees to about 1e-6 of the largest value.
+    network itself. This is the same computation (centred 25 ms Hann frames every 10 ms, zero
+    padding, power spectrum, the same Slaney mel filters) done with torch's single-precision
+    FFT, faster again than numpy's double-precision one; it agrees to about 1e-6 of the
+    largest value.
     """
     import torch
 

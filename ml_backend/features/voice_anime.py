@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml_backend.features.embedder import ModelUnavailableError, check_batch, normalise_rows
+from ml_backend.features.base import ModelUnavailableError, check_batch, normalise_rows
 from ml_backend.features.hub import (
     cached_hub_file,
     file_fingerprint,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml_backend.features.embedder import ModelUnavailableError, check_batch, normalise_rows
+from ml_backend.features.base import ModelUnavailableError, check_batch, normalise_rows
 from ml_backend.features.hub import (
     cached_hub_file,
     file_fingerprint,

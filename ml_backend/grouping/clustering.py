@@ -9,6 +9,10 @@ centroids and sizes) and taken only above ``threshold``. Rules:
   the gate is never taken;
 - human labels are constraints: lines with the same name start merged, and two clusters with
   different names never merge. A labelled line counts as confident.
+
+The edges are decided once each, in order, so `reassign_lines` then moves clustered lines that
+fit another cluster better and detaches those that fit none. `GatedClustering` is both steps as
+one estimator, the one `SpeakerGrouper` uses.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import numpy as np
 from ml_backend.grouping.clusters import UNLABELLED, for_context
 from ml_backend.grouping.confidence import low_snr
 from ml_backend.grouping.context import LineContext
+from ml_backend.grouping.membership import membership
 from ml_backend.grouping.merge import (
     LINE_FEATURES,
     MergeClassifier,
     line_pair_features,
     singleton_cluster_features,
 )
+from ml_backend.grouping.params import DEFAULTS, GrouperParams
 
 REFERENCE_CONFIDENCE = 0.7
 """Mean voice confidence of an ordinary episode, where the threshold applies as given."""
@@ -50,8 +56,6 @@ def gated_clustering(
     passes: int = 1,
     threshold_slope: float = 0.0,
     noise_slope: float = 0.0,
-    start: np.ndarray | None = None,
-    edges: np.ndarray | None = None,
 ) -> np.ndarray:
     """(n,) int64 cluster of every line (0-based, in order of first member; lone lines too).
 
@@ -68,9 +72,6 @@ def gated_clustering(
         still look confident on average (a second, label-free sign of a difficult episode).
     passes : how many times the edge list is walked. An edge refused while its clusters were
         small is asked again once they have grown and their centroids say more.
-    start : (n,) int clusters to begin from (lines with one value start merged; unlike labels,
-        two start clusters may still merge). None: every line alone.
-    edges : (m, 2) candidate edges to walk instead of ``context.edges``.
     """
     lines = context.lines
     n = len(lines)
@@ -83,17 +84,8 @@ def gated_clustering(
         root = clusters.find(members[0])
         for other in members[1:]:
             root = clusters.union(root, clusters.find(other))
-    if start is not None:
-        start = np.asarray(start)
-        for value in np.unique(start).tolist():
-            members = np.flatnonzero(start == value).tolist()
-            root = clusters.find(members[0])
-            for other in members[1:]:
-                b = clusters.find(other)
-                if b != root and clusters.can_merge(root, b):
-                    root = clusters.union(root, b)
 
-    pairs = context.edges if edges is None else np.asarray(edges, np.int64).reshape(-1, 2)
+    pairs = context.edges
     if len(pairs):
         line_x = line_pair_features(context, confidence, pairs)
         order_logit = merge.decision_function(
@@ -147,15 +139,96 @@ def gated_clustering(
     return clusters.labels()
 
 
-class GatedClustering:
-    """Estimator wrapper: ``GatedClustering(threshold=0.6, gate=0.3).fit(context, ...)``.
+def reassign_lines(
+    context: LineContext,
+    confidence: Mapping[str, np.ndarray],
+    merge: MergeClassifier,
+    clusters: np.ndarray,
+    labels: np.ndarray,
+    *,
+    rounds: int,
+    move_margin: float,
+    detach: float,
+) -> np.ndarray:
+    """(n,) int64 clusters after moving lines that fit another cluster better and detaching
+    those that fit none (labelled lines stay put).
 
-    labels_ : (n,) int64 cluster of every line.
+    The clustering decides each edge once, in order, so a line that joined early on a
+    misleading face can sit in the wrong cluster; with every cluster formed, its fit to each
+    (the merge probability against the rest of the cluster, `membership`) says where it
+    belongs. A line moves when another cluster of two or more fits it better by
+    ``move_margin``, and leaves for a cluster of its own when its fit is below ``detach``.
+    Up to ``rounds`` rounds; it stops early once nothing changes. Cluster ids are renumbered
+    0..C-1 in order of first member.
+    """
+    free = labels == UNLABELLED
+    for _ in range(rounds):
+        size = np.bincount(clusters)
+        fit = membership(context, confidence, merge, clusters)
+        target = fit.other_cluster
+        ok = target >= 0
+        ok[ok] &= size[target[ok]] >= 2
+        clustered = free & (size[clusters] >= 2)
+        own = np.nan_to_num(fit.own, nan=0.0)
+        move = clustered & ok & (fit.other > own + move_margin)
+        leave = clustered & ~move & (own < detach)
+        if not (move.any() or leave.any()):
+            break
+        clusters = clusters.copy()
+        clusters[move] = target[move]
+        clusters[leave] = clusters.max() + 1 + np.arange(int(leave.sum()))
+        clusters = np.unique(clusters, return_inverse=True)[1].reshape(-1)
+    return clusters
+
+
+class GatedClustering:
+    """The grouping's clustering as an estimator: `gated_clustering`, then `reassign_lines`.
+
+        clustering = GatedClustering(threshold=0.6, gate=0.3).fit(
+            context, confidence=confidence, merge=merge, labels=codes
+        )
+        clustering.labels_        # (n,) int64 cluster of every line, lone lines included
+
+    The parameters and their defaults are `params.GrouperParams`'s of the same names
+    (`from_params` takes them from one).
+
+    labels_ : (n,) int64 cluster of every line (0..C-1; a lone line has its own).
+    n_clusters_ : C.
     """
 
-    def __init__(self, *, threshold: float = 0.5, gate: float = 0.3) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float = DEFAULTS.threshold,
+        gate: float = DEFAULTS.gate,
+        weak_joins: bool = DEFAULTS.weak_joins,
+        threshold_slope: float = DEFAULTS.threshold_slope,
+        noise_slope: float = DEFAULTS.noise_slope,
+        reassign_rounds: int = DEFAULTS.reassign_rounds,
+        move_margin: float = DEFAULTS.move_margin,
+        detach: float = DEFAULTS.detach,
+    ) -> None:
         self.threshold = threshold
         self.gate = gate
+        self.weak_joins = weak_joins
+        self.threshold_slope = threshold_slope
+        self.noise_slope = noise_slope
+        self.reassign_rounds = reassign_rounds
+        self.move_margin = move_margin
+        self.detach = detach
+
+    @classmethod
+    def from_params(cls, params: GrouperParams) -> GatedClustering:
+        return cls(
+            threshold=params.threshold,
+            gate=params.gate,
+            weak_joins=params.weak_joins,
+            threshold_slope=params.threshold_slope,
+            noise_slope=params.noise_slope,
+            reassign_rounds=params.reassign_rounds,
+            move_margin=params.move_margin,
+            detach=params.detach,
+        )
 
     def fit(
         self,
@@ -165,8 +238,35 @@ class GatedClustering:
         merge: MergeClassifier,
         labels: np.ndarray | None = None,
     ) -> GatedClustering:
-        self.labels_ = gated_clustering(
-            context, confidence, merge, threshold=self.threshold, gate=self.gate, labels=labels
+        """Cluster the lines of ``context``.
+
+        confidence : "voice" and "image" -> (n,) float64 predicted confidence of each line.
+        labels : (n,) int64 name code of each line, -1 unlabelled (constraints).
+        """
+        n = len(context.lines)
+        codes = np.full(n, UNLABELLED, np.int64) if labels is None else np.asarray(labels)
+        clusters = gated_clustering(
+            context,
+            confidence,
+            merge,
+            threshold=self.threshold,
+            gate=self.gate,
+            labels=codes,
+            weak_joins=self.weak_joins,
+            threshold_slope=self.threshold_slope,
+            noise_slope=self.noise_slope,
         )
-        self.n_clusters_ = int(self.labels_.max() + 1) if len(self.labels_) else 0
+        if n:
+            clusters = reassign_lines(
+                context,
+                confidence,
+                merge,
+                clusters,
+                codes,
+                rounds=self.reassign_rounds,
+                move_margin=self.move_margin,
+                detach=self.detach,
+            )
+        self.labels_ = clusters
+        self.n_clusters_ = int(clusters.max() + 1) if len(clusters) else 0
         return self

@@ -1,14 +1,24 @@
 """SpeakerGrouper: the whole proposal, from lines (and any human labels) to one speaker per line.
 
-    grouper = SpeakerGrouper()                      # packaged cold-start priors
-    proposals = grouper.propose(lines)              # before any label
-    grouper.fit(lines, labels)                      # refit from the annotators' labels
-    proposals = grouper.propose(lines, labels, placeholders)
+    grouper = SpeakerGrouper()                          # packaged priors, default parameters
+    grouping = grouper.propose(lines)                   # before any label
+    grouper.fit(lines, labels)                          # refit from the annotators' labels
+    grouping = grouper.propose(lines, labels, grouping.speaker_numbers)
+    grouping.proposals                                  # one `Proposal` per line
 
-Steps of `propose`: kNN neighbourhoods (`context`) → voice and image confidence → gated
-clustering with the labels as constraints → lone lines attached by merge probability → names
-(majority of labelled members, else the name of the named cluster it fits best, else a
-stable placeholder) → score (see `SpeakerGrouper.propose`).
+An estimator in scikit-learn's shape: the constructor stores the hyper-parameters (one frozen
+`params.GrouperParams`) and the cold-start priors, `fit` learns from labels and returns self
+(learned state ends in ``_``), and `propose` is pure: it changes neither the grouper nor its
+arguments, and returns the `proposal.Grouping` (proposals, the updated speaker numbers, and
+diagnostics).
+
+Steps of `propose`, one module each: kNN neighbourhoods (`context`) → voice and image
+confidence (`confidence`) → gated clustering with the labels as constraints, then lines
+moved to the cluster they fit best (`clustering.GatedClustering`), or the merge graph's
+communities where the priors ask for them (`self_calibration.SelfCalibratingClustering`)
+→ lone lines attached and clusters named (`naming`) → numbers for the unnamed ones
+(`speaker_numbers`) → score (`scoring`) → the name model's second opinion
+(`naming.names_from_model`).
 """
 
 from __future__ import annotations
@@ -21,120 +31,88 @@ from typing import Any
 
 import numpy as np
 
-from ml_backend.grouping.calibration import score_features
-from ml_backend.grouping.clustering import gated_clustering
+from foundation.atomic import atomic_write_json
 from ml_backend.grouping.clusters import UNLABELLED
 from ml_backend.grouping.confidence import ConfidenceModel
 from ml_backend.grouping.context import LineContext, build_context
 from ml_backend.grouping.lines import EpisodeLines
+from ml_backend.grouping.membership import membership
 from ml_backend.grouping.merge import MergeClassifier, replay_pairs
 from ml_backend.grouping.name_model import NameModel
-from ml_backend.grouping.naming import PLACEHOLDER_PREFIX, Placeholders, cluster_names, membership
-from ml_backend.grouping.priors import Priors, load_priors
-from ml_backend.grouping.proposal import Proposal
-from ml_backend.grouping.self_calibration import (
-    choose_partition,
-    community_partition,
-    edge_weights,
+from ml_backend.grouping.naming import (
+    name_lines,
+    names_from_model,
+    number_clusters,
+    proposals_for,
+    speaker_names,
 )
-from speaker_grouping.atomic import atomic_write_json
+from ml_backend.grouping.params import (
+    PARAMS_VERSION,
+    GrouperParams,
+    ParamsOverride,
+    params_for_priors,
+)
+from ml_backend.grouping.priors import Priors, load_priors
+from ml_backend.grouping.proposal import Grouping
+from ml_backend.grouping.scoring import REVIEW_SHIFT, score_lines
+from ml_backend.grouping.self_calibration import SelfCalibratingClustering
+from ml_backend.grouping.speaker_numbers import SpeakerNumbers
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OPTIONS: dict[str, float] = {
-    "threshold": 0.5,  # merge two clusters above this P(same speaker)
-    "gate": 0.3,  # voice confidence below which a line may only join while alone
-    "attach": 0.5,  # a lone line joins its best cluster above this P
-    "weak_joins": 1.0,  # 1: a line below the gate may join while alone; 0: only by attach
-    "threshold_slope": 0.0,  # threshold + slope × (0.7 - the episode's mean voice confidence)
-    "noise_slope": 0.0,  # threshold + slope × the episode's mean low-SNR share (0 clean .. 1)
-    "detach": 0.0,  # a clustered line that fits its cluster below this P is left unassigned
-    "move_margin": 0.1,  # a clustered line moves to a cluster that fits it better by this much
-    "refine": 2.0,  # how many rounds of moving and detaching lines after the clustering
-    "strength": 3000.0,  # how many replay pairs the priors count for when refitting (few labels
-    # must not pull the models away from them: at 30 the 5%-label fit made grouping worse)
-    "min_labels": 2.0,  # fewer labelled lines than this: keep the priors as they are
-    # KNN naming. In the annotation loop a placeholder or "unknown" always costs a correction
-    # and a wrong name costs no more, so weak evidence for a name is worth proposing; but a
-    # whole cluster named on weak evidence lumps speakers together (at 0, 5% random labels cut
-    # the name grouping's edge precision on standard training episodes from 0.98 to 0.83):
-    "name_attach": 0.0,  # a lone line joins a NAMED cluster above this P (0: any evidence)
-    "name_guess": 0.3,  # a cluster without labels takes a named cluster's name above this mean P
-    # The name model (`name_model.NameModel`), learned from the labels, overrides a named
-    # cluster's proposal for a line when its own P is higher by this margin:
-    "name_override": 0.0,
-    "name_none_margin": -1.0,  # a placeholder cluster takes the known name its members most
-    # probably have unless their mean P(none) exceeds that name's mean P by more than this (-1:
-    # never, placeholders stay; the backend uses 0.2, see ml_backend.config.ANNOTATION_OPTIONS)
-    "name_strength": 30.0,  # how many labelled lines the name model's prior weights count for
-    "name_min_labels": 2.0,  # fewer labelled lines than this: no name model
-    "name_sure": 0.7,  # lines the name model names at this P or above count as labelled for a
-    # second look at the rest (1: off). Chosen with the annotation loop on the training episodes:
-    # 18.8 / 4.7 corrections per 100 lines on hard / standard, against 20.4 / 4.85 without it
-    # Self-calibrating skeleton (`self_calibration`): 0 the gated clustering at `threshold`; 1
-    # modularity communities of the merge-probability kNN graph; 2 whichever of the two the
-    # merge classifier finds likelier for the episode at hand:
-    "community": 0.0,
-    "community_refine": 0.0,  # refine rounds (see "refine") after a community skeleton
-    "community_neighbours": 20.0,  # voice neighbours per line in that graph
-    "community_resolution": 1.0,  # Louvain resolution (above 1: smaller communities)
-}
-"""Hyper-parameters; the priors file overrides these, constructor options override both."""
 SAVE_NAME = "grouper.json"
-_ALTERNATIVES = 3
-_REVIEW_SHIFT = 0.01
-"""How far (in score) the review order may move a line of an unnamed cluster: below every
-guess of that cluster, and placeholders below unassigned lines."""
+SAVE_FORMAT = "speaker-grouping-grouper"
+SAVE_VERSION = 2
+"""1 stored the constructor's ``options`` dict; 2 stores every parameter (``params``)."""
 
 
 class SpeakerGrouper:
     """Propose a speaker for every line; refit from human labels.
 
+    params : the hyper-parameters, used as given. None: the `GrouperParams` defaults with the
+        priors file's explicit override, if it has one (logged; `params.params_for_priors`).
+    priors : a `Priors`, a priors file (or a folder holding ``default.json``), or None for the
+        packaged ones. Read here, once.
+    seed : kept for the saved state; the grouping itself is deterministic.
+
     Fitted attributes (after `fit`): confidence_, merge_, names_ (None until there are
-    enough labels), n_labels_.
+    enough labels), n_labels_. Before `fit`, `propose` uses the priors' models.
     """
 
     def __init__(
-        self, *, priors: Path | str | Priors | None = None, seed: int = 0, **options: float
+        self,
+        params: GrouperParams | Mapping[str, Any] | None = None,
+        *,
+        priors: Path | str | Priors | None = None,
+        seed: int = 0,
     ) -> None:
-        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown grouper option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(DEFAULT_OPTIONS)}"
-            )
-        self.priors = priors
+        self.priors = priors if isinstance(priors, Priors) else load_priors(priors)
+        if params is None:
+            self.params = params_for_priors(self.priors)
+        else:
+            self.params = GrouperParams.from_json(params)
+            if self.priors.params_override is not None:
+                logger.info(
+                    "grouper parameters given explicitly: the override in %s is not used",
+                    self.priors.source or "the priors",
+                )
         self.seed = seed
-        self.options = dict(options)
-        self._priors: Priors | None = priors if isinstance(priors, Priors) else None
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ state
 
-    @property
-    def prior_models(self) -> Priors:
-        if self._priors is None:
-            self._priors = load_priors(self.priors)
-        return self._priors
-
-    def option(self, name: str) -> float:
-        if name in self.options:
-            return float(self.options[name])
-        return float(self.prior_models.options.get(name, DEFAULT_OPTIONS[name]))
-
     def _models(self) -> tuple[ConfidenceModel, MergeClassifier]:
-        confidence = getattr(self, "confidence_", None) or self.prior_models.confidence
-        merge = getattr(self, "merge_", None) or self.prior_models.merge
+        confidence = getattr(self, "confidence_", None) or self.priors.confidence
+        merge = getattr(self, "merge_", None) or self.priors.merge
         return confidence, merge
 
     def _check_models(self, lines: EpisodeLines) -> None:
-        priors = self.prior_models
         for kind, have, want in (
-            ("voice", lines.voice_model, priors.voice_model),
-            ("image", lines.image_model, priors.image_model),
+            ("voice", lines.voice_model, self.priors.voice_model),
+            ("image", lines.image_model, self.priors.image_model),
         ):
             if have != want and kind not in self._warned:
-                self._warned.add(kind)
+                self._warned.add(kind)  # a log-once flag, not model state
                 logger.warning(
                     "the %s features come from %r but the grouping priors were trained for %r: "
                     "thresholds may not fit; label some lines so that fit() can adapt, or "
@@ -147,24 +125,24 @@ class SpeakerGrouper:
     # ------------------------------------------------------------------ fit
 
     def fit(self, lines: EpisodeLines, labels: Mapping[str, str]) -> SpeakerGrouper:
-        """Refit the confidence and merge models from human labels (line id -> name).
+        """Refit the confidence, merge and name models from human labels (line id -> name).
 
-        The priors act as a Gaussian prior on the weights (`option("strength")` examples' worth),
-        so a few labels move the models a little and many labels move them a lot.
+        The priors act as a Gaussian prior on the weights (``params.strength`` examples'
+        worth), so a few labels move the models a little and many labels move them a lot.
+        Labels of lines not in ``lines`` are ignored.
         """
         self._check_models(lines)
+        params, priors = self.params, self.priors
         context = build_context(lines)
-        codes, _ = _label_codes(lines, labels)
-        priors = self.prior_models
+        codes, _ = label_codes(lines, labels)
         self.n_labels_ = int((codes != UNLABELLED).sum())
-        strength = self.option("strength")
         self.names_ = self._fit_names(context, codes)
-        if self.n_labels_ < self.option("min_labels"):
+        if self.n_labels_ < params.min_labels:
             self.confidence_, self.merge_ = priors.confidence, priors.merge
             return self
         self.confidence_ = ConfidenceModel(
             k=priors.confidence.k, q=priors.confidence.q, length=priors.confidence.length
-        ).fit(context, codes, prior=priors.confidence, strength=strength)
+        ).fit(context, codes, prior=priors.confidence, strength=params.strength)
         confidence = self.confidence_.predict(context)
         # replay by similarity and in the prior model's own edge order (as the priors were made)
         first = replay_pairs(context, confidence, codes)
@@ -172,18 +150,18 @@ class SpeakerGrouper:
         X, same = np.vstack([first[0], second[0]]), np.concatenate([first[1], second[1]])
         if len(same) and 0 < same.sum() < len(same):
             self.merge_ = MergeClassifier(l2=priors.merge.l2).fit(
-                X, same, prior=priors.merge, strength=strength
+                X, same, prior=priors.merge, strength=params.strength
             )
         else:
             self.merge_ = priors.merge
         return self
 
     def _fit_names(self, context: LineContext, codes: np.ndarray) -> NameModel | None:
-        if self.n_labels_ < max(self.option("name_min_labels"), 1):
+        if self.n_labels_ < max(self.params.name_min_labels, 1):
             return None
-        prior = self.prior_models.names
+        prior = self.priors.names
         model = NameModel(l2=prior.l2 if prior is not None else 1.0)
-        return model.fit(context, codes, prior=prior, strength=self.option("name_strength"))
+        return model.fit(context, codes, prior=prior, strength=self.params.name_strength)
 
     # ------------------------------------------------------------------ propose
 
@@ -191,289 +169,77 @@ class SpeakerGrouper:
         self,
         lines: EpisodeLines,
         labels: Mapping[str, str] | None = None,
-        placeholders: Placeholders | None = None,
-    ) -> list[Proposal]:
-        """One proposal per line, in order. Labelled lines come back with their label, score 1.
+        speaker_numbers: SpeakerNumbers | None = None,
+    ) -> Grouping:
+        """One proposal per line, in order; labelled lines come back with their label, score 1.
 
-        Score, in [0, 1], is what annotators sort by (lowest first):
-        - a line of a cluster with labelled members: the calibrated P(its name is right);
-        - a line of a cluster without labelled members: P(the name guessed from the nearest
-          named cluster is right), 0 for a placeholder, which is never the right name, plus at
-          most 0.01 that is lowest for the cluster's most typical member and for big clusters,
-          so that each unnamed cluster is named through its most typical line first (and the
-          refit then names the rest of it);
-        - an unassigned line (speaker None): 0.01, after every placeholder cluster's first line.
+        labels : line id -> name given by an annotator (constraints; ids not in ``lines`` are
+            ignored).
+        speaker_numbers : the previous call's `Grouping.speaker_numbers`, so that numbered
+            speakers keep their numbers; it is copied, never changed.
+
+        The score, in [0, 1], is what annotators sort by, lowest first (see `scoring`).
         """
+        numbers = SpeakerNumbers() if speaker_numbers is None else speaker_numbers.copy()
         if len(lines) == 0:
-            return []
+            empty = np.zeros(0, np.int64)
+            return Grouping([], numbers, empty, np.zeros((0, 0)))
         self._check_models(lines)
-        placeholders = Placeholders() if placeholders is None else placeholders
+        params = self.params
         context = build_context(lines)
         confidence_model, merge = self._models()
         confidence = confidence_model.predict(context)
-        codes, names = _label_codes(lines, labels or {})
-        clusters = self._skeleton(context, confidence, merge, codes)
-        proposals = self._name_and_score(
-            context, confidence, merge, clusters, codes, names, placeholders
+        codes, names = label_codes(lines, labels or {})
+        clustering = SelfCalibratingClustering.from_params(params).fit(
+            context, confidence=confidence, merge=merge, labels=codes
         )
-        return self._names_from_labels(context, codes, names, proposals)
-
-    def _skeleton(
-        self,
-        context: LineContext,
-        confidence: Mapping[str, np.ndarray],
-        merge: MergeClassifier,
-        codes: np.ndarray,
-    ) -> np.ndarray:
-        """(n,) the clusters before refinement (`self_calibration`): the gated clustering at
-        the learned threshold (``community`` 0), modularity communities of the merge graph (1),
-        or whichever of the two the merge classifier finds likelier for this episode (2)."""
-        mode = round(self.option("community"))
-        self.last_skeleton_ = "gated"
-        if mode == 0:
-            return self._gated(context, confidence, merge, codes)
-        pairs, weights = edge_weights(
-            context, confidence, merge, neighbours=int(self.option("community_neighbours"))
-        )
-        candidates = {
-            "community": community_partition(
-                pairs,
-                weights,
-                len(context.lines),
-                labels=codes,
-                resolution=self.option("community_resolution"),
-                seed=self.seed,
-            )
-        }
-        if mode == 2:
-            candidates["gated"] = self._gated(context, confidence, merge, codes)
-        self.last_skeleton_ = choose_partition(pairs, weights, candidates)
-        return candidates[self.last_skeleton_]
-
-    def _gated(
-        self,
-        context: LineContext,
-        confidence: Mapping[str, np.ndarray],
-        merge: MergeClassifier,
-        codes: np.ndarray,
-    ) -> np.ndarray:
-        return gated_clustering(
-            context,
-            confidence,
-            merge,
-            threshold=self.option("threshold"),
-            gate=self.option("gate"),
-            labels=codes,
-            weak_joins=self.option("weak_joins") >= 0.5,
-            threshold_slope=self.option("threshold_slope"),
-            noise_slope=self.option("noise_slope"),
-        )
-
-    def _names_from_labels(
-        self,
-        context: LineContext,
-        codes: np.ndarray,
-        names: list[str],
-        proposals: list[Proposal],
-    ) -> list[Proposal]:
-        """Let the name model overrule the clusters' proposal where it is surer.
-
-        A cluster's name is only as good as the cluster; with enough labels the labelled lines
-        themselves (and who speaks around a line) say more about a noisy line than the cluster
-        it happened to join. A placeholder cluster (and a line with no speaker) takes the model's
-        best known name, judged on its members' mean probabilities, unless "none of the known
-        names" is likelier by more than ``name_none_margin``.
-        """
-        model = getattr(self, "names_", None)
-        if model is None or not names:
-            return proposals
-        rows = np.flatnonzero(codes == UNLABELLED)
-        if not len(rows):
-            return proposals
-        p = model.predict_proba(context, codes, rows, sure=self.option("name_sure"))
-        margin, none_margin = self.option("name_override"), self.option("name_none_margin")
-        known = set(names)
-        # a placeholder cluster is judged as a whole: its members' mean probabilities
-        cluster_of = np.array(
-            [
-                proposals[i].cluster
-                if proposals[i].speaker is not None and proposals[i].speaker not in known
-                else -1
-                for i in rows.tolist()
-            ]
-        )
-        pooled = p.copy()
-        for cluster in np.unique(cluster_of[cluster_of >= 0]).tolist():
-            members = cluster_of == cluster
-            pooled[members] = p[members].mean(axis=0)
-        out = list(proposals)
-        for a, i in enumerate(rows.tolist()):
-            best = int(np.argmax(pooled[a, 1:]))
-            p_best, p_none = float(p[a, 1 + best]), float(pooled[a, 0])
-            old = proposals[i]
-            if old.speaker in known:
-                if old.speaker == names[best] or p_best <= old.score + margin:
-                    continue
-            elif float(pooled[a, 1 + best]) <= p_none - none_margin:
-                continue
-            alternatives = tuple(
-                (names[j], round(float(p[a, 1 + j]), 4))
-                for j in np.argsort(-p[a, 1:]).tolist()
-                if j != best and p[a, 1 + j] > 0.0
-            )[:_ALTERNATIVES]
-            out[i] = Proposal(old.line_id, names[best], old.cluster, p_best, alternatives)
-        return out
-
-    def _name_and_score(
-        self,
-        context: LineContext,
-        confidence: Mapping[str, np.ndarray],
-        merge: MergeClassifier,
-        clusters: np.ndarray,
-        codes: np.ndarray,
-        names: list[str],
-        placeholders: Placeholders,
-    ) -> list[Proposal]:
-        lines = context.lines
-        n = len(lines)
-        clusters = self._refine(context, confidence, merge, clusters, codes)
+        clusters = clustering.labels_
         fit = membership(context, confidence, merge, clusters)
-        size = np.bincount(clusters, minlength=int(clusters.max()) + 1)
-        named_cluster = cluster_names(clusters, codes, names)
-        eligible = size >= 2
-        eligible[list(named_cluster)] = True
-        lone = (size[clusters] == 1) & (codes == UNLABELLED)
-        final = np.where(lone, -1, clusters)
-        own = fit.own.copy()
-        attached = np.zeros(n, dtype=bool)
-        attach = self.option("attach")
-        name_attach = self.option("name_attach")
-        for i in np.flatnonzero(lone).tolist():
-            for target, p in zip(fit.candidates[i], fit.probabilities[i], strict=True):
-                cut = name_attach if int(target) in named_cluster else attach
-                if target >= 0 and eligible[target] and p >= cut:
-                    final[i], own[i], attached[i] = target, p, True
-                    break
-        # numbers for every assigned cluster, stable across calls
-        assigned = [int(c) for c in np.unique(final[final >= 0])]
-        members = {c: [] for c in assigned}
-        for i in np.flatnonzero(final >= 0).tolist():
-            members[int(final[i])].append(lines.line_ids[i])
-        numbers = dict(
-            zip(assigned, placeholders.assign([members[c] for c in assigned]), strict=True)
+        named = name_lines(
+            fit,
+            clusters,
+            codes,
+            names,
+            attach=params.attach,
+            name_attach=params.name_attach,
+            name_guess=params.name_guess,
         )
-        guessed = _guess_names(fit, final, named_cluster, self.option("name_guess"))
-        speaker_of = {c: f"{PLACEHOLDER_PREFIX}{numbers[c]}" for c in assigned}
-        speaker_of.update({c: name for c, (name, _) in guessed.items()})
-        speaker_of.update(named_cluster)
-        final_size = np.bincount(final[final >= 0], minlength=len(size))
-        features = score_features(
-            own,
-            np.where(attached, 0.0, fit.other),
-            np.where(final >= 0, final_size[np.maximum(final, 0)], 1),
-            confidence["voice"],
-            confidence["image"],
-            attached,
-            np.array([int(c) in named_cluster for c in final]),
-            _episode_mean(confidence["voice"], context.episode),
+        number_of = number_clusters(lines.line_ids, named.final, numbers)
+        scores, features = score_lines(self.priors.calibrator, context, confidence, fit, named)
+        proposals = proposals_for(
+            lines.line_ids,
+            fit,
+            named,
+            codes,
+            names,
+            number_of,
+            speaker_names(named, number_of),
+            scores,
+            unassigned_score=REVIEW_SHIFT,
         )
-        scores = self.prior_models.calibrator.predict(features)
-        # A cluster without labelled members is right only if its guessed name is (a placeholder
-        # never is): its lines share the guess's probability, shifted by at most _REVIEW_SHIFT so
-        # that its most typical member (and the biggest such cluster's) is reviewed first, and
-        # naming that one line names the whole cluster.
-        typical = _typicality(own, final, final_size)
-        unnamed = (final >= 0) & ~np.isin(final, list(named_cluster))
-        guess_p = np.array([guessed.get(int(c), ("", 0.0))[1] for c in final])
-        scores = np.where(
-            unnamed, (1.0 - _REVIEW_SHIFT) * guess_p + _REVIEW_SHIFT * typical, scores
+        proposals = names_from_model(
+            getattr(self, "names_", None),
+            context,
+            codes,
+            names,
+            proposals,
+            sure=params.name_sure,
+            override=params.name_override,
+            none_margin=params.name_none_margin,
         )
-        # kept for the prior training and diagnostics: what the score was computed from
-        self.last_score_features_ = features
-        self.last_clusters_ = final
-        proposals = []
-        for i, line_id in enumerate(lines.line_ids):
-            alternatives = self._alternatives(fit, i, final[i], eligible, speaker_of, named_cluster)
-            if codes[i] != UNLABELLED:
-                speaker, cluster, score = names[codes[i]], int(numbers[final[i]]), 1.0
-            elif final[i] < 0:
-                speaker, cluster, score = None, -1, _REVIEW_SHIFT
-            else:
-                speaker, cluster = speaker_of[final[i]], int(numbers[final[i]])
-                score = float(scores[i])
-            rest = 1.0 - score
-            alternatives = tuple((name, round(p * rest, 4)) for name, p in alternatives)
-            proposals.append(Proposal(line_id, speaker, cluster, float(score), alternatives))
-        return proposals
-
-    def _refine(
-        self,
-        context: LineContext,
-        confidence: Mapping[str, np.ndarray],
-        merge: MergeClassifier,
-        clusters: np.ndarray,
-        codes: np.ndarray,
-    ) -> np.ndarray:
-        """Move clustered lines that fit another cluster better; detach those that fit none.
-
-        The clustering decides each edge once, in order, so a line that joined early on a
-        misleading face can sit in the wrong cluster; with every cluster formed, its fit to
-        each (the merge probability against the rest of the cluster) says where it belongs.
-        """
-        margin, detach = self.option("move_margin"), self.option("detach")
-        free = codes == UNLABELLED
-        # moving lines by their fit to the gated clusters undoes what the communities found
-        rounds = (
-            "community_refine" if getattr(self, "last_skeleton_", "") == "community" else "refine"
-        )
-        for _ in range(int(self.option(rounds))):
-            size = np.bincount(clusters)
-            fit = membership(context, confidence, merge, clusters)
-            target = fit.other_cluster
-            ok = target >= 0
-            ok[ok] &= size[target[ok]] >= 2
-            clustered = free & (size[clusters] >= 2)
-            own = np.nan_to_num(fit.own, nan=0.0)
-            move = clustered & ok & (fit.other > own + margin)
-            leave = clustered & ~move & (own < detach)
-            if not (move.any() or leave.any()):
-                break
-            clusters = clusters.copy()
-            clusters[move] = target[move]
-            clusters[leave] = clusters.max() + 1 + np.arange(int(leave.sum()))
-            clusters = np.unique(clusters, return_inverse=True)[1].reshape(-1)
-        return clusters
-
-    @staticmethod
-    def _alternatives(
-        fit: Any,
-        i: int,
-        own_cluster: int,
-        eligible: np.ndarray,
-        speaker_of: Mapping[int, str],
-        named: Mapping[int, str],
-    ) -> list[tuple[str, float]]:
-        out = []
-        for target, p in zip(fit.candidates[i], fit.probabilities[i], strict=True):
-            if target < 0 or target == own_cluster or not eligible[target]:
-                continue
-            name = speaker_of.get(int(target), named.get(int(target)))
-            if name is not None and all(name != seen for seen, _ in out):
-                out.append((name, float(p)))
-            if len(out) == _ALTERNATIVES:
-                break
-        return out
+        return Grouping(proposals, numbers, named.final, features, clustering.skeleton_)
 
     # ------------------------------------------------------------------ files
 
     def save(self, folder: Path | str) -> None:
         """Write ``grouper.json`` (priors included, so the folder stands alone). No pickle."""
         state: dict[str, Any] = {
-            "format": "speaker-grouping-grouper",
-            "version": 1,
+            "format": SAVE_FORMAT,
+            "version": SAVE_VERSION,
             "seed": self.seed,
-            "options": self.options,
-            "priors": self.prior_models.to_json(),
+            "params_version": PARAMS_VERSION,
+            "params": self.params.to_json(),
+            "priors": self.priors.to_json(),
         }
         if hasattr(self, "confidence_"):
             state["fitted"] = {
@@ -490,10 +256,20 @@ class SpeakerGrouper:
     def load(cls, folder: Path | str) -> SpeakerGrouper:
         path = Path(folder) / SAVE_NAME
         state = json.loads(path.read_text(encoding="utf-8"))
-        if state.get("format") != "speaker-grouping-grouper":
-            raise ValueError(f"{path}: not a saved speaker grouper")
-        grouper = cls(seed=int(state.get("seed", 0)), **state.get("options", {}))
-        grouper._priors = Priors.from_json(state["priors"])
+        if state.get("format") != SAVE_FORMAT or state.get("version") not in (1, SAVE_VERSION):
+            raise ValueError(f"{path}: not a saved speaker grouper (version {SAVE_VERSION})")
+        priors = Priors.from_json(state["priors"])
+        priors.source = str(path)
+        if state["version"] == 1:  # the constructor's options, on top of the priors' own
+            given = ParamsOverride.from_json({"version": 1, "values": state.get("options", {})})
+            params = params_for_priors(priors).replace(**given.values)
+        else:
+            params = GrouperParams.from_json(
+                ParamsOverride.from_json(
+                    {"version": state.get("params_version"), "values": state["params"]}
+                ).values
+            )
+        grouper = cls(params, priors=priors, seed=int(state.get("seed", 0)))
         fitted = state.get("fitted")
         if fitted:
             grouper.confidence_ = ConfidenceModel.from_json(fitted["confidence"])
@@ -503,65 +279,11 @@ class SpeakerGrouper:
         return grouper
 
 
-def _guess_names(
-    fit: Any, final: np.ndarray, named: Mapping[int, str], minimum: float
-) -> dict[int, tuple[str, float]]:
-    """cluster -> (name, P) for clusters without labelled members that fit a named one.
+def label_codes(lines: EpisodeLines, labels: Mapping[str, str]) -> tuple[np.ndarray, list[str]]:
+    """(n,) int64 codes of the lines' labels (-1 unlabelled), and the names by code (sorted).
 
-    P is the mean over the cluster's members of their merge probability with the named
-    cluster (0 for a member that has no neighbour there); the best name is kept at ``minimum``
-    or above.
-    """
-    totals: dict[int, dict[str, float]] = {}
-    counts = np.bincount(final[final >= 0], minlength=1) if (final >= 0).any() else np.zeros(1)
-    for i in np.flatnonzero(final >= 0).tolist():
-        c = int(final[i])
-        if c in named:
-            continue
-        votes = totals.setdefault(c, {})
-        for target, p in zip(fit.candidates[i], fit.probabilities[i], strict=True):
-            name = named.get(int(target))
-            if name is not None:
-                votes[name] = votes.get(name, 0.0) + float(p)
-    out = {}
-    for c, votes in totals.items():
-        if votes:
-            name, total = min(votes.items(), key=lambda kv: (-kv[1], kv[0]))
-            p = total / counts[c]
-            if p >= minimum:
-                out[c] = (name, float(min(p, 1.0)))
-    return out
-
-
-def _typicality(own: np.ndarray, final: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """(n,) in [0, 1): low for a cluster's most typical member (highest ``own``) and for big
-    clusters: half the member's rank in its cluster by ``own``, half 1 / cluster size."""
-    n = len(final)
-    out = np.zeros(n)
-    fit = np.nan_to_num(own, nan=1.0)
-    order = np.lexsort((np.arange(n), -fit, final))
-    rank = np.zeros(n)
-    previous, position = None, 0
-    for i in order.tolist():
-        position = position + 1 if final[i] == previous else 0
-        previous = final[i]
-        rank[i] = position
-    assigned = final >= 0
-    members = np.maximum(size[np.maximum(final, 0)], 1).astype(np.float64)
-    out[assigned] = 0.5 * rank[assigned] / members[assigned] + 0.5 / (1.0 + members[assigned])
-    return out
-
-
-def _episode_mean(values: np.ndarray, episode: np.ndarray) -> np.ndarray:
-    """(n,) the mean of ``values`` over each line's episode."""
-    totals = np.bincount(episode, weights=values)
-    counts = np.maximum(np.bincount(episode), 1)
-    return (totals / counts)[episode]
-
-
-def _label_codes(lines: EpisodeLines, labels: Mapping[str, str]) -> tuple[np.ndarray, list[str]]:
-    """(n,) int codes of the lines' labels (-1 unlabelled), and the names by code (sorted)."""
-    present = {line_id: str(name) for line_id, name in labels.items() if line_id in lines._index}
+    Labels of line ids not in ``lines`` are ignored."""
+    present = {line_id: str(name) for line_id, name in labels.items() if line_id in lines}
     names = sorted(set(present.values()))
     code = {name: c for c, name in enumerate(names)}
     out = np.full(len(lines), UNLABELLED, dtype=np.int64)

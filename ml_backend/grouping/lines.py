@@ -1,20 +1,17 @@
-"""The grouping's input: every line of one or more imported episodes, with its features.
+"""The grouping's input: every line of one or more episodes, with its features, in memory.
 
-`load_lines` joins each episode folder's ``tasks.json`` (cue order, text, times) with its
-``features.npz`` (vectors and quality stats). Several folders (a season) are concatenated in the
-order given, so that one clustering can span episodes and name recurring characters alike.
+`EpisodeLines` holds them; `concatenate` joins episodes (a season) so that one clustering can
+span them and name recurring characters alike; `select` takes a subset. Reading them from an
+imported episode folder is `ml_backend.episode_lines.load_lines`: the grouping core reads no
+file.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-
-from ml_backend.features.store import FeatureStore
 
 QUALITY_KEYS = ("duration", "speech_ratio", "snr_db", "rms_dbfs")
 
@@ -61,6 +58,9 @@ class EpisodeLines:
     def __len__(self) -> int:
         return len(self.line_ids)
 
+    def __contains__(self, line_id: object) -> bool:
+        return line_id in self._index
+
     def index_of(self, line_id: str) -> int:
         """Position of a line; raises KeyError naming the id."""
         return self._index[line_id]
@@ -79,85 +79,6 @@ class EpisodeLines:
         if self.image is None:
             return np.zeros(len(self), dtype=bool)
         return np.abs(self.image).sum(axis=1) > 0
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.nan_to_num(np.asarray(matrix, dtype=np.float32))
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
-def _model_name(store: FeatureStore, kind: str) -> str | None:
-    info = store.model(kind)
-    return None if info is None else f"{info.name} {info.version}"
-
-
-def load_lines(import_dirs: Sequence[Path | str]) -> EpisodeLines:
-    """Read ``tasks.json`` + ``features.npz`` of each imported episode folder.
-
-    Raises FileNotFoundError for a folder without them, `MixedEmbeddersError` when the folders'
-    voice or image models differ, and ValueError when no folder has voice features.
-    """
-    parts = [_load_one(Path(folder)) for folder in import_dirs]
-    if not parts:
-        raise ValueError("load_lines() needs at least one episode folder")
-    return concatenate(parts)
-
-
-def _load_one(folder: Path) -> EpisodeLines:
-    tasks_path, store_path = folder / "tasks.json", folder / "features.npz"
-    for path in (tasks_path, store_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (import the episode and extract features)")
-    tasks = json.loads(tasks_path.read_text(encoding="utf-8"))
-    rows = [task.get("data", task) for task in tasks]
-    rows.sort(key=lambda data: (str(data["episode"]), int(data["index"])))
-    store = FeatureStore.load(store_path)
-    ids = [str(data["line_id"]) for data in rows]
-    n = len(ids)
-    voice_model = _model_name(store, "voice")
-    if voice_model is None:
-        raise ValueError(f"{store_path}: no voice features")
-    voice = np.zeros((n, store.model("voice").dim), np.float32)
-    absent = set(store.missing(ids, "voice"))
-    have = [i for i, line_id in enumerate(ids) if line_id not in absent]
-    if have:
-        voice[have] = store.voice([ids[i] for i in have])
-    image = None
-    image_model = _model_name(store, "image")
-    if image_model is not None:
-        image = np.zeros((n, store.model("image").dim), np.float32)
-        absent = set(store.missing(ids, "image"))
-        have_image = [i for i, line_id in enumerate(ids) if line_id not in absent]
-        if have_image:
-            image[have_image] = store.image([ids[i] for i in have_image])
-        image = _unit_rows(image)
-    quality = {key: np.full(n, np.nan, np.float32) for key in QUALITY_KEYS}
-    if store.model("quality") is not None:
-        absent = set(store.missing(ids, "quality"))
-        have_q = [i for i, line_id in enumerate(ids) if line_id not in absent]
-        if have_q:
-            values = store.quality([ids[i] for i in have_q])
-            for key, column in values.items():
-                quality.setdefault(key, np.full(n, np.nan, np.float32))[have_q] = column
-    starts = np.array([float(d.get("start", np.nan)) for d in rows], np.float64)
-    ends = np.array([float(d.get("end", np.nan)) for d in rows], np.float64)
-    duration = quality["duration"]
-    quality["duration"] = np.where(np.isfinite(duration), duration, ends - starts).astype(
-        np.float32
-    )
-    return EpisodeLines(
-        line_ids=ids,
-        episodes=[str(d["episode"]) for d in rows],
-        starts=starts,
-        ends=ends,
-        texts=[str(d.get("text", "")) for d in rows],
-        voice=_unit_rows(voice),
-        image=image,
-        quality=quality,
-        voice_model=voice_model,
-        image_model=image_model,
-    )
 
 
 def concatenate(parts: Sequence[EpisodeLines]) -> EpisodeLines:

@@ -1,14 +1,23 @@
-"""Names for clusters and lone lines (KNN naming, docs/architecture.md §4), and placeholder ids.
+"""Names for clusters and lines (KNN naming, docs/architecture.md §4).
+
+Two kinds of proposal name no character:
+
+- a **numbered speaker**, "Speaker N": a cluster nobody has named yet. Its number survives
+  re-proposals: `SpeakerNumbers` matches each new cluster to the old one it shares most members
+  with;
+- **no speaker** (`Proposal.speaker` is None, shown to annotators as the "Unknown" choice): a
+  line the grouping declines to assign.
+
+Steps (`name_lines`, then `speaker_names`, `proposals_for` and `names_from_model`):
 
 - A cluster takes the name most of its labelled members hold.
-- A lone line (a cluster of one, unlabelled) joins the cluster it most probably belongs to,
-  named or not, when the merge classifier gives that at least ``attach`` probability; else it
-  stays unassigned ("unknown").
-- A cluster without a name is a placeholder, "Speaker N", whose number survives re-proposals:
-  `Placeholders` matches each new cluster to the old one it shares most members with.
-
-Membership is measured with the merge classifier itself, between the line and the rest of a
-cluster (its sums minus the line), so it needs no threshold of its own on raw similarity.
+- A lone line (a cluster of one, unlabelled) joins the cluster it most probably belongs to
+  (`membership`), when the merge classifier gives that at least ``attach`` probability
+  (``name_attach`` for a named cluster); else it gets no speaker.
+- A cluster without labelled members takes the name of the named cluster its members fit best
+  when their mean probability reaches ``name_guess``; else it is a numbered speaker.
+- With enough labels the name model (`name_model.NameModel`) may overrule a cluster's name for
+  a line where it is surer.
 """
 
 from __future__ import annotations
@@ -16,194 +25,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ml_backend.grouping.clusters import UNLABELLED
 from ml_backend.grouping.context import LineContext
-from ml_backend.grouping.knn_graph import ABSENT
-from ml_backend.grouping.merge import FEATURES, MergeClassifier, line_pair_features
+from ml_backend.grouping.membership import Membership
+from ml_backend.grouping.name_model import NameModel
+from ml_backend.grouping.proposal import NUMBERED_SPEAKER_PREFIX, Proposal
+from ml_backend.grouping.speaker_numbers import SpeakerNumbers
 
-PLACEHOLDER_PREFIX = "Speaker "
-
-
-@dataclass(frozen=True)
-class Membership:
-    """How well each line fits its own cluster and the best other one.
-
-    own : (n,) P(line belongs to the rest of its cluster); NaN for a cluster of one.
-    other : (n,) the best P over the other clusters among its neighbours' (0 if none).
-    other_cluster : (n,) int64 that cluster, -1 if none.
-    candidates, probabilities : (n, c) the other clusters tried and their P, best first.
-    """
-
-    own: np.ndarray
-    other: np.ndarray
-    other_cluster: np.ndarray
-    candidates: np.ndarray
-    probabilities: np.ndarray
-
-
-def membership(
-    context: LineContext,
-    confidence: Mapping[str, np.ndarray],
-    merge: MergeClassifier,
-    clusters: np.ndarray,
-    *,
-    block: int = 4096,
-) -> Membership:
-    """Merge probability of each line with its own cluster (minus itself) and its neighbours'.
-
-    clusters : (n,) int64 cluster of every line (0..C-1; lone lines have their own).
-    """
-    lines = context.lines
-    n = len(lines)
-    n_clusters = int(clusters.max()) + 1 if n else 0
-    size = np.bincount(clusters, minlength=n_clusters).astype(np.float64)
-    sums = {"voice": _sums(lines.voice, clusters, n_clusters)}
-    levels = {"voice": np.nan_to_num(context.voice.stats["s10"], nan=0.0)}
-    if lines.image is not None:
-        sums["image"] = _sums(lines.image, clusters, n_clusters)
-        levels["image"] = np.nan_to_num(context.image.stats["s10"], nan=0.0)
-    squared = {kind: np.einsum("ij,ij->i", s, s) for kind, s in sums.items()}
-    # the line's own cluster first, then its neighbours' clusters
-    neighbours = context.voice.indices
-    candidate = np.where(
-        neighbours != ABSENT, clusters[np.where(neighbours >= 0, neighbours, 0)], -1
-    )
-    candidate = np.hstack([clusters[:, None], candidate])
-    # keep each cluster once per row (first occurrence)
-    for col in range(1, candidate.shape[1]):
-        repeated = (candidate[:, col : col + 1] == candidate[:, :col]).any(axis=1)
-        candidate[repeated, col] = -1
-    logits = np.full(candidate.shape, -np.inf)
-    nearest = np.where(neighbours[:, 0] != ABSENT, neighbours[:, 0], np.arange(n))
-    previous, following = context.cue_neighbours()
-    cue_cluster = np.stack(
-        [
-            np.where(previous >= 0, clusters[np.maximum(previous, 0)], -1),
-            np.where(following >= 0, clusters[np.maximum(following, 0)], -1),
-        ],
-        axis=1,
-    )
-    for start in range(0, n, block):
-        rows = np.arange(start, min(n, start + block))
-        for col in range(candidate.shape[1]):
-            target = candidate[rows, col]
-            ok = target >= 0
-            r, t = rows[ok], target[ok]
-            own = col == 0
-            other_size = size[t] - own
-            ok2 = other_size > 0
-            r, t, other_size = r[ok2], t[ok2], other_size[ok2]
-            if not len(r):
-                continue
-            ends = _nearest_member(neighbours, clusters, r, t, nearest, own)
-            features = _line_to_cluster(
-                context, confidence, sums, squared, levels, r, t, other_size, own, ends
-            )
-            adjacent = (cue_cluster[r] == t[:, None]).sum(axis=1)
-            features[:, FEATURES.index("adjacent_share")] = adjacent.astype(np.float64)
-            logits[r, col] = merge.decision_function(features)
-    probabilities = 1.0 / (1.0 + np.exp(-logits))
-    own_p = np.where(np.isfinite(logits[:, 0]), probabilities[:, 0], np.nan)
-    others = probabilities[:, 1:]
-    other_candidates = candidate[:, 1:]
-    order = np.argsort(-others, axis=1, kind="stable")
-    others = np.take_along_axis(others, order, axis=1)
-    other_candidates = np.take_along_axis(other_candidates, order, axis=1)
-    other_candidates = np.where(others > 0, other_candidates, -1)
-    return Membership(
-        own=own_p,
-        other=others[:, 0] if others.shape[1] else np.zeros(n),
-        other_cluster=other_candidates[:, 0] if others.shape[1] else np.full(n, -1),
-        candidates=other_candidates,
-        probabilities=others,
-    )
-
-
-def _nearest_member(
-    neighbours: np.ndarray,
-    clusters: np.ndarray,
-    rows: np.ndarray,
-    targets: np.ndarray,
-    nearest: np.ndarray,
-    own: bool,
-) -> np.ndarray:
-    """Each row's most similar kNN neighbour inside its target cluster (else its nearest line)."""
-    listed = neighbours[rows]
-    member = (listed != ABSENT) & (clusters[np.where(listed >= 0, listed, 0)] == targets[:, None])
-    first = member.argmax(axis=1)
-    found = member[np.arange(len(rows)), first]
-    return np.where(found, listed[np.arange(len(rows)), first], nearest[rows])
-
-
-def _sums(vectors: np.ndarray, clusters: np.ndarray, n_clusters: int) -> np.ndarray:
-    out = np.zeros((n_clusters, vectors.shape[1]), np.float64)
-    np.add.at(out, clusters, vectors.astype(np.float64))
-    return out
-
-
-def _line_to_cluster(
-    context: LineContext,
-    confidence: Mapping[str, np.ndarray],
-    sums: Mapping[str, np.ndarray],
-    squared: Mapping[str, np.ndarray],
-    levels: Mapping[str, np.ndarray],
-    rows: np.ndarray,
-    targets: np.ndarray,
-    other_size: np.ndarray,
-    own: bool,
-    ends: np.ndarray,
-) -> np.ndarray:
-    """Merge inputs of line ``rows`` against clusters ``targets`` (minus the line when own).
-
-    The edge's other end is the line's nearest neighbour inside the cluster (``ends``)."""
-    lines = context.lines
-    pairs = np.stack([rows, ends], axis=1)
-    line_x = line_pair_features(context, confidence, pairs)
-    cluster_x = []
-    for kind in ("voice", "image"):
-        if kind not in sums:
-            cluster_x += [np.zeros(len(rows)), np.zeros(len(rows))]
-            continue
-        vectors = getattr(lines, kind)[rows].astype(np.float64)
-        total = sums[kind][targets] - (vectors if own else 0.0)
-        total_sq = squared[kind][targets]
-        if own:  # |S - v|² = |S|² - 2 S·v + |v|²
-            total_sq = total_sq - 2 * np.einsum("ij,ij->i", sums[kind][targets], vectors) + 1.0
-        between = np.einsum("ij,ij->i", total, vectors) / other_size
-        within_other = np.where(
-            other_size > 1,
-            (total_sq - other_size) / np.maximum(other_size * (other_size - 1), 1),
-            levels[kind][ends],
-        )
-        gap = between - 0.5 * (within_other + levels[kind][rows])
-        cluster_x += [between, gap]
-    voice_between, voice_gap, image_between, image_gap = cluster_x
-    line_x[:, 0], line_x[:, 1] = voice_between, image_between
-    zeros = np.zeros(len(rows))
-    return np.hstack(
-        [
-            line_x,
-            np.stack(
-                [
-                    voice_between,
-                    voice_gap,
-                    image_between,
-                    image_gap,
-                    voice_gap * line_x[:, 2],
-                    image_gap * line_x[:, 4],
-                    np.minimum(voice_gap, image_gap) if "image" in sums else voice_gap,
-                    zeros,
-                    zeros,
-                    np.log(np.maximum(other_size, 1)),
-                ],
-                axis=1,
-            ),
-        ]
-    )
+ALTERNATIVES = 3
+"""How many next-best names a proposal lists."""
 
 
 def cluster_names(clusters: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[int, str]:
@@ -218,59 +51,220 @@ def cluster_names(clusters: np.ndarray, labels: np.ndarray, names: Sequence[str]
     return out
 
 
-class Placeholders:
-    """Stable numbers for clusters across re-proposals: "Speaker N".
+@dataclass(frozen=True)
+class NamedLines:
+    """Where every line ends up after naming, before any number is given.
 
-    Each call to `assign` matches the new clusters to the previous call's by shared members
-    (greatest overlap first); a cluster that matches none gets the next unused number. Numbers
-    are never reused, so an annotator's "Speaker 7" stays Speaker 7 or disappears.
+    final : (n,) int64 cluster of each line (the clustering's ids), -1 for no speaker.
+    own : (n,) P(line belongs to its final cluster); for an attached line, its attach P.
+    attached : (n,) bool, the line was a lone line attached to a cluster.
+    eligible : (C,) bool, the cluster may take lines (two or more members, or named).
+    named : cluster -> the name its labelled members hold.
+    guessed : cluster -> (name, P) for an unlabelled cluster that fits a named one.
     """
 
-    def __init__(self) -> None:
-        self.members: dict[int, set[str]] = {}
-        self.next_number = 1
+    final: np.ndarray
+    own: np.ndarray
+    attached: np.ndarray
+    eligible: np.ndarray
+    named: dict[int, str]
+    guessed: dict[int, tuple[str, float]]
 
-    def assign(self, clusters: Sequence[Sequence[str]]) -> list[int]:
-        """One number per cluster (given as member line ids), in the order given."""
-        overlaps = []
-        index: dict[str, int] = {}
-        for number, members in self.members.items():
-            for line_id in members:
-                index[line_id] = number
-        for position, members in enumerate(clusters):
-            counts = Counter(index[m] for m in members if m in index)
-            overlaps += [(-count, position, number) for number, count in counts.items()]
-        overlaps.sort()
-        numbers: list[int | None] = [None] * len(clusters)
-        taken: set[int] = set()
-        for _, position, number in overlaps:
-            if numbers[position] is None and number not in taken:
-                numbers[position] = number
-                taken.add(number)
-        for position in range(len(clusters)):
-            if numbers[position] is None:
-                numbers[position] = self.next_number
-                self.next_number += 1
-        self.members = {
-            int(number): set(members)
-            for number, members in zip(numbers, clusters, strict=True)
-            if number is not None
-        }
-        return [int(number) for number in numbers if number is not None]
+    @property
+    def final_size(self) -> np.ndarray:
+        """(C,) members of each cluster after naming."""
+        return np.bincount(self.final[self.final >= 0], minlength=len(self.eligible))
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "next_number": self.next_number,
-            "members": {str(number): sorted(ids) for number, ids in self.members.items()},
-        }
 
-    @classmethod
-    def from_json(cls, values: Mapping[str, Any]) -> Placeholders:
-        placeholders = cls()
-        placeholders.next_number = int(values.get("next_number", 1))
-        placeholders.members = {
-            int(number): set(ids) for number, ids in values.get("members", {}).items()
-        }
-        if placeholders.members:
-            placeholders.next_number = max(placeholders.next_number, max(placeholders.members) + 1)
-        return placeholders
+def name_lines(
+    fit: Membership,
+    clusters: np.ndarray,
+    codes: np.ndarray,
+    names: Sequence[str],
+    *,
+    attach: float,
+    name_attach: float,
+    name_guess: float,
+) -> NamedLines:
+    """Attach lone lines and name clusters from the labels (see the module's steps).
+
+    clusters : (n,) int64 cluster of every line (lone lines have their own).
+    codes : (n,) int64 label code of each line, -1 unlabelled; ``names[code]`` is its name.
+    """
+    n = len(clusters)
+    size = np.bincount(clusters, minlength=int(clusters.max()) + 1)
+    named = cluster_names(clusters, codes, names)
+    eligible = size >= 2
+    eligible[list(named)] = True
+    lone = (size[clusters] == 1) & (codes == UNLABELLED)
+    final = np.where(lone, -1, clusters)
+    own = fit.own.copy()
+    attached = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(lone).tolist():
+        for target, p in zip(fit.candidates[i], fit.probabilities[i], strict=True):
+            cut = name_attach if int(target) in named else attach
+            if target >= 0 and eligible[target] and p >= cut:
+                final[i], own[i], attached[i] = target, p, True
+                break
+    guessed = guess_names(fit, final, named, name_guess)
+    return NamedLines(final, own, attached, eligible, named, guessed)
+
+
+def number_clusters(
+    line_ids: Sequence[str], final: np.ndarray, numbers: SpeakerNumbers
+) -> dict[int, int]:
+    """cluster -> its speaker number, for every assigned cluster (``numbers`` is updated)."""
+    assigned = [int(c) for c in np.unique(final[final >= 0])]
+    members: dict[int, list[str]] = {c: [] for c in assigned}
+    for i in np.flatnonzero(final >= 0).tolist():
+        members[int(final[i])].append(line_ids[i])
+    return dict(zip(assigned, numbers.assign([members[c] for c in assigned]), strict=True))
+
+
+def speaker_names(named: NamedLines, number_of: Mapping[int, int]) -> dict[int, str]:
+    """cluster -> the speaker it proposes: its labels' name, a guessed name, else numbered."""
+    speaker_of = {c: f"{NUMBERED_SPEAKER_PREFIX}{number}" for c, number in number_of.items()}
+    speaker_of.update({c: name for c, (name, _) in named.guessed.items()})
+    speaker_of.update(named.named)
+    return speaker_of
+
+
+def proposals_for(
+    line_ids: Sequence[str],
+    fit: Membership,
+    named: NamedLines,
+    codes: np.ndarray,
+    names: Sequence[str],
+    number_of: Mapping[int, int],
+    speaker_of: Mapping[int, str],
+    scores: np.ndarray,
+    *,
+    unassigned_score: float,
+) -> list[Proposal]:
+    """One `Proposal` per line: labelled lines keep their label at score 1, lines without a
+    cluster get no speaker at ``unassigned_score``, the rest their cluster's speaker at
+    ``scores`` (n,), with up to `ALTERNATIVES` next-best names sharing the remaining P."""
+    proposals = []
+    final = named.final
+    for i, line_id in enumerate(line_ids):
+        alternatives = _alternatives(fit, i, final[i], named.eligible, speaker_of, named.named)
+        if codes[i] != UNLABELLED:
+            speaker, cluster, score = names[codes[i]], int(number_of[final[i]]), 1.0
+        elif final[i] < 0:
+            speaker, cluster, score = None, -1, unassigned_score
+        else:
+            speaker, cluster = speaker_of[final[i]], int(number_of[final[i]])
+            score = float(scores[i])
+        rest = 1.0 - score
+        alternatives = [(name, round(p * rest, 4)) for name, p in alternatives]
+        proposals.append(Proposal(line_id, speaker, cluster, float(score), tuple(alternatives)))
+    return proposals
+
+
+def _alternatives(
+    fit: Membership,
+    i: int,
+    own_cluster: int,
+    eligible: np.ndarray,
+    speaker_of: Mapping[int, str],
+    named: Mapping[int, str],
+) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for target, p in zip(fit.candidates[i], fit.probabilities[i], strict=True):
+        if target < 0 or target == own_cluster or not eligible[target]:
+            continue
+        name = speaker_of.get(int(target), named.get(int(target)))
+        if name is not None and all(name != seen for seen, _ in out):
+            out.append((name, float(p)))
+        if len(out) == ALTERNATIVES:
+            break
+    return out
+
+
+def guess_names(
+    fit: Membership, final: np.ndarray, named: Mapping[int, str], minimum: float
+) -> dict[int, tuple[str, float]]:
+    """cluster -> (name, P) for clusters without labelled members that fit a named one.
+
+    P is the mean over the cluster's members of their merge probability with the named
+    cluster (0 for a member that has no neighbour there); the best name is kept at ``minimum``
+    or above.
+    """
+    totals: dict[int, dict[str, float]] = {}
+    counts = np.bincount(final[final >= 0], minlength=1) if (final >= 0).any() else np.zeros(1)
+    for i in np.flatnonzero(final >= 0).tolist():
+        c = int(final[i])
+        if c in named:
+            continue
+        votes = totals.setdefault(c, {})
+        for target, p in zip(fit.candidates[i], fit.probabilities[i], strict=True):
+            name = named.get(int(target))
+            if name is not None:
+                votes[name] = votes.get(name, 0.0) + float(p)
+    out = {}
+    for c, votes in totals.items():
+        if votes:
+            name, total = min(votes.items(), key=lambda kv: (-kv[1], kv[0]))
+            p = total / counts[c]
+            if p >= minimum:
+                out[c] = (name, float(min(p, 1.0)))
+    return out
+
+
+def names_from_model(
+    model: NameModel | None,
+    context: LineContext,
+    codes: np.ndarray,
+    names: Sequence[str],
+    proposals: Sequence[Proposal],
+    *,
+    sure: float,
+    override: float,
+    none_margin: float,
+) -> list[Proposal]:
+    """Let the name model overrule the clusters' proposal where it is surer.
+
+    A cluster's name is only as good as the cluster; with enough labels the labelled lines
+    themselves (and who speaks around a line) say more about a noisy line than the cluster
+    it happened to join. A numbered-speaker cluster (and a line with no speaker) takes the
+    model's best known name, judged on its members' mean probabilities, unless "none of the
+    known names" is likelier by more than ``none_margin``. A named cluster's line changes name
+    when the model's P beats the proposal's score by more than ``override``.
+    """
+    if model is None or not names:
+        return list(proposals)
+    rows = np.flatnonzero(codes == UNLABELLED)
+    if not len(rows):
+        return list(proposals)
+    p = model.predict_proba(context, codes, rows, sure=sure)
+    known = set(names)
+    # a numbered-speaker cluster is judged as a whole: its members' mean probabilities
+    cluster_of = np.array(
+        [
+            proposals[i].cluster
+            if proposals[i].speaker is not None and proposals[i].speaker not in known
+            else -1
+            for i in rows.tolist()
+        ]
+    )
+    pooled = p.copy()
+    for cluster in np.unique(cluster_of[cluster_of >= 0]).tolist():
+        members = cluster_of == cluster
+        pooled[members] = p[members].mean(axis=0)
+    out = list(proposals)
+    for a, i in enumerate(rows.tolist()):
+        best = int(np.argmax(pooled[a, 1:]))
+        p_best, p_none = float(p[a, 1 + best]), float(pooled[a, 0])
+        old = proposals[i]
+        if old.speaker in known:
+            if old.speaker == names[best] or p_best <= old.score + override:
+                continue
+        elif float(pooled[a, 1 + best]) <= p_none - none_margin:
+            continue
+        alternatives = tuple(
+            (names[j], round(float(p[a, 1 + j]), 4))
+            for j in np.argsort(-p[a, 1:]).tolist()
+            if j != best and p[a, 1 + j] > 0.0
+        )[:ALTERNATIVES]
+        out[i] = Proposal(old.line_id, names[best], old.cluster, p_best, alternatives)
+    return out

@@ -1,20 +1,25 @@
-"""What the grouping proposes for one line."""
+"""What the grouping proposes: one `Proposal` per line, and the `Grouping` of one call."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ml_backend.grouping.naming import PLACEHOLDER_PREFIX, Placeholders
+import numpy as np
 
-__all__ = ["PLACEHOLDER_PREFIX", "Placeholders", "Proposal"]
+from ml_backend.grouping.speaker_numbers import SpeakerNumbers
+
+NUMBERED_SPEAKER_PREFIX = "Speaker "
+"""A numbered speaker is called this plus its number: a cluster nobody has named yet."""
 
 
 @dataclass(frozen=True)
 class Proposal:
     """One line's proposed speaker.
 
-    speaker : a known name, a placeholder "Speaker 7", or None (unknown / unassigned).
-    cluster : cluster id, -1 when unassigned; the number is the placeholder's, stable across calls.
+    speaker : a known name, a numbered speaker "Speaker 7", or None (no speaker: unassigned,
+        shown to annotators as the "Unknown" choice).
+    cluster : cluster id, -1 when unassigned; the number is the numbered speaker's, stable
+        across calls.
     score : calibrated P(speaker is right); 1.0 for a human-labelled line, 0.0 when unassigned.
     alternatives : next-best (speaker, P) pairs, best first.
     """
@@ -24,3 +29,25 @@ class Proposal:
     cluster: int
     score: float
     alternatives: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """What `SpeakerGrouper.propose` returns; the grouper and its inputs are left unchanged.
+
+    proposals : one per line, in the lines' order.
+    speaker_numbers : the numbering after this call; pass it to the next call (and store it)
+        so that "Speaker 7" stays Speaker 7.
+    clusters : (n,) int64 cluster of every line after naming (the clustering's own ids, not
+        the speaker numbers), -1 for a line with no speaker. Diagnostics.
+    score_features : (n, len(calibration.FEATURES)) float64, what each score was computed from
+        (`bench.train_priors` fits the calibrator on them).
+    skeleton : which clustering made the clusters, "gated" or "community"
+        (`self_calibration.SelfCalibratingClustering`). Diagnostics.
+    """
+
+    proposals: list[Proposal]
+    speaker_numbers: SpeakerNumbers
+    clusters: np.ndarray
+    score_features: np.ndarray
+    skeleton: str = "gated"

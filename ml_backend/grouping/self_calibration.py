@@ -192,3 +192,87 @@ def choose_partition(
     scores = {name: partition_log_likelihood(pairs, weights, c) for name, c in candidates.items()}
     logger.debug("partition log-likelihoods %s", scores)
     return max(scores, key=lambda name: (scores[name], -list(scores).index(name)))
+
+
+class SelfCalibratingClustering:
+    """The grouping's clustering with its skeleton chosen per episode (``community`` 0, 1, 2).
+
+        clustering = SelfCalibratingClustering.from_params(params).fit(
+            context, confidence=confidence, merge=merge, labels=codes
+        )
+        clustering.labels_      # (n,) int64 cluster of every line, lone lines included
+        clustering.skeleton_    # "gated" or "community": which one was used
+
+    ``community`` 0 is exactly `clustering.GatedClustering`. 1 takes the modularity
+    communities of the merge graph (`community_clustering`), then ``community_reassign_rounds``
+    of `clustering.reassign_lines`. 2 computes both and keeps the one whose partition the merge
+    classifier finds likelier on the graph's edges (`choose_partition`): where the learned
+    threshold suits the episode it wins, where it is out of its depth the communities do.
+    """
+
+    def __init__(self, params: object) -> None:
+        self.params = params
+
+    @classmethod
+    def from_params(cls, params: object) -> SelfCalibratingClustering:
+        return cls(params)
+
+    def fit(
+        self,
+        context: LineContext,
+        *,
+        confidence: Mapping[str, np.ndarray],
+        merge: MergeClassifier,
+        labels: np.ndarray | None = None,
+    ) -> SelfCalibratingClustering:
+        """Cluster the lines of ``context``; labels (n,) int64 name codes, -1 unlabelled."""
+        from ml_backend.grouping.clustering import GatedClustering, reassign_lines
+
+        params = self.params
+        mode = int(params.community)  # type: ignore[attr-defined]
+        n = len(context.lines)
+        codes = np.full(n, UNLABELLED, np.int64) if labels is None else np.asarray(labels)
+
+        def gated() -> np.ndarray:
+            return (
+                GatedClustering.from_params(params)  # type: ignore[arg-type]
+                .fit(context, confidence=confidence, merge=merge, labels=codes)
+                .labels_
+            )
+
+        self.skeleton_ = "gated"
+        if mode == 0 or n == 0:
+            self.labels_ = gated()
+        else:
+            pairs, weights = edge_weights(
+                context,
+                confidence,
+                merge,
+                neighbours=int(params.community_neighbours),  # type: ignore[attr-defined]
+            )
+            communities = community_partition(
+                pairs,
+                weights,
+                n,
+                labels=codes,
+                resolution=float(params.community_resolution),  # type: ignore[attr-defined]
+            )
+            rounds = int(params.community_reassign_rounds)  # type: ignore[attr-defined]
+            if rounds:
+                communities = reassign_lines(
+                    context,
+                    confidence,
+                    merge,
+                    communities,
+                    codes,
+                    rounds=rounds,
+                    move_margin=params.move_margin,  # type: ignore[attr-defined]
+                    detach=params.detach,  # type: ignore[attr-defined]
+                )
+            candidates = {"community": communities}
+            if mode == 2:
+                candidates["gated"] = gated()
+            self.skeleton_ = choose_partition(pairs, weights, candidates)
+            self.labels_ = candidates[self.skeleton_]
+        self.n_clusters_ = int(self.labels_.max() + 1) if n else 0
+        return self

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from foundation.layout import split_line_id
+
 if TYPE_CHECKING:  # the metrics (numpy) load only when the command runs
     from ml_backend.metrics import GroupingScores
 
@@ -164,7 +166,7 @@ def _key(record: dict, *, path: Path, line: int, has_episode_column: bool) -> Ke
     raw = (record.get("index") or "").strip()
     if not raw and record.get("line_id"):
         line_id = record["line_id"].strip()
-        episode_part, _, raw = line_id.rpartition(":")
+        episode_part, raw = split_line_id(line_id)
         if not episode_part:
             raise ValueError(f"{path}:{line}: bad line_id {line_id!r} (want <episode>:<index>)")
         episode = episode or episode_part

@@ -2,8 +2,9 @@
 
 For a team that wants speaker-tagged subtitles or a CSV straight away, or a first look before
 setting up annotation: import, features and grouping run in one go, and a few known lines
-(``--labels``) are enough to turn placeholder clusters into character names. Several episodes
-given together are grouped as one season, so a character keeps one name across them.
+(``--labels``) are enough to turn numbered speakers (``Speaker N``) into character names.
+Several episodes given together are grouped as one season, so a character keeps one name
+across them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from foundation.layout import line_index, make_line_id
 
 LABEL_COLUMNS = ("index", "speaker")
 
@@ -73,13 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from exporters.tagged_subtitles import SpeakerLine, write_tagged_ass, write_tagged_srt
-    from importers.pipeline import ImportOptions, import_episode
-    from ml_backend.features.embedder import image_embedder, voice_embedder
-    from ml_backend.features.extract import extract_features
-    from ml_backend.features.quality import QualityMeter
+    from foundation.atomic import atomic_write_text
+    from importers.pipeline import ImportOptions
+    from ml_backend.episode_lines import load_lines
+    from ml_backend.features.extractor import FeatureExtractor
+    from ml_backend.features.prepare import prepare_episode
     from ml_backend.grouping import SpeakerGrouper
-    from ml_backend.grouping.lines import load_lines
-    from speaker_grouping.atomic import atomic_write_text
     from speaker_grouping.progress import ProgressBars
 
     if args.no_subtitles and args.subs:
@@ -93,42 +95,40 @@ def run(args: argparse.Namespace) -> int:
         else "subtitles"
     )
     work = args.work or args.out / "import"
-    voice = voice_embedder(args.voice_model)
-    image = image_embedder(args.image_model)
-    meter = QualityMeter()
+    extractor = FeatureExtractor.build(args.voice_model, args.image_model)
     inputs: list[EpisodeInput] = []
-    with ProgressBars(disable=True if args.quiet else None) as bars:
-        for video, subs in zip(args.episodes, subtitles, strict=True):
-            imported = import_episode(
-                video,
-                subtitles=subs,
-                out_dir=work,
-                options=ImportOptions(line_source=line_source),
-                hook=bars,
-            )
-            for problem in imported.problems:
-                print(problem, file=sys.stderr)
-            extract_features(
-                imported.episode_dir,
-                voice_embedder=voice,
-                image_embedder=image,
-                quality_meter=meter,
-                hook=bars,
-            )
-            inputs.append(
-                EpisodeInput(
-                    video=video,
-                    subtitles=imported.subtitles.path,
-                    episode_id=imported.episode_id,
-                    import_dir=imported.episode_dir,
+    try:
+        with ProgressBars(disable=True if args.quiet else None) as bars:
+            for video, subs in zip(args.episodes, subtitles, strict=True):
+                # media first, then features from the files (overlap=False): what this command
+                # has always done, so that its output does not depend on the import's threads
+                imported = prepare_episode(
+                    video,
+                    work,
+                    subs,
+                    ImportOptions(line_source=line_source),
+                    extractor,
+                    bars,
+                    overlap=False,
+                ).media
+                for problem in imported.problems:
+                    print(problem, file=sys.stderr)
+                inputs.append(
+                    EpisodeInput(
+                        video=video,
+                        subtitles=imported.subtitles.path,
+                        episode_id=imported.episode_id,
+                        import_dir=imported.episode_dir,
+                    )
                 )
-            )
+    finally:
+        extractor.close()
     lines = load_lines([episode.import_dir for episode in inputs])
     labels = read_labels(args.labels, inputs) if args.labels else {}
     grouper = SpeakerGrouper()
     if labels:
         grouper.fit(lines, labels)
-    proposals = grouper.propose(lines, labels)
+    proposals = grouper.propose(lines, labels).proposals
 
     args.out.mkdir(parents=True, exist_ok=True)
     by_line = {proposal.line_id: proposal for proposal in proposals}
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
 def line_id_index(line_id: str) -> int:
     """The cue number at the end of a ``<episode_id>:<index>`` line id."""
-    return int(line_id.rsplit(":", 1)[1])
+    return line_index(line_id)
 
 
 def read_labels(path: Path, episodes: Sequence[EpisodeInput]) -> dict[str, str]:
@@ -203,7 +203,7 @@ def read_labels(path: Path, episodes: Sequence[EpisodeInput]) -> dict[str, str]:
                 raise ValueError(f"{path}:{line}: index {row['index']!r} is not a number") from None
             speaker = (row["speaker"] or "").strip()
             if speaker:
-                labels[f"{episode.episode_id}:{index}"] = speaker
+                labels[make_line_id(episode.episode_id, index)] = speaker
     return labels
 
 

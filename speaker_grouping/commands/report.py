@@ -66,7 +66,7 @@ def draw(entries: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from speaker_grouping.atomic import atomic_write_bytes
+    from foundation.atomic import atomic_write_bytes
 
     curves: dict[tuple[str, str], list[int]] = {}
     kinds: dict[str, int] = {}

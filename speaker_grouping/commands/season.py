@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from foundation.layout import tasks_path
+
 if TYPE_CHECKING:
     from importers.pipeline import ImportOptions
     from importers.season import EpisodeOutcome, EpisodeRunner, SeasonSummary
@@ -124,7 +126,7 @@ def run_season_import(args: argparse.Namespace, options: ImportOptions) -> int:
 class SeasonBar:
     """One bar for the season: episodes done of all, with the episode that started last.
 
-    A `speaker_grouping.progress.Hook` for step ``episodes``; each finished episode's line is
+    A `foundation.hook.Hook` for step ``episodes``; each finished episode's line is
     written above the bar so that the bar stays at the bottom.
     """
 
@@ -155,7 +157,7 @@ def _push(args: argparse.Namespace, summary: SeasonSummary) -> None:
     for outcome in summary.outcomes:
         if outcome.status == "failed" or outcome.episode_dir is None or not outcome.tasks:
             continue
-        tasks = json.loads((outcome.episode_dir / "tasks.json").read_text(encoding="utf-8"))
+        tasks = json.loads(tasks_path(outcome.episode_dir).read_text(encoding="utf-8"))
         print(f"{outcome.episode_id}: {push_episode(args, tasks, outcome.episode_dir)}")
 
 

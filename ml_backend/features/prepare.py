@@ -1,5 +1,6 @@
-"""One episode's whole import, media and features: what ``speaker-grouping import`` runs per
-episode, and what a season runner calls once per episode with one shared `FeatureExtractor`.
+"""One episode made ready for grouping: its import, then its features. Every caller goes
+through `prepare_episode`: ``speaker-grouping import`` and ``group``, the demo, a season runner
+(once per episode with one shared `FeatureExtractor`) and the benchmark's episode cache.
 
 The feature pass runs during the media pass: `importers.pipeline.import_episode` hands every
 clip and frame to the extractor's `FeatureFeed` as it writes them, so nothing is read back
@@ -19,14 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from foundation.hook import Hook
     from importers.asr import Transcriber
     from importers.pipeline import ImportOptions, ImportResult
-    from speaker_grouping.commands.features import ExtractionReport, FeatureExtractor
-    from speaker_grouping.progress import Hook
+    from ml_backend.features.extractor import ExtractionReport, FeatureExtractor
 
 
 @dataclass(frozen=True)
-class EpisodeImport:
+class PreparedEpisode:
     """The media import's result, and the feature pass's report (None when not run: no
     extractor, or an episode without lines)."""
 
@@ -34,7 +35,7 @@ class EpisodeImport:
     features: ExtractionReport | None
 
 
-def import_with_features(
+def prepare_episode(
     video: str | Path,
     out_dir: str | Path,
     subtitles: str | Path | None = None,
@@ -45,7 +46,7 @@ def import_with_features(
     overlap: bool = True,
     batch_size: int = 32,
     transcriber: Transcriber | None = None,
-) -> EpisodeImport:
+) -> PreparedEpisode:
     """Import ``video`` into ``out_dir/<episode_id>/`` and, with an ``extractor``, its features.
 
     The models start loading once the inputs are known to be good, on a thread of their own.
@@ -67,21 +68,21 @@ def import_with_features(
         "transcriber": transcriber,
     }
     if extractor is None:
-        return EpisodeImport(import_episode(video, hook=hook, **arguments), None)
+        return PreparedEpisode(import_episode(video, hook=hook, **arguments), None)
     if not overlap:
         result = import_episode(video, hook=_loading_models(extractor, hook), **arguments)
         if not result.tasks:
-            return EpisodeImport(result, None)
+            return PreparedEpisode(result, None)
         report = extractor.extract(result.episode_dir, batch_size=batch_size, hook=hook)
-        return EpisodeImport(result, report)
+        return PreparedEpisode(result, report)
 
     feed = extractor.feed(batch_size=batch_size, hook=hook)
     try:
         result = import_episode(video, hook=hook, sink=feed, **arguments)
         if not result.tasks:
             feed.abort()
-            return EpisodeImport(result, None)
-        return EpisodeImport(result, extractor.report(result.episode_dir, feed.finish()))
+            return PreparedEpisode(result, None)
+        return PreparedEpisode(result, extractor.report(result.episode_dir, feed.finish()))
     except BaseException:
         feed.abort()
         raise
