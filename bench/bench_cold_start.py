@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from foundation.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
