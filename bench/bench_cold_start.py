@@ -161,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--generated", nargs="*", default=[], help="generated episode sets, e.g. hard-seed1"
     )
+    parser.add_argument(
+        "--generated-cut",
+        type=float,
+        help="linkage cut for the generated episodes when their training split is not built "
+        "(the quality benchmark's tuned cut)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "cold_start.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -185,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sets:
             continue
         cut = tuned_cut(training)
+        if cut is None and domain == "generated":
+            cut = args.generated_cut
         methods = {k: v for k, v in baseline_methods(cut).items() if k in BASELINES} | ours
         rows = evaluate(sets, methods)
         table = summarise(rows, list(methods))
