@@ -402,7 +402,7 @@ def train(
     return priors, report
 
 
-def training_episodes(domains: str = "both") -> list:
+def training_episodes(domains: str = "generated") -> list:
     """The cached training episodes of ``domains`` (`DOMAINS`), generated first; never an
     evaluation episode of either kind."""
     from bench.episode_cache import split
@@ -431,9 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--domains",
         choices=DOMAINS,
-        default="both",
-        help="train on the generated training episodes, the real-voice ones "
-        "(bench.real_voices, built on first use), or both (default)",
+        default="generated",
+        help="train on the generated training episodes (default, as the packaged priors), the "
+        "real-voice ones (bench.real_voices, built on first use), or both",
     )
     parser.add_argument(
         "--names-only",
