@@ -128,3 +128,23 @@ def test_the_grouper_runs_on_every_skeleton_and_keeps_labels(priors, mode):
     for p in proposals:
         if p.line_id in labels:
             assert p.speaker == labels[p.line_id] and p.score == 1.0
+
+
+def test_real_voice_episodes_weigh_as_one_type_in_the_priors_objective():
+    from bench.train_priors import episode_type
+
+    assert episode_type("queen-rio") == episode_type("queen-crash") == "real"
+    assert episode_type("hard-seed101") == "hard"
+    assert episode_type("standard-seed102") == "standard"
+
+
+def test_the_prior_search_tries_the_skeletons_after_the_thresholds():
+    from bench.train_priors import train
+
+    episodes = [_episode(21, n=150, noise=2.0), _episode(22, n=150, noise=4.0, speakers=5)]
+    grid = {"threshold": (0.5,), "gate": (0.3,)}
+    priors, report = train(episodes, grid=grid, skeletons=(1.0, 2.0))
+    assert report["options"]["threshold"] == 0.5
+    chosen = params_for_priors(priors)
+    assert chosen.community == int(report["options"].get("community", 0))
+    assert set(report["episodes"]) == {"syn21", "syn22"}
