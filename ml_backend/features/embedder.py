@@ -9,7 +9,9 @@ nothing until it is chosen, and fail in one line saying how to get it when it ca
 Names (also accepted from ``SG_VOICE_MODEL`` / ``SG_IMAGE_MODEL``):
 
 - voice: ``resemblyzer`` (default, weights in the wheel), ``ecapa`` (hub id
-  ``speechbrain/spkrec-ecapa-voxceleb``), ``ecapa:<hub id or local folder>``.
+  ``speechbrain/spkrec-ecapa-voxceleb``), ``ecapa:<hub id or local folder>``, ``anime-ecapa``
+  (the anime-domain ECAPA of `anime_speaker_embedding`, plain torch, ``char`` variant),
+  ``anime-ecapa:va``, ``anime-ecapa:<hub id, folder or weights file>``.
 - image: ``anime-colour`` (default, detector weights in the wheel), ``clip`` (ViT-B-32 with the
   ``laion2b_s34b_b79k`` weights), ``clip:<arch>/<pretrained tag>``, ``clip:<checkpoint file>``,
   ``clip:<arch>:<checkpoint file>``, ``clip:hf-hub:<org>/<repo>``.
@@ -53,8 +55,13 @@ def voice_embedder(name: str | None = None, **options: Any) -> Embedder:
         from ml_backend.features.voice_speechbrain import SpeechBrainEmbedder
 
         return SpeechBrainEmbedder(argument or None, **options)
+    if kind == "anime-ecapa":
+        from ml_backend.features.voice_anime import AnimeEcapaEmbedder
+
+        return AnimeEcapaEmbedder(argument or None, **options)
     raise ValueError(
-        f"unknown voice model {name!r}: use resemblyzer, ecapa, or ecapa:<hub id or folder>"
+        f"unknown voice model {name!r}: use resemblyzer, ecapa, ecapa:<hub id or folder>, "
+        "anime-ecapa, anime-ecapa:va or anime-ecapa:<hub id, folder or file>"
     )
 
 

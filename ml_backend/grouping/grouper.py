@@ -14,9 +14,11 @@ diagnostics).
 
 Steps of `propose`, one module each: kNN neighbourhoods (`context`) → voice and image
 confidence (`confidence`) → gated clustering with the labels as constraints, then lines
-moved to the cluster they fit best (`clustering.GatedClustering`) → lone lines attached and
-clusters named (`naming`) → numbers for the unnamed ones (`speaker_numbers`) → score
-(`scoring`) → the name model's second opinion (`naming.names_from_model`).
+moved to the cluster they fit best (`clustering.GatedClustering`), or the merge graph's
+communities where the priors ask for them (`self_calibration.SelfCalibratingClustering`)
+→ lone lines attached and clusters named (`naming`) → numbers for the unnamed ones
+(`speaker_numbers`) → score (`scoring`) → the name model's second opinion
+(`naming.names_from_model`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from foundation.atomic import atomic_write_json
-from ml_backend.grouping.clustering import GatedClustering
 from ml_backend.grouping.clusters import UNLABELLED
 from ml_backend.grouping.confidence import ConfidenceModel
 from ml_backend.grouping.context import LineContext, build_context
@@ -54,6 +55,7 @@ from ml_backend.grouping.params import (
 from ml_backend.grouping.priors import Priors, load_priors
 from ml_backend.grouping.proposal import Grouping
 from ml_backend.grouping.scoring import REVIEW_SHIFT, score_lines
+from ml_backend.grouping.self_calibration import SelfCalibratingClustering
 from ml_backend.grouping.speaker_numbers import SpeakerNumbers
 
 logger = logging.getLogger(__name__)
@@ -188,11 +190,10 @@ class SpeakerGrouper:
         confidence_model, merge = self._models()
         confidence = confidence_model.predict(context)
         codes, names = label_codes(lines, labels or {})
-        clusters = (
-            GatedClustering.from_params(params)
-            .fit(context, confidence=confidence, merge=merge, labels=codes)
-            .labels_
+        clustering = SelfCalibratingClustering.from_params(params).fit(
+            context, confidence=confidence, merge=merge, labels=codes
         )
+        clusters = clustering.labels_
         fit = membership(context, confidence, merge, clusters)
         named = name_lines(
             fit,
@@ -226,7 +227,7 @@ class SpeakerGrouper:
             override=params.name_override,
             none_margin=params.name_none_margin,
         )
-        return Grouping(proposals, numbers, named.final, features)
+        return Grouping(proposals, numbers, named.final, features, clustering.skeleton_)
 
     # ------------------------------------------------------------------ files
 

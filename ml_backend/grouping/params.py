@@ -63,6 +63,21 @@ class GrouperParams:
     detach: float = 0.0
     """A clustered line that fits its cluster below this P is left unassigned."""
 
+    # -- self-calibrating skeleton (`self_calibration.SelfCalibratingClustering`) -------------
+    community: int = 0
+    """0: the gated clustering at ``threshold``; 1: modularity communities of the
+    merge-probability kNN graph, which calibrate themselves per episode; 2: whichever of the
+    two the merge classifier finds likelier for the episode at hand. Tuned by
+    ``bench.train_priors`` (bench/README.md, "Self-calibrating cold start")."""
+    community_neighbours: int = 20
+    """Voice neighbours per line in the community graph."""
+    community_resolution: float = 1.0
+    """Louvain resolution (above 1: smaller communities)."""
+    community_reassign_rounds: int = 0
+    """``reassign_rounds`` after a community skeleton: moving lines by their fit to clusters
+    undoes what the communities found (0.840 against 0.872 mean edge F1 on the real-voice
+    training episodes)."""
+
     # -- naming (`naming`) ------------------------------------------------------------------
     attach: float = 0.7
     """A lone line joins its best (unnamed) cluster above this P. Tuned by

@@ -42,9 +42,12 @@ class Grouping:
         the speaker numbers), -1 for a line with no speaker. Diagnostics.
     score_features : (n, len(calibration.FEATURES)) float64, what each score was computed from
         (`bench.train_priors` fits the calibrator on them).
+    skeleton : which clustering made the clusters, "gated" or "community"
+        (`self_calibration.SelfCalibratingClustering`). Diagnostics.
     """
 
     proposals: list[Proposal]
     speaker_numbers: SpeakerNumbers
     clusters: np.ndarray
     score_features: np.ndarray
+    skeleton: str = "gated"

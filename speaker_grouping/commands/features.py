@@ -43,7 +43,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--voice-model",
         metavar="NAME",
-        help="voice embedder: resemblyzer, ecapa, ecapa:<hub id or folder> "
+        help="voice embedder: resemblyzer, ecapa, ecapa:<hub id or folder>, anime-ecapa, "
+        "anime-ecapa:va, anime-ecapa:<folder or weights file> "
         "(default: $SG_VOICE_MODEL, else resemblyzer)",
     )
     parser.add_argument(

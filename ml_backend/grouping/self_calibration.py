@@ -1,0 +1,278 @@
+"""A cold start that calibrates itself per episode: communities of the merge-probability graph.
+
+The gated clustering (`clustering.gated_clustering`) merges two clusters when the merge
+classifier's P(same speaker) clears a threshold learned on the training episodes. On voices
+unlike the training ones that threshold is out of its depth: on the real-voice episodes of
+`bench/real_voices` the same priors split one cast into 14 clusters and lump another into 3
+(bench/README.md, "Self-calibrating cold start"). A fixed cut on a probability assumes the
+probability means the same in every episode; it does not when the embedder's similarity levels
+move with the recording.
+
+Modularity does not need that assumption. Each line's voice kNN edges are weighted by the merge
+classifier's P(same speaker) for the two lines, and the graph is cut into communities by
+Louvain modularity maximisation (networkx): an edge counts as evidence for a community only
+against what the two lines' own total edge weight would predict by chance. The cut therefore
+moves with the episode's own weight distribution, which is the per-episode calibration; the
+merge classifier still decides which edges carry weight (voice, face, confidence, adjacency).
+
+Human labels are constraints here too: lines with one name form one node of the graph, and a
+community that ends up holding two names is split, each unlabelled member going to the name
+whose lines it is most strongly tied to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from ml_backend.grouping.clusters import UNLABELLED
+from ml_backend.grouping.context import LineContext
+from ml_backend.grouping.knn_graph import edges_from_knn, knn
+from ml_backend.grouping.merge import (
+    MergeClassifier,
+    line_pair_features,
+    singleton_cluster_features,
+)
+
+logger = logging.getLogger(__name__)
+
+NEIGHBOURS = 20
+"""Voice neighbours per line in the community graph. Chosen on the real-voice and generated
+training episodes (15-20 were best, 10 fragments and 30 lumps; bench/README.md)."""
+RESOLUTION = 1.0
+"""Louvain resolution: above 1 favours smaller communities, below 1 bigger ones."""
+
+
+def edge_weights(
+    context: LineContext,
+    confidence: Mapping[str, np.ndarray],
+    merge: MergeClassifier,
+    *,
+    neighbours: int = NEIGHBOURS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The community graph: (pairs (m, 2) int64 with i < j, weights (m,) float64 in (0, 1)).
+
+    Pairs are every line's ``neighbours`` nearest voice neighbours, made symmetric; each weight
+    is the merge classifier's P(same speaker) for the two lines as lone lines, the probability
+    the gated clustering orders its edges by. Image neighbours are left out of the graph: where
+    the picture shows the scene rather than the speaker they tie a dialogue's two speakers
+    together (on the real-voice training episodes adding them cost 0.018 mean edge F1).
+    """
+    indices, _ = knn(context.lines.voice, neighbours)
+    pairs = edges_from_knn(indices)
+    if not len(pairs):
+        return pairs, np.zeros(0)
+    line_x = line_pair_features(context, confidence, pairs)
+    weights = merge.predict_proba(
+        np.hstack([line_x, singleton_cluster_features(context, line_x, pairs)])
+    )
+    return pairs, np.asarray(weights, dtype=np.float64)
+
+
+def community_clustering(
+    context: LineContext,
+    confidence: Mapping[str, np.ndarray],
+    merge: MergeClassifier,
+    *,
+    labels: np.ndarray | None = None,
+    neighbours: int = NEIGHBOURS,
+    resolution: float = RESOLUTION,
+    seed: int = 0,
+) -> np.ndarray:
+    """(n,) int64 cluster of every line (0-based, in order of first member), as
+    `gated_clustering` returns it; a line without any edge is a cluster of its own.
+
+    labels : (n,) int name codes, -1 where unlabelled. Lines of one name are one node, and
+        two names never share a cluster.
+    neighbours, resolution : the graph and Louvain's resolution (see the module constants).
+    seed : Louvain visits nodes in a random order; a fixed seed makes the result repeatable.
+    """
+    pairs, weights = edge_weights(context, confidence, merge, neighbours=neighbours)
+    return community_partition(
+        pairs, weights, len(context.lines), labels=labels, resolution=resolution, seed=seed
+    )
+
+
+def community_partition(
+    pairs: np.ndarray,
+    weights: np.ndarray,
+    n: int,
+    *,
+    labels: np.ndarray | None = None,
+    resolution: float = RESOLUTION,
+    seed: int = 0,
+) -> np.ndarray:
+    """`community_clustering` on a graph already built by `edge_weights` (n lines)."""
+    import networkx as nx
+
+    if n == 0:
+        return np.zeros(0, np.int64)
+    labels = np.full(n, UNLABELLED, np.int64) if labels is None else np.asarray(labels, np.int64)
+    # one node per name, one per unlabelled line
+    node = np.arange(n, dtype=np.int64)
+    for code in np.unique(labels[labels != UNLABELLED]).tolist():
+        members = np.flatnonzero(labels == code)
+        node[members] = members[0]
+    graph = nx.Graph()
+    graph.add_nodes_from(np.unique(node).tolist())
+    for (i, j), weight in zip(node[pairs].tolist(), weights.tolist(), strict=True):
+        if i == j or weight <= 0.0:
+            continue
+        if graph.has_edge(i, j):
+            graph[i][j]["weight"] += weight
+        else:
+            graph.add_edge(i, j, weight=weight)
+    communities = nx.community.louvain_communities(
+        graph, weight="weight", resolution=resolution, seed=seed
+    )
+    community_of = np.zeros(n, np.int64)
+    for number, members in enumerate(communities):
+        community_of[np.isin(node, np.fromiter(members, np.int64))] = number
+    community_of = _split_named(community_of, labels, pairs, weights)
+    return _first_member_order(community_of)
+
+
+def _split_named(
+    community: np.ndarray, labels: np.ndarray, pairs: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Split each community holding two or more names: every unlabelled member joins the name
+    it has the most edge weight to (the biggest name's group when it has none)."""
+    out = community.copy()
+    next_id = int(community.max()) + 1 if len(community) else 0
+    for number in np.unique(community).tolist():
+        members = np.flatnonzero(community == number)
+        names = np.unique(labels[members][labels[members] != UNLABELLED])
+        if len(names) < 2:
+            continue
+        inside = np.isin(pairs[:, 0], members) & np.isin(pairs[:, 1], members)
+        tie = np.zeros((len(community), len(names)))
+        for (i, j), weight in zip(pairs[inside].tolist(), weights[inside].tolist(), strict=True):
+            for a, b in ((i, j), (j, i)):
+                if labels[b] != UNLABELLED:
+                    tie[a, int(np.searchsorted(names, labels[b]))] += weight
+        sizes = np.array([(labels[members] == name).sum() for name in names.tolist()])
+        ids = [number, *range(next_id, next_id + len(names) - 1)]
+        next_id += len(names) - 1
+        for i in members.tolist():
+            if labels[i] != UNLABELLED:
+                out[i] = ids[int(np.searchsorted(names, labels[i]))]
+            else:
+                best = int(np.argmax(tie[i])) if tie[i].any() else int(np.argmax(sizes))
+                out[i] = ids[best]
+    return out
+
+
+def _first_member_order(clusters: np.ndarray) -> np.ndarray:
+    """Renumber clusters 0.. in order of their first line."""
+    _, first, inverse = np.unique(clusters, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))
+    return rank[inverse.reshape(-1)].astype(np.int64)
+
+
+def partition_log_likelihood(pairs: np.ndarray, weights: np.ndarray, clusters: np.ndarray) -> float:
+    """Mean per line of the merge classifier's log-likelihood of a partition on the graph's edges.
+
+    pairs (m, 2), weights (m,) P(same speaker) from `edge_weights`; clusters (n,) int. Each edge
+    adds log P when the partition puts its two lines together and log(1 - P) when it keeps them
+    apart: of two partitions of one episode, the classifier prefers the higher.
+    """
+    if not len(pairs):
+        return 0.0
+    p = np.clip(weights, 1e-4, 1.0 - 1e-4)
+    together = clusters[pairs[:, 0]] == clusters[pairs[:, 1]]
+    return float(np.where(together, np.log(p), np.log1p(-p)).sum() / max(len(clusters), 1))
+
+
+def choose_partition(
+    pairs: np.ndarray, weights: np.ndarray, candidates: Mapping[str, np.ndarray]
+) -> str:
+    """The name of the candidate partition the classifier finds likeliest (first on ties)."""
+    scores = {name: partition_log_likelihood(pairs, weights, c) for name, c in candidates.items()}
+    logger.debug("partition log-likelihoods %s", scores)
+    return max(scores, key=lambda name: (scores[name], -list(scores).index(name)))
+
+
+class SelfCalibratingClustering:
+    """The grouping's clustering with its skeleton chosen per episode (``community`` 0, 1, 2).
+
+        clustering = SelfCalibratingClustering.from_params(params).fit(
+            context, confidence=confidence, merge=merge, labels=codes
+        )
+        clustering.labels_      # (n,) int64 cluster of every line, lone lines included
+        clustering.skeleton_    # "gated" or "community": which one was used
+
+    ``community`` 0 is exactly `clustering.GatedClustering`. 1 takes the modularity
+    communities of the merge graph (`community_clustering`), then ``community_reassign_rounds``
+    of `clustering.reassign_lines`. 2 computes both and keeps the one whose partition the merge
+    classifier finds likelier on the graph's edges (`choose_partition`): where the learned
+    threshold suits the episode it wins, where it is out of its depth the communities do.
+    """
+
+    def __init__(self, params: object) -> None:
+        self.params = params
+
+    @classmethod
+    def from_params(cls, params: object) -> SelfCalibratingClustering:
+        return cls(params)
+
+    def fit(
+        self,
+        context: LineContext,
+        *,
+        confidence: Mapping[str, np.ndarray],
+        merge: MergeClassifier,
+        labels: np.ndarray | None = None,
+    ) -> SelfCalibratingClustering:
+        """Cluster the lines of ``context``; labels (n,) int64 name codes, -1 unlabelled."""
+        from ml_backend.grouping.clustering import GatedClustering, reassign_lines
+
+        params = self.params
+        mode = int(params.community)  # type: ignore[attr-defined]
+        n = len(context.lines)
+        codes = np.full(n, UNLABELLED, np.int64) if labels is None else np.asarray(labels)
+
+        def gated() -> np.ndarray:
+            return (
+                GatedClustering.from_params(params)  # type: ignore[arg-type]
+                .fit(context, confidence=confidence, merge=merge, labels=codes)
+                .labels_
+            )
+
+        self.skeleton_ = "gated"
+        if mode == 0 or n == 0:
+            self.labels_ = gated()
+        else:
+            pairs, weights = edge_weights(
+                context,
+                confidence,
+                merge,
+                neighbours=int(params.community_neighbours),  # type: ignore[attr-defined]
+            )
+            communities = community_partition(
+                pairs,
+                weights,
+                n,
+                labels=codes,
+                resolution=float(params.community_resolution),  # type: ignore[attr-defined]
+            )
+            rounds = int(params.community_reassign_rounds)  # type: ignore[attr-defined]
+            if rounds:
+                communities = reassign_lines(
+                    context,
+                    confidence,
+                    merge,
+                    communities,
+                    codes,
+                    rounds=rounds,
+                    move_margin=params.move_margin,  # type: ignore[attr-defined]
+                    detach=params.detach,  # type: ignore[attr-defined]
+                )
+            candidates = {"community": communities}
+            if mode == 2:
+                candidates["gated"] = gated()
+            self.skeleton_ = choose_partition(pairs, weights, candidates)
+            self.labels_ = candidates[self.skeleton_]
+        self.n_clusters_ = int(self.labels_.max() + 1) if n else 0
+        return self
