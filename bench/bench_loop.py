@@ -333,6 +333,12 @@ class LoopResult:
     predict_s: list[float] = field(default_factory=list)
     final_wrong: int | None = None
     """Lines whose proposal is wrong once the loop stopped (re-asked after the last refit)."""
+    mistakes: int = 0
+    """Answers the simulated annotator got wrong on purpose (``--wrong-answers``)."""
+    wrong_labels: int = 0
+    """Labels left wrong when the loop stopped."""
+    metrics: dict[str, Any] | None = None
+    """Calibration, churn, new speakers and blast radius (`bench.loop_metrics`), if tracked."""
 
     @property
     def corrections_per_100(self) -> float:
@@ -443,21 +449,79 @@ def _annotate_in_score_order(
     )
 
 
+ORDERS = ("score", "representative", "unreviewed-first")
+"""Annotator-side review orders of `simulate_direct` (the backend's own order is the score's,
+see `ml_backend.grouping.scoring`):
+
+- ``score``: lowest score first ("Doubt first" in Label Studio);
+- ``representative``: each cluster's most typical line (highest score) first, biggest cluster
+  first, then the second most typical of each, and so on, as the prototype's file order
+  effectively gives;
+- ``unreviewed-first``: the most typical line of every cluster nobody has reviewed a line of
+  yet, biggest first, then lowest score first (a mixture).
+"""
+
+
+def _review_key(
+    order: str,
+    shown: Mapping[str, Any],
+    remaining: set[str],
+    labels: Mapping[str, str],
+    position: Mapping[str, int],
+) -> Callable[[str], tuple]:
+    """Sort key over line ids for ``order`` (see `ORDERS`); ties by line order."""
+    if order == "score":
+        return lambda k: (shown[k].score, position[k])
+    members: dict[int, list[str]] = {}
+    for k in remaining:
+        members.setdefault(shown[k].cluster, []).append(k)
+    rank: dict[str, int] = {}
+    for cluster, ids in members.items():
+        ids.sort(key=lambda k: (-shown[k].score, position[k]))
+        for position, k in enumerate(ids):
+            rank[k] = position if cluster >= 0 else 10**6
+    size = {cluster: len(ids) for cluster, ids in members.items()}
+    if order == "representative":
+        return lambda k: (rank[k], -size[shown[k].cluster], position[k])
+    reviewed_clusters = {shown[k].cluster for k in labels if k in shown}
+    return lambda k: (
+        (0, -size[shown[k].cluster], position[k])
+        if rank[k] == 0 and shown[k].cluster not in reviewed_clusters
+        else (1, shown[k].score, position[k])
+    )
+
+
 def simulate_direct(
-    episode: LoopEpisode, *, grouper_options: Mapping[str, Any] | None = None
+    episode: LoopEpisode,
+    *,
+    grouper_options: Mapping[str, Any] | None = None,
+    wrong_answers: float = 0.0,
+    seed: int = 0,
+    order: str = "score",
+    track: bool = False,
 ) -> LoopResult:
     """The same annotator rules as `run_ours`, in-process on `SpeakerGrouper` (no HTTP, no
     refit delay): seconds instead of minutes per episode, for tuning on training episodes.
 
-    Lowest score first; a right proposal is accepted and becomes a label; a wrong one (a
-    placeholder or no speaker is always wrong) is corrected, becomes a label, and is followed
-    by fit + propose on every label so far. Stops when every unreviewed proposal is right, after
-    a last fit on every label.
+    Lowest score first (or another of `ORDERS`); a right proposal is accepted and becomes a
+    label; a wrong one (a placeholder or no speaker is always wrong) is corrected, becomes a
+    label, and is followed by fit + propose on every label so far. Stops when every unreviewed
+    proposal is right, after a last fit on every label.
+
+    ``wrong_answers``: the share of reviews where the annotator gives a wrong name (drawn with
+    ``seed``): another name already given, or else another character of the episode. A wrong
+    answer that differs from the proposal counts as a correction and triggers a refit, as a
+    real one would; the line keeps the wrong label (nobody reviews a line twice). ``track``
+    records the loop's calibration, churn, new-speaker and blast-radius figures
+    (`bench.loop_metrics`) into ``LoopResult.metrics``.
     """
+    from bench.loop_metrics import LoopTracker
     from ml_backend.grouping import SpeakerGrouper
     from ml_backend.grouping.lines import load_lines
     from ml_backend.grouping.proposal import Placeholders
 
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
     began = time.perf_counter()
     lines = load_lines([episode.imported])
     truth = [episode.truth[int(line_id.rsplit(":", 1)[1])] for line_id in lines.line_ids]
@@ -469,19 +533,28 @@ def simulate_direct(
     options = {**ANNOTATION_OPTIONS, **dict(grouper_options or {})}
     refit_s: list[float] = []
     predict_s: list[float] = []
+    right = dict(zip(lines.line_ids, truth, strict=True))
+    tracker = LoopTracker(right) if track else None
+    rng = np.random.default_rng(seed)
+    characters = sorted(set(truth))
+    previous: dict[str, Any] = {}
 
     def ask() -> dict[str, Any]:
         t0 = time.perf_counter()
         grouper = SpeakerGrouper(**options).fit(lines, labels)
         t1 = time.perf_counter()
-        proposals = grouper.propose(lines, labels, placeholders)
+        proposals = _propose(grouper, lines, labels, placeholders, previous)
         refit_s.append(t1 - t0)
         predict_s.append(time.perf_counter() - t1)
-        return {p.line_id: p for p in proposals}
+        out = {p.line_id: p for p in proposals}
+        previous.clear()
+        previous.update(out)
+        if tracker is not None:
+            tracker.observe({k: (out[k].speaker, out[k].score) for k in remaining})
+        return out
 
-    right = dict(zip(lines.line_ids, truth, strict=True))
     remaining = set(lines.line_ids)
-    reviews = corrections = 0
+    reviews = corrections = mistakes = 0
     shown = ask()
     fitted_all = True
     while remaining:
@@ -490,17 +563,27 @@ def simulate_direct(
                 break
             shown, fitted_all = ask(), True
             continue
-        line_id = min(remaining, key=lambda k: (shown[k].score, order_key[k]))
+        line_id = min(remaining, key=_review_key(order, shown, remaining, labels, order_key))
         remaining.discard(line_id)
         reviews += 1
-        labels[line_id] = right[line_id]
-        if shown[line_id].speaker == right[line_id]:
+        answer = right[line_id]
+        if wrong_answers > 0 and rng.random() < wrong_answers:
+            given = sorted(set(labels.values()) - {answer}) or [
+                c for c in characters if c != answer
+            ]
+            if given:
+                answer = str(given[int(rng.integers(len(given)))])
+                mistakes += 1
+        labels[line_id] = answer
+        if tracker is not None:
+            tracker.answered(line_id, shown[line_id].speaker, answer)
+        if shown[line_id].speaker == answer:
             fitted_all = False
             continue
         corrections += 1
         shown, fitted_all = ask(), True
     final_wrong = sum(shown[k].speaker != right[k] for k in lines.line_ids if k not in labels)
-    return LoopResult(
+    result = LoopResult(
         method="direct",
         lines=len(truth),
         reviews=reviews,
@@ -510,7 +593,28 @@ def simulate_direct(
         refit_s=refit_s,
         predict_s=predict_s,
         final_wrong=final_wrong,
+        mistakes=mistakes,
+        wrong_labels=sum(labels[k] != right[k] for k in labels),
     )
+    if tracker is not None:
+        result.metrics = tracker.summary()
+    return result
+
+
+def _propose(
+    grouper: Any,
+    lines: Any,
+    labels: Mapping[str, str],
+    placeholders: Any,
+    previous: Mapping[str, Any],
+) -> list[Any]:
+    """``grouper.propose``, passing the previous proposals where the grouper takes them (the
+    code before the blast-radius guard did not, and is measured with the same loop)."""
+    import inspect
+
+    if "previous" in inspect.signature(grouper.propose).parameters:
+        return grouper.propose(lines, labels, placeholders, previous=dict(previous))
+    return grouper.propose(lines, labels, placeholders)
 
 
 def prototype_loop(voice: np.ndarray, truth: Sequence[str]) -> tuple[int, int, int]:

@@ -32,6 +32,8 @@ from ml_backend.grouping.name_model import NameModel
 from ml_backend.grouping.naming import PLACEHOLDER_PREFIX, Placeholders, cluster_names, membership
 from ml_backend.grouping.priors import Priors, load_priors
 from ml_backend.grouping.proposal import Proposal
+from ml_backend.grouping.scoring import REVIEW_MODES, UNASSIGNED_SCORE, proposal_scores, typicality
+from ml_backend.grouping.stability import count_moves, hold_previous
 from speaker_grouping.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -66,13 +68,16 @@ DEFAULT_OPTIONS: dict[str, float] = {
     "name_sure": 0.7,  # lines the name model names at this P or above count as labelled for a
     # second look at the rest (1: off). Chosen with the annotation loop on the training episodes:
     # 18.8 / 4.7 corrections per 100 lines on hard / standard, against 20.4 / 4.85 without it
+    "review": 1.0,  # score and review order (`scoring.REVIEW_MODES`): 0 doubt first, 1 each
+    # placeholder cluster's most typical line first, 2 the score before `scoring` (legacy)
+    # Bounded blast radius (`stability.hold_previous`), given the previous proposals: a line
+    # shown a known name at score >= hold keeps it unless the refit's new proposal scores >= switch
+    "hold": 0.7,
+    "switch": 0.95,
 }
 """Hyper-parameters; the priors file overrides these, constructor options override both."""
 SAVE_NAME = "grouper.json"
 _ALTERNATIVES = 3
-_REVIEW_SHIFT = 0.01
-"""How far (in score) the review order may move a line of an unnamed cluster: below every
-guess of that cluster, and placeholders below unassigned lines."""
 
 
 class SpeakerGrouper:
@@ -180,17 +185,18 @@ class SpeakerGrouper:
         lines: EpisodeLines,
         labels: Mapping[str, str] | None = None,
         placeholders: Placeholders | None = None,
+        *,
+        previous: Mapping[str, Proposal | tuple[str | None, float]] | None = None,
     ) -> list[Proposal]:
         """One proposal per line, in order. Labelled lines come back with their label, score 1.
 
-        Score, in [0, 1], is what annotators sort by (lowest first):
-        - a line of a cluster with labelled members: the calibrated P(its name is right);
-        - a line of a cluster without labelled members: P(the name guessed from the nearest
-          named cluster is right), 0 for a placeholder, which is never the right name, plus at
-          most 0.01 that is lowest for the cluster's most typical member and for big clusters,
-          so that each unnamed cluster is named through its most typical line first (and the
-          refit then names the rest of it);
-        - an unassigned line (speaker None): 0.01, after every placeholder cluster's first line.
+        ``previous`` (line id -> the proposal, or (speaker, score), shown before this call)
+        bounds what a refit may rename (`ml_backend.grouping.stability`); ``last_moves_``
+        then says what changed.
+
+        Score, in [0, 1], is what annotators sort by (lowest first): the calibrated P(the line
+        is grouped with the right people), see `ml_backend.grouping.scoring` for what that is
+        for a named, a guessed, a placeholder and an unassigned line, and for the review order.
         """
         if len(lines) == 0:
             return []
@@ -214,7 +220,34 @@ class SpeakerGrouper:
         proposals = self._name_and_score(
             context, confidence, merge, clusters, codes, names, placeholders
         )
-        return self._names_from_labels(context, codes, names, proposals)
+        proposals = self._names_from_labels(context, codes, names, proposals)
+        if previous:
+            proposals = self._bounded(proposals, previous, labels or {}, names)
+        return proposals
+
+    def _bounded(
+        self,
+        proposals: list[Proposal],
+        previous: Mapping[str, Proposal | tuple[str | None, float]],
+        labels: Mapping[str, str],
+        names: list[str],
+    ) -> list[Proposal]:
+        shown = {
+            k: (v.speaker, v.score) if isinstance(v, Proposal) else (v[0], float(v[1]))
+            for k, v in previous.items()
+        }
+        proposals, held = hold_previous(
+            proposals,
+            shown,
+            labels,
+            names,
+            hold=self.option("hold"),
+            switch=self.option("switch"),
+        )
+        self.last_moves_ = count_moves(
+            shown, {p.line_id: (p.speaker, p.score) for p in proposals}, labels, names, held=held
+        )
+        return proposals
 
     def _names_from_labels(
         self,
@@ -324,16 +357,14 @@ class SpeakerGrouper:
             np.array([int(c) in named_cluster for c in final]),
             _episode_mean(confidence["voice"], context.episode),
         )
-        scores = self.prior_models.calibrator.predict(features)
-        # A cluster without labelled members is right only if its guessed name is (a placeholder
-        # never is): its lines share the guess's probability, shifted by at most _REVIEW_SHIFT so
-        # that its most typical member (and the biggest such cluster's) is reviewed first, and
-        # naming that one line names the whole cluster.
-        typical = _typicality(own, final, final_size)
-        unnamed = (final >= 0) & ~np.isin(final, list(named_cluster))
-        guess_p = np.array([guessed.get(int(c), ("", 0.0))[1] for c in final])
-        scores = np.where(
-            unnamed, (1.0 - _REVIEW_SHIFT) * guess_p + _REVIEW_SHIFT * typical, scores
+        calibrated = self.prior_models.calibrator.predict(features)
+        scores = proposal_scores(
+            calibrated,
+            final,
+            set(named_cluster),
+            guessed,
+            typicality(own, final, final_size),
+            review=REVIEW_MODES[int(self.option("review"))],
         )
         # kept for the prior training and diagnostics: what the score was computed from
         self.last_score_features_ = features
@@ -344,7 +375,7 @@ class SpeakerGrouper:
             if codes[i] != UNLABELLED:
                 speaker, cluster, score = names[codes[i]], int(numbers[final[i]]), 1.0
             elif final[i] < 0:
-                speaker, cluster, score = None, -1, _REVIEW_SHIFT
+                speaker, cluster, score = None, -1, UNASSIGNED_SCORE
             else:
                 speaker, cluster = speaker_of[final[i]], int(numbers[final[i]])
                 score = float(scores[i])
@@ -473,25 +504,6 @@ def _guess_names(
             p = total / counts[c]
             if p >= minimum:
                 out[c] = (name, float(min(p, 1.0)))
-    return out
-
-
-def _typicality(own: np.ndarray, final: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """(n,) in [0, 1): low for a cluster's most typical member (highest ``own``) and for big
-    clusters: half the member's rank in its cluster by ``own``, half 1 / cluster size."""
-    n = len(final)
-    out = np.zeros(n)
-    fit = np.nan_to_num(own, nan=1.0)
-    order = np.lexsort((np.arange(n), -fit, final))
-    rank = np.zeros(n)
-    previous, position = None, 0
-    for i in order.tolist():
-        position = position + 1 if final[i] == previous else 0
-        previous = final[i]
-        rank[i] = position
-    assigned = final >= 0
-    members = np.maximum(size[np.maximum(final, 0)], 1).astype(np.float64)
-    out[assigned] = 0.5 * rank[assigned] / members[assigned] + 0.5 / (1.0 + members[assigned])
     return out
 
 
