@@ -31,26 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_loop import LoopEpisode, cached_episodes, simulate_direct
+from bench.bench_loop import LoopEpisode, cached_episodes, real_voice_episodes, simulate_direct
 from bench.loop_metrics import lowest_share_precision
 from speaker_grouping.atomic import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def real_episodes(split: str) -> list[LoopEpisode]:
-    from bench.real_voices.episodes import built_episodes
-
-    return [
-        LoopEpisode.from_folder(e.name, e.imported, e.truth, preset=f"real-{_split_of(e.name)}")
-        for e in built_episodes(split)
-    ]
-
-
-def _split_of(name: str) -> str:
-    from bench.real_voices.episodes import EPISODES
-
-    return "train" if EPISODES[name].split == "training" else "eval"
 
 
 def episodes_from(args: argparse.Namespace) -> list[LoopEpisode]:
@@ -58,7 +43,7 @@ def episodes_from(args: argparse.Namespace) -> list[LoopEpisode]:
     if args.episodes:
         chosen += cached_episodes(args.episodes)
     if args.real_voices:
-        chosen += real_episodes(args.real_voices)
+        chosen += real_voice_episodes(args.real_voices)
     if not chosen:
         raise SystemExit("error: no episode chosen (--episodes and/or --real-voices)")
     return chosen

@@ -118,6 +118,7 @@ class SpeakerGroupingModel:
         self._proposals_key: Any = None
         self._snapshot: tuple[Mapping[str, Any], str] | None = None
         self._placeholders: Any = None
+        self._proposed_labels: dict[str, str] | None = None
         self._listed_speakers: set[str] = set()
         self._last_reconcile = 0.0
         self.worker = RefitWorker(self, delay=config.refit_delay_s)
@@ -528,7 +529,14 @@ class SpeakerGroupingModel:
                 return self._proposals
             began = time.perf_counter()
             placeholders = self._placeholders_object()
-            proposals = self.grouper().propose(lines, labels, placeholders)
+            previous = (
+                {k: shown_choice(p) for k, p in self._proposals.items()}
+                if self._proposals
+                else self.state.shown_proposals()
+            )
+            grouper = self.grouper()
+            proposals = grouper.propose(lines, labels, placeholders, previous=previous)
+            self._log_moves(grouper, labels)
             self.state.save_placeholders(placeholders.to_json())
             self._proposals = {p.line_id: p for p in proposals}
             self._proposals_key = key
@@ -543,6 +551,38 @@ class SpeakerGroupingModel:
                 time.perf_counter() - began,
             )
             return self._proposals
+
+    def _log_moves(self, grouper: Any, labels: Mapping[str, str]) -> None:
+        """Log how many lines the new labels moved (`ml_backend.grouping.stability`)."""
+        moves = getattr(grouper, "last_moves_", None)
+        before = self._proposed_labels
+        if before is None:  # first proposals since start: the labels the saved model knew
+            before = dict(self.state.fitted_labels)
+        self._proposed_labels = dict(labels)
+        if moves is None or before == labels:
+            return
+        new = {k: v for k, v in labels.items() if before.get(k) != v}
+        new.update({k: None for k in before.keys() - labels.keys()})
+        self.oplog.record_refit(
+            self.model_version,
+            labels=new,
+            lines_moved=moves.moved,
+            from_named=moves.from_named,
+            held=moves.held,
+            large=moves.large,
+        )
+        if self.metrics is not None:
+            self.metrics.moved(moves.moved, large=moves.large)
+        if moves.large:
+            logger.warning(
+                "project %d: %d new label(s) moved %d lines (%d of them from a known name); "
+                "check %s",
+                self.project,
+                len(new),
+                moves.moved,
+                moves.from_named,
+                ", ".join(sorted(new)[:5]),
+            )
 
     # ------------------------------------------------------------------ refit and push
 

@@ -13,6 +13,11 @@ Every submitted annotation is compared with the proposal the annotator was shown
 
 The log is keyed by annotation id: an updated annotation replaces its entry (counting one more
 revision), a deleted one is kept but marked, so the log always describes the work done.
+
+Each refit that follows new labels is logged too (`OperationLog.record_refit`), with the labels
+it took in and how many unlabelled lines it changed (``lines_moved``, and ``from_named`` of those
+that had shown a known name): one annotation that moves many lines is a large blast radius
+(`ml_backend.grouping.stability`), flagged ``large`` above ``LARGE_MOVE`` lines.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ class OperationLog:
     """The log of one project, in ``<project folder>/operations.json``."""
 
     def __init__(self, folder: Path) -> None:
-        self._doc = DurableJson(Path(folder) / OPERATIONS_FILE, {"annotations": {}})
+        self._doc = DurableJson(Path(folder) / OPERATIONS_FILE, {"annotations": {}, "refits": []})
 
     def record(
         self,
@@ -121,6 +126,37 @@ class OperationLog:
                 for key, entry in self._doc.data["annotations"].items()
             ]
         return sorted(rows, key=lambda row: (row["time"], row["annotation"]))
+
+    def record_refit(
+        self,
+        version: str,
+        *,
+        labels: Mapping[str, str | None],
+        lines_moved: int,
+        from_named: int,
+        held: int,
+        large: bool,
+    ) -> None:
+        """Log what one refit changed: the labels new to it (line id -> name) and the lines
+        it moved (see the module docstring)."""
+        with self._doc.lock:
+            self._doc.data["refits"].append(
+                {
+                    "version": version,
+                    "time": time.time(),
+                    "labels": dict(labels),
+                    "lines_moved": int(lines_moved),
+                    "from_named": int(from_named),
+                    "held": int(held),
+                    "large": bool(large),
+                }
+            )
+        self._doc.commit()
+
+    def refits(self) -> list[dict[str, Any]]:
+        """Every logged refit, oldest first."""
+        with self._doc.lock:
+            return [dict(entry) for entry in self._doc.data["refits"]]
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per (episode, annotator): reviewed, accepted, corrected and each kind."""

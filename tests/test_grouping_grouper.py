@@ -1,5 +1,6 @@
 import json
 import logging
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -144,17 +145,36 @@ def test_degenerate_inputs(priors, episode):
     assert labelled[0].speaker == "Yui" and labelled[0].score == 1.0
 
 
-def test_cold_start_scores_lead_the_annotator_to_the_biggest_clusters_most_typical_line(
-    priors, episode
-):
-    proposals = SpeakerGrouper(priors=priors).propose(episode.lines)
+def test_cold_start_review_starts_with_the_biggest_clusters_most_typical_line(priors, episode):
+    grouper = SpeakerGrouper(priors=priors, review=1.0)
+    proposals = grouper.propose(episode.lines)
     placeholder = [p for p in proposals if p.speaker is not None]
-    # a placeholder is never the right name: its lines come first, before unassigned ones
-    assert all(p.score < 0.01 for p in placeholder)
-    assert all(p.score == 0.01 for p in proposals if p.speaker is None)
     sizes = {c: sum(p.cluster == c for p in placeholder) for c in {p.cluster for p in placeholder}}
-    first = min(proposals, key=lambda p: p.score)
-    assert sizes[first.cluster] == max(sizes.values())
+    first = sorted(proposals, key=lambda p: p.score)[: len(sizes)]
+    # one representative line per placeholder cluster, biggest cluster first, before the rest
+    assert len({p.cluster for p in first}) == len(sizes)
+    assert sizes[first[0].cluster] == max(sizes.values())
+    assert all(p.score == 0.01 for p in proposals if p.speaker is None)
+
+
+def test_cold_start_score_ranks_lines_that_do_not_belong_with_their_cluster_first(priors):
+    """Issue 16 item 3: placeholder lines scored 0.001-0.005 whatever the evidence."""
+    episode = _episode(8, n=450, noise=1.2)  # noisy enough that some lines are misplaced
+    proposals = SpeakerGrouper(priors=priors, review=0.0).propose(episode.lines)
+    clusters = np.array([p.cluster for p in proposals])
+    majority = {
+        c: Counter(episode.truth[clusters == c].tolist()).most_common(1)[0][0]
+        for c in set(clusters.tolist())
+        if c >= 0
+    }
+    scores = np.array([p.score for p in proposals])
+    wrong = np.array(
+        [c < 0 or majority[c] != t for c, t in zip(clusters, episode.truth, strict=True)]
+    )
+    assert 0 < wrong.sum() < len(wrong)
+    assert np.median(scores[~wrong]) > 0.5
+    lowest = np.argsort(scores, kind="stable")[: len(scores) // 10]
+    assert wrong[lowest].mean() > 3 * wrong.mean()
 
 
 def test_naming_the_most_typical_line_names_its_whole_cluster(priors, episode):
@@ -162,6 +182,7 @@ def test_naming_the_most_typical_line_names_its_whole_cluster(priors, episode):
     line in the annotation loop."""
     grouper = SpeakerGrouper(priors=priors)
     placeholders = Placeholders()
+    grouper = SpeakerGrouper(priors=priors, review=1.0)
     before = grouper.propose(episode.lines, placeholders=placeholders)
     first = min(before, key=lambda p: p.score)
     truth = str(episode.truth[episode.lines.index_of(first.line_id)])

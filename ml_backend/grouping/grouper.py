@@ -198,6 +198,7 @@ class SpeakerGrouper:
         is grouped with the right people), see `ml_backend.grouping.scoring` for what that is
         for a named, a guessed, a placeholder and an unassigned line, and for the review order.
         """
+        self.last_moves_ = None
         if len(lines) == 0:
             return []
         self._check_models(lines)
