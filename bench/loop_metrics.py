@@ -123,6 +123,14 @@ class LoopTracker:
                 right.append(ok)
         scores_a, right_a = np.array(scores, float), np.array(right, bool)
         wrong_high = int(((scores_a >= HIGH_SCORE) & ~right_a).sum())
+        wrong_high_new = sum(
+            1
+            for k, judged in enumerate(rights)
+            for line, ok in judged.items()
+            if not ok
+            and self.snapshots[k][line][1] >= HIGH_SCORE
+            and self.truth[line] not in self.named_at[k]
+        )
         wrong_lines_high = {
             line
             for k, judged in enumerate(rights)
@@ -160,6 +168,7 @@ class LoopTracker:
                 "wrong": int((~right_a).sum()),
                 "wrong_scored_high": wrong_high,
                 "wrong_high_share": round(wrong_high / max(1, int((~right_a).sum())), 4),
+                "wrong_high_unnamed_speaker": wrong_high_new,
                 "lines_ever_wrong_high": len(wrong_lines_high),
             },
             "churn": {

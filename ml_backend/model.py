@@ -328,6 +328,7 @@ class SpeakerGroupingModel:
                 proposed=proposed,
                 label=label,
                 named_elsewhere=named_elsewhere,
+                score=None if seen is None else seen[1],
             )
             if self.metrics is not None:
                 self.metrics.operation(kind)

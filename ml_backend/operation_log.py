@@ -77,8 +77,10 @@ class OperationLog:
         proposed: str | None,
         label: str | None,
         named_elsewhere: bool,
+        score: float | None = None,
     ) -> str:
-        """Log one submitted annotation; returns its kind."""
+        """Log one submitted annotation; returns its kind. ``score``: the proposal's score as
+        shown, so that the log tells how the scores fared."""
         kind = classify(proposed, label, named_elsewhere=named_elsewhere)
         key = str(int(annotation_id))
         with self._doc.lock:
@@ -93,6 +95,7 @@ class OperationLog:
                 "annotator": annotator,
                 "line_id": line_id,
                 "proposed": proposed if known is None else known["proposed"],
+                "score": score if known is None else known.get("score"),
                 "label": label,
                 "kind": kind,
                 "revisions": 0 if known is None else int(known.get("revisions", 0)) + 1,
