@@ -206,6 +206,28 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def markdown(summary: Sequence[dict[str, Any]]) -> str:
+    """The summary as a bench/README.md table."""
+    out = [
+        "| episodes | config | wrong answers | corr/100 | rev/100 | mistakes | churn /100 "
+        "| wrong scored ≥ 0.9 | new speaker first line as placeholder | lines changed per "
+        "wrong answer (median, max) | right→wrong by wrong answers |",
+        "|" + "---|" * 11,
+    ]
+    for row in summary:
+        changed = row["wrong_answer_changed_median"]
+        spread = "-" if changed is None else f"{changed:g}, {row['wrong_answer_changed_max']}"
+        out.append(
+            f"| {row['preset']} ({row['runs']}) | {row['config']} | {row['wrong_answers']:.0%} "
+            f"| {row['corrections_per_100']:.2f} | {row['reviews_per_100']:.2f} "
+            f"| {row['mistakes']} | {row['churn_per_100']:.1f} | {row['wrong_high_share']:.3f} "
+            f"| {row['new_speaker_placeholder_share']:.3f} "
+            f"| {spread} "
+            f"| {row['wrong_answer_broke_total'] if row['mistakes'] else '-'} |"
+        )
+    return "\n".join(out)
+
+
 def _config(text: str) -> tuple[str, dict[str, Any]]:
     name, _, options = text.partition("=")
     return name, json.loads(options or "{}")
@@ -240,8 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         configs = dict(_config(c) for c in args.config) or {"shipped": {}}
         document = loop(episodes, configs, wrong_answers=args.wrong_answers, seeds=args.seeds)
-        for row in document["summary"]:
-            print(json.dumps(row))
+        print(markdown(document["summary"]))
     atomic_write_json(args.out, document)
     return 0
 

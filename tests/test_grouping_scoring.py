@@ -36,11 +36,13 @@ def test_doubt_scores_placeholder_lines_by_how_well_they_fit_their_cluster():
     assert scores[8] == UNASSIGNED_SCORE
 
 
-def test_representative_review_puts_each_placeholder_clusters_most_typical_line_first():
+def test_representative_review_puts_each_unnamed_clusters_most_typical_line_first():
     scores = _scores("representative")
-    assert scores[3] == 0.0  # the most typical line of the only placeholder cluster
+    assert scores[3] == 0.0  # the most typical line of the biggest cluster without a label
+    assert scores[6] == REPRESENTATIVE_SHIFT  # then the guessed cluster's
     assert scores[4:6].tolist() == CALIBRATED[4:6].tolist()
-    assert np.argmin(scores) == 3
+    assert scores[7] == pytest.approx(0.25)
+    assert np.argsort(scores)[:2].tolist() == [3, 6]
 
 
 def test_legacy_scores_every_placeholder_line_near_zero():

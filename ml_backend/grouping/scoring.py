@@ -17,10 +17,11 @@ is, for every assigned line, P(the line is grouped with the right people):
 
 The review order is the score's order (lowest first), with one exception chosen on the
 annotation loop (`bench/README.md`, "Review order"): under ``review="representative"`` the most
-typical line of each placeholder cluster is reviewed first, biggest cluster first, because
-naming it names the whole cluster at the next refit. Those lines are the only ones whose shown
-score is not their probability: they show ``REPRESENTATIVE_SHIFT`` × their rank, below every
-other line. ``review="legacy"`` reproduces the score before this module (every placeholder line
+typical line of each cluster that no label names yet (a placeholder or a guessed name) is
+reviewed first, biggest cluster first, because naming it names the whole cluster at the next
+refit; then doubt first. Those lines are the only ones whose shown score is not their
+probability: they show ``REPRESENTATIVE_SHIFT`` × their rank, below every other line.
+``review="legacy"`` reproduces the score before this module (every placeholder line
 near 0, guessed clusters at their guess's probability), kept for same-run comparisons.
 """
 
@@ -84,7 +85,6 @@ def proposal_scores(
     unnamed = assigned & ~np.isin(final, list(named))
     guess_p = np.array([guessed.get(int(c), ("", 0.0))[1] for c in final])
     is_guessed = unnamed & np.isin(final, list(guessed))
-    placeholder = unnamed & ~is_guessed
     if review == "legacy":
         shift = 0.01
         out = np.where(unnamed, (1.0 - shift) * guess_p + shift * typical, calibrated)
@@ -93,7 +93,7 @@ def proposal_scores(
     out[is_guessed] = calibrated[is_guessed] * guess_p[is_guessed]
     out[~assigned] = UNASSIGNED_SCORE
     if review == "representative":
-        first = representatives(final, placeholder, typical)
+        first = representatives(final, unnamed, typical)
         out[first] = REPRESENTATIVE_SHIFT * np.arange(len(first))
     return out
 
