@@ -2,6 +2,7 @@
 research prototype's 1-NN workflow as the baseline, on the same episodes and embeddings.
 
     speaker-grouping bench loop [--episodes hard-seed1 standard-seed2 ...] [--out FILE]
+        [--real-voices evaluation] [--wrong-answers 0 0.05] [--seed 1] [--direct]
 
 **Ours.** The backend (`ml_backend.server.create_app`) is served by werkzeug on 127.0.0.1 in a
 thread, with a fresh MODEL_DIR per episode and no Label Studio (nothing is pushed). Each task
@@ -27,6 +28,13 @@ reads the project's state in-process (``fitted_labels``); everything else goes o
 nearest reviewed line (cosine on the stored voice embeddings), none before the first review;
 wrong ones are corrected, and the loop stops when every remaining line's 1-NN proposal is
 right.
+
+**Annotator mistakes** (``--wrong-answers 0 0.05 --seed 1``): in each run after the first, that
+share of reviews is answered with a wrong name (another name already given, else another
+character), drawn with the seed; the line keeps the wrong label. Every run records the loop
+metrics of `bench.loop_metrics`: calibration of the shown scores, churn, how each new speaker's
+first line was shown, and how many lines each wrong answer changed. ``--direct`` runs ours
+in-process (`simulate_direct`), ``--real-voices SPLIT`` adds the real-voice episodes.
 
 Both report corrections and reviews per 100 lines. Targets (issue 6): on ``hard`` ours needs at
 most half the prototype's corrections per 100 lines; on ``standard`` at most 5. Results go to
