@@ -213,3 +213,32 @@ def test_the_name_model_names_noisy_lines_better_than_their_clusters(priors):
         assert with_names >= 0.85
         gains.append(with_names - clusters_only)
     assert np.mean(gains) >= 0.01
+
+
+def test_a_refit_keeps_confident_known_names_unless_the_new_evidence_is_strong(priors, episode):
+    """Issue 16 item 4: one wrong pick renamed 17 lines of two other characters."""
+    grouper = SpeakerGrouper(priors=priors)
+    first = grouper.propose(episode.lines)
+    by_cluster: dict[int, list[str]] = {}
+    for p in first:
+        by_cluster.setdefault(p.cluster, []).append(p.line_id)
+    a, b = sorted((c for c in by_cluster if c >= 0), key=lambda c: -len(by_cluster[c]))[:2]
+    labels = {by_cluster[a][0]: "Yui", by_cluster[b][0]: "Mio"}
+    fresh = grouper.propose(episode.lines, labels)
+    assert grouper.last_moves_ is None  # nothing to compare with
+    # pretend the lines now proposed as Yui were shown as Mio before: half of them confidently
+    yui = [p.line_id for p in fresh if p.speaker == "Yui" and p.line_id not in labels]
+    assert len(yui) >= 10
+    sure, unsure = yui[::2], yui[1::2]
+    previous = {k: ("Mio", 0.99) for k in sure} | {k: ("Mio", 0.5) for k in unsure}
+    weak = SpeakerGrouper(priors=priors, hold=0.7, switch=1.0)  # no new evidence is enough
+    bounded = {p.line_id: p for p in weak.propose(episode.lines, labels, previous=previous)}
+    assert all(bounded[k].speaker == "Mio" for k in sure)
+    assert all(bounded[k].speaker == "Yui" for k in unsure)
+    new = {p.line_id: p for p in fresh}
+    assert all(bounded[k].score == pytest.approx(1 - new[k].score) for k in sure)
+    assert (weak.last_moves_.held, weak.last_moves_.moved) == (len(sure), len(unsure))
+    strong = SpeakerGrouper(priors=priors, hold=0.7, switch=0.5)  # Yui's evidence is enough
+    switched = strong.propose(episode.lines, labels, previous=previous)
+    assert all(p.speaker == "Yui" for p in switched if p.line_id in previous)
+    assert (strong.last_moves_.held, strong.last_moves_.moved) == (0, len(yui))
