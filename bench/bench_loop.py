@@ -2,6 +2,7 @@
 research prototype's 1-NN workflow as the baseline, on the same episodes and embeddings.
 
     speaker-grouping bench loop [--episodes hard-seed1 standard-seed2 ...] [--out FILE]
+        [--real-voices evaluation] [--wrong-answers 0 0.05] [--seed 1] [--direct]
 
 **Ours.** The backend (`ml_backend.server.create_app`) is served by werkzeug on 127.0.0.1 in a
 thread, with a fresh MODEL_DIR per episode and no Label Studio (nothing is pushed). Each task
@@ -27,6 +28,13 @@ reads the project's state in-process (``fitted_labels``); everything else goes o
 nearest reviewed line (cosine on the stored voice embeddings), none before the first review;
 wrong ones are corrected, and the loop stops when every remaining line's 1-NN proposal is
 right.
+
+**Annotator mistakes** (``--wrong-answers 0 0.05 --seed 1``): in each run after the first, that
+share of reviews is answered with a wrong name (another name already given, else another
+character), drawn with the seed; the line keeps the wrong label. Every run records the loop
+metrics of `bench.loop_metrics`: calibration of the shown scores, churn, how each new speaker's
+first line was shown, and how many lines each wrong answer changed. ``--direct`` runs ours
+in-process (`simulate_direct`), ``--real-voices SPLIT`` adds the real-voice episodes.
 
 Both report corrections and reviews per 100 lines. Targets (issue 6): on ``hard`` ours needs at
 most half the prototype's corrections per 100 lines; on ``standard`` at most 5. Results go to
@@ -132,6 +140,22 @@ def cached_episodes(names: Sequence[str] | None, *, build: bool = False) -> list
     if not chosen:
         raise FileNotFoundError("no benchmark episode is built yet (python -m bench.episode_cache)")
     return chosen
+
+
+def real_voice_episodes(split: str) -> list[LoopEpisode]:
+    """The real-voice episodes of ``split`` (training, evaluation, all), built on first use;
+    preset ``real-train`` or ``real-eval``."""
+    from bench.real_voices.episodes import EPISODES, built_episodes
+
+    return [
+        LoopEpisode.from_folder(
+            e.name,
+            e.imported,
+            e.truth,
+            preset="real-train" if EPISODES[e.name].split == "training" else "real-eval",
+        )
+        for e in built_episodes(split)
+    ]
 
 
 # ---------------------------------------------------------------------------- the backend
@@ -334,6 +358,12 @@ class LoopResult:
     predict_s: list[float] = field(default_factory=list)
     final_wrong: int | None = None
     """Lines whose proposal is wrong once the loop stopped (re-asked after the last refit)."""
+    mistakes: int = 0
+    """Answers the simulated annotator got wrong on purpose (``--wrong-answers``)."""
+    wrong_labels: int = 0
+    """Labels left wrong when the loop stopped."""
+    metrics: dict[str, Any] | None = None
+    """Calibration, churn, new speakers and blast radius (`bench.loop_metrics`), if tracked."""
 
     @property
     def corrections_per_100(self) -> float:
@@ -373,31 +403,56 @@ def run_ours(
     work_dir: Path | None = None,
     wait_s: float = DEFAULT_WAIT_S,
     first_task_id: int = 1,
+    wrong_answers: float = 0.0,
+    seed: int = 0,
     **config: Any,
 ) -> LoopResult:
-    """The simulated annotator against a fresh backend (MODEL_DIR under ``work_dir``)."""
+    """The simulated annotator against a fresh backend (MODEL_DIR under ``work_dir``).
+
+    ``wrong_answers``: the share of reviews answered with a wrong name (drawn with ``seed``),
+    as in `simulate_direct`; the loop metrics (`bench.loop_metrics`) are always recorded."""
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="bench-loop-") as scratch:
         settings = backend_config(Path(scratch) / "models", episode.imported.parent, **config)
         with RunningBackend(settings) as backend:
             annotator = Annotator(backend)
-            result = _annotate_in_score_order(episode, annotator, first_task_id, wait_s)
+            result = _annotate_in_score_order(
+                episode, annotator, first_task_id, wait_s, wrong_answers=wrong_answers, seed=seed
+            )
     result.wall_s = time.perf_counter() - began
     return result
 
 
 def _annotate_in_score_order(
-    episode: LoopEpisode, annotator: Annotator, first_task_id: int, wait_s: float
+    episode: LoopEpisode,
+    annotator: Annotator,
+    first_task_id: int,
+    wait_s: float,
+    *,
+    wrong_answers: float = 0.0,
+    seed: int = 0,
 ) -> LoopResult:
+    from bench.loop_metrics import LoopTracker
+    from label_config import UNKNOWN_CHOICE
+
     tasks = {t["id"]: t for t in episode.tasks(first_task_id)}
     truth = {task_id: episode.true_name(task) for task_id, task in tasks.items()}
+    line_of = {task_id: str(task["data"]["line_id"]) for task_id, task in tasks.items()}
+    tracker = LoopTracker({line_of[t]: name for t, name in truth.items()})
+    rng = np.random.default_rng(seed)
+    characters = sorted(set(truth.values()))
+    given: dict[int, str] = {}
     remaining = set(tasks)
-    reviews = corrections = refits = 0
+    reviews = corrections = refits = mistakes = 0
     annotator.setup()
+
+    def seen(name: str) -> str | None:
+        return None if name == UNKNOWN_CHOICE else name
 
     def ask() -> tuple[dict[int, Shown], list[int]]:
         shown = annotator.predict([tasks[t] for t in sorted(remaining)])
         order = sorted(remaining, key=lambda t: (shown[t].score, tasks[t]["data"]["index"]))
+        tracker.observe({line_of[t]: (seen(shown[t].name), shown[t].score) for t in remaining})
         return shown, order
 
     shown, order = ask()
@@ -415,12 +470,20 @@ def _annotate_in_score_order(
         remaining.discard(task_id)
         reviews += 1
         proposal = shown[task_id]
-        if proposal.name == truth[task_id]:
+        label = truth[task_id]
+        if wrong_answers > 0 and rng.random() < wrong_answers:
+            others = sorted(set(given.values()) - {label}) or [c for c in characters if c != label]
+            if others:
+                label = str(others[int(rng.integers(len(others)))])
+                mistakes += 1
+        given[task_id] = label
+        tracker.answered(line_of[task_id], seen(proposal.name), label)
+        if proposal.name == label:
             annotator.annotate(tasks[task_id], proposal.name, proposal.name)
             continue
         corrections += 1
         sent = time.perf_counter()
-        answer = annotator.annotate(tasks[task_id], truth[task_id], proposal.name)
+        answer = annotator.annotate(tasks[task_id], label, proposal.name)
         waited = annotator.wait_fitted(answer.get("model_version"), sent, limit_s=wait_s)
         if waited is not None:
             annotator.refit_s.append(waited)
@@ -428,7 +491,9 @@ def _annotate_in_score_order(
         if remaining:
             shown, order = ask()
     final = annotator.predict(list(tasks.values()))
-    final_wrong = sum(final[t].name != truth[t] for t in tasks)
+    final_wrong = sum(
+        final[t].name != truth[t] for t in tasks if given.get(t, truth[t]) == truth[t]
+    )
     return LoopResult(
         method="ours",
         lines=len(tasks),
@@ -441,25 +506,87 @@ def _annotate_in_score_order(
         refit_s=list(annotator.refit_s),
         predict_s=list(annotator.predict_s),
         final_wrong=final_wrong,
+        mistakes=mistakes,
+        wrong_labels=sum(given[t] != truth[t] for t in given),
+        metrics=tracker.summary(),
+    )
+
+
+ORDERS = ("score", "representative", "unreviewed-first")
+"""Annotator-side review orders of `simulate_direct` (the backend's own order is the score's,
+see `ml_backend.grouping.scoring`):
+
+- ``score``: lowest score first ("Doubt first" in Label Studio);
+- ``representative``: each cluster's most typical line (highest score) first, biggest cluster
+  first, then the second most typical of each, and so on, as the prototype's file order
+  effectively gives;
+- ``unreviewed-first``: the most typical line of every cluster nobody has reviewed a line of
+  yet, biggest first, then lowest score first (a mixture).
+"""
+
+
+def _review_key(
+    order: str,
+    shown: Mapping[str, Any],
+    remaining: set[str],
+    labels: Mapping[str, str],
+    position: Mapping[str, int],
+) -> Callable[[str], tuple]:
+    """Sort key over line ids for ``order`` (see `ORDERS`); ties by line order."""
+    if order == "score":
+        return lambda k: (shown[k].score, position[k])
+    members: dict[int, list[str]] = {}
+    for k in remaining:
+        members.setdefault(shown[k].cluster, []).append(k)
+    rank: dict[str, int] = {}
+    for cluster, ids in members.items():
+        ids.sort(key=lambda k: (-shown[k].score, position[k]))
+        for place, k in enumerate(ids):
+            rank[k] = place if cluster >= 0 else 10**6
+    size = {cluster: len(ids) for cluster, ids in members.items()}
+    if order == "representative":
+        return lambda k: (rank[k], -size[shown[k].cluster], position[k])
+    reviewed_clusters = {shown[k].cluster for k in labels if k in shown}
+    return lambda k: (
+        (0, -size[shown[k].cluster], position[k])
+        if rank[k] == 0 and shown[k].cluster not in reviewed_clusters
+        else (1, shown[k].score, position[k])
     )
 
 
 def simulate_direct(
-    episode: LoopEpisode, *, grouper_options: Mapping[str, Any] | None = None
+    episode: LoopEpisode,
+    *,
+    grouper_options: Mapping[str, Any] | None = None,
+    wrong_answers: float = 0.0,
+    seed: int = 0,
+    order: str = "score",
+    track: bool = False,
 ) -> LoopResult:
     """The same annotator rules as `run_ours`, in-process on `SpeakerGrouper` (no HTTP, no
     refit delay): seconds instead of minutes per episode, for tuning on training episodes.
 
-    Lowest score first; a right proposal is accepted and becomes a label; a wrong one (a
-    numbered speaker or no speaker is always wrong) is corrected, becomes a label, and is followed
-    by fit + propose on every label so far. Stops when every unreviewed proposal is right, after
-    a last fit on every label.
+    Lowest score first (or another of `ORDERS`); a right proposal is accepted and becomes a
+    label; a wrong one (a numbered speaker or no speaker is always wrong) is corrected, becomes
+    a label, and is followed by fit + propose on every label so far, given the proposals shown
+    before (the bounded blast radius, `ml_backend.grouping.stability`). Stops when every
+    unreviewed proposal is right, after a last fit on every label.
+
+    ``wrong_answers``: the share of reviews where the annotator gives a wrong name (drawn with
+    ``seed``): another name already given, or else another character of the episode. A wrong
+    answer that differs from the proposal counts as a correction and triggers a refit, as a
+    real one would; the line keeps the wrong label (nobody reviews a line twice). ``track``
+    records the loop's calibration, churn, new-speaker and blast-radius figures
+    (`bench.loop_metrics`) into ``LoopResult.metrics``.
     """
+    from bench.loop_metrics import LoopTracker
     from ml_backend.episode_lines import load_lines
     from ml_backend.grouping import SpeakerGrouper, SpeakerNumbers
     from ml_backend.grouping.params import params_for_priors
     from ml_backend.grouping.priors import load_priors
 
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
     began = time.perf_counter()
     lines = load_lines([episode.imported])
     truth = [episode.truth[line_index(line_id)] for line_id in lines.line_ids]
@@ -472,21 +599,30 @@ def simulate_direct(
     params = params_for_priors(priors).replace(**ANNOTATION_PARAMS, **dict(grouper_options or {}))
     refit_s: list[float] = []
     predict_s: list[float] = []
+    right = dict(zip(lines.line_ids, truth, strict=True))
+    tracker = LoopTracker(right) if track else None
+    rng = np.random.default_rng(seed)
+    characters = sorted(set(truth))
+    previous: dict[str, Any] = {}
 
     def ask() -> dict[str, Any]:
         nonlocal numbers
         t0 = time.perf_counter()
         grouper = SpeakerGrouper(params, priors=priors).fit(lines, labels)
         t1 = time.perf_counter()
-        grouping = grouper.propose(lines, labels, numbers)
+        grouping = grouper.propose(lines, labels, numbers, previous=previous)
         proposals, numbers = grouping.proposals, grouping.speaker_numbers
         refit_s.append(t1 - t0)
         predict_s.append(time.perf_counter() - t1)
-        return {p.line_id: p for p in proposals}
+        out = {p.line_id: p for p in proposals}
+        previous.clear()
+        previous.update(out)
+        if tracker is not None:
+            tracker.observe({k: (out[k].speaker, out[k].score) for k in remaining})
+        return out
 
-    right = dict(zip(lines.line_ids, truth, strict=True))
     remaining = set(lines.line_ids)
-    reviews = corrections = 0
+    reviews = corrections = mistakes = 0
     shown = ask()
     fitted_all = True
     while remaining:
@@ -495,17 +631,27 @@ def simulate_direct(
                 break
             shown, fitted_all = ask(), True
             continue
-        line_id = min(remaining, key=lambda k: (shown[k].score, order_key[k]))
+        line_id = min(remaining, key=_review_key(order, shown, remaining, labels, order_key))
         remaining.discard(line_id)
         reviews += 1
-        labels[line_id] = right[line_id]
-        if shown[line_id].speaker == right[line_id]:
+        answer = right[line_id]
+        if wrong_answers > 0 and rng.random() < wrong_answers:
+            given = sorted(set(labels.values()) - {answer}) or [
+                c for c in characters if c != answer
+            ]
+            if given:
+                answer = str(given[int(rng.integers(len(given)))])
+                mistakes += 1
+        labels[line_id] = answer
+        if tracker is not None:
+            tracker.answered(line_id, shown[line_id].speaker, answer)
+        if shown[line_id].speaker == answer:
             fitted_all = False
             continue
         corrections += 1
         shown, fitted_all = ask(), True
     final_wrong = sum(shown[k].speaker != right[k] for k in lines.line_ids if k not in labels)
-    return LoopResult(
+    result = LoopResult(
         method="direct",
         lines=len(truth),
         reviews=reviews,
@@ -515,7 +661,12 @@ def simulate_direct(
         refit_s=refit_s,
         predict_s=predict_s,
         final_wrong=final_wrong,
+        mistakes=mistakes,
+        wrong_labels=sum(labels[k] != right[k] for k in labels),
     )
+    if tracker is not None:
+        result.metrics = tracker.summary()
+    return result
 
 
 def prototype_loop(voice: np.ndarray, truth: Sequence[str]) -> tuple[int, int, int]:
@@ -631,31 +782,58 @@ def run(
     *,
     wait_s: float = DEFAULT_WAIT_S,
     report: Callable[[str], None] | None = None,
+    wrong_answers: Sequence[float] = (0.0,),
+    seed: int = 1,
+    direct: bool = False,
     **config: Any,
 ) -> dict[str, Any]:
-    """Both loops on every episode; the document written to loop.json."""
+    """Both loops on every episode (ours once per share of wrong answers); the document
+    written to loop.json. ``direct`` runs ours in-process (`simulate_direct`) instead of
+    through the HTTP server."""
     load_before = machine_load()
     cpu_before = time.process_time()
     rows = []
     first_task_id = 1
     for episode in episodes:
-        ours = run_ours(episode, wait_s=wait_s, first_task_id=first_task_id, **config)
-        first_task_id += ours.lines
         proto = run_prototype(episode)
-        row = {
-            "episode": episode.name,
-            "preset": episode.preset,
-            "ours": ours.to_json(),
-            "prototype": proto.to_json(),
-            "load_1m_after": round(os.getloadavg()[0], 2),
-        }
-        rows.append(row)
-        if report is not None:
-            report(
-                f"{episode.name}: ours {ours.corrections} corrections / {ours.reviews} reviews "
-                f"of {ours.lines} lines in {ours.wall_s:.0f} s; prototype "
-                f"{proto.corrections} / {proto.reviews}"
-            )
+        for share in wrong_answers:
+            if direct:
+                ours = simulate_direct(
+                    episode,
+                    grouper_options={
+                        **dict(config.get("grouper_options") or {}),
+                        **({"priors": config["priors"]} if config.get("priors") else {}),
+                    },
+                    wrong_answers=share,
+                    seed=seed,
+                    track=True,
+                )
+            else:
+                ours = run_ours(
+                    episode,
+                    wait_s=wait_s,
+                    first_task_id=first_task_id,
+                    wrong_answers=share,
+                    seed=seed,
+                    **config,
+                )
+                first_task_id += ours.lines
+            row = {
+                "episode": episode.name,
+                "preset": episode.preset + (f" {share:.0%} wrong" if share else ""),
+                "wrong_answers": share,
+                "ours": ours.to_json(),
+                "prototype": proto.to_json(),
+                "load_1m_after": round(os.getloadavg()[0], 2),
+            }
+            rows.append(row)
+            if report is not None:
+                report(
+                    f"{episode.name} ({share:.0%} wrong): ours {ours.corrections} corrections / "
+                    f"{ours.reviews} reviews of {ours.lines} lines, {ours.mistakes} wrong "
+                    f"answers, in {ours.wall_s:.0f} s; prototype "
+                    f"{proto.corrections} / {proto.reviews}"
+                )
     presets = summarise(rows)
     from ml_backend.config import BackendConfig
 
@@ -672,10 +850,46 @@ def run(
             "refit_delay_s": config.get("refit_delay_s", BackendConfig.refit_delay_s),
             "priors": str(config.get("priors") or "packaged"),
             "wait_limit_s": wait_s,
+            "wrong_answers": list(wrong_answers),
+            "seed": seed,
+            "direct": direct,
         },
         "episodes": rows,
         "presets": presets,
     }
+
+
+def metrics_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The loop metrics (`bench.loop_metrics`) per episode and share of wrong answers."""
+    out = [
+        "| episode | wrong answers | corr/100 | rev/100 | mistakes | lines changed per wrong "
+        "answer (median, max) | right→wrong per wrong answer | churn right→wrong /100 "
+        "| wrong scored ≥ 0.9 | new speaker's first line as placeholder |",
+        "|" + "---|" * 10,
+    ]
+    for row in rows:
+        ours = row["ours"]
+        m = ours.get("metrics")
+        if not m:
+            continue
+        changed = m["blast"]["wrong_answer_changed"]
+        broke = m["blast"]["wrong_answer_broke"]
+        first = m["new_speakers"]
+        out.append(
+            f"| {row['episode']} | {row['wrong_answers']:.0%} | {ours['corrections_per_100']:.2f} "
+            f"| {ours['reviews_per_100']:.2f} | {ours['mistakes']} "
+            f"| {_median_max(changed)} | {_median_max(broke)} "
+            f"| {m['churn']['right_to_wrong_per_100']:.1f} "
+            f"| {m['calibration']['wrong_scored_high']}/{m['calibration']['wrong']} "
+            f"| {first['first_line'].get('placeholder', 0)}/{first['speakers']} |"
+        )
+    return "\n".join(out)
+
+
+def _median_max(values: Sequence[int]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):g}, {max(values)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -695,19 +909,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, help="refit wait limit, s")
     parser.add_argument("--refit-delay", type=float, help="backend's burst delay (default 0.3 s)")
     parser.add_argument("--priors", type=Path, help="priors file (default: the packaged ones)")
+    parser.add_argument(
+        "--real-voices",
+        choices=("training", "evaluation", "all"),
+        help="add the real-voice episodes of this split (bench/real_voices; built on first use)",
+    )
+    parser.add_argument(
+        "--wrong-answers",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="SHARE",
+        help="shares of reviews the annotator answers with a wrong name, each a run "
+        "(e.g. 0 0.05; default 0)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="which reviews are answered wrong")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="run ours in-process (simulate_direct, same rules, no HTTP): seconds per episode",
+    )
     args = parser.parse_args(argv)
+    if any(not 0.0 <= share < 1.0 for share in args.wrong_answers):
+        parser.error("--wrong-answers: each share must be in [0, 1)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     config: dict[str, Any] = {}
     if args.refit_delay is not None:
         config["refit_delay_s"] = args.refit_delay
     if args.priors is not None:
         config["priors"] = args.priors
-    episodes = cached_episodes(args.episodes, build=args.build)
+    episodes = [] if args.real_voices and not args.episodes else None
+    if episodes is None:
+        episodes = cached_episodes(args.episodes, build=args.build)
+    if args.real_voices:
+        episodes += real_voice_episodes(args.real_voices)
     document = run(
-        episodes, wait_s=args.wait, report=lambda line: print(line, flush=True), **config
+        episodes,
+        wait_s=args.wait,
+        report=lambda line: print(line, flush=True),
+        wrong_answers=args.wrong_answers,
+        seed=args.seed,
+        direct=args.direct,
+        **config,
     )
     atomic_write_json(args.out, document)
     print(table(document["episodes"], document["presets"]))
+    print(metrics_table(document["episodes"]))
     before, after = document["machine"]["before"], document["machine"]["after"]
     print(
         f"load average (1 min) {before['load_1m']} before, {after['load_1m']} after, "

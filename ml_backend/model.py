@@ -147,6 +147,7 @@ class SpeakerGroupingModel:
         self._proposals: dict[str, Any] = {}
         self._proposals_key: Any = None
         self._speaker_numbers: Any = None
+        self._proposed_labels: dict[str, str] | None = None
         self._listed_speakers: set[str] = set()
         self._last_reconcile = 0.0
         self._caught_up = False
@@ -412,6 +413,7 @@ class SpeakerGroupingModel:
                     "label": label,
                     "named_elsewhere": label is not None
                     and any(name == label for other, name in before.items() if other != line_id),
+                    "score": None if seen is None else seen[1],
                 }
             )
         if bulk and len(operations) > 1:
@@ -447,6 +449,7 @@ class SpeakerGroupingModel:
                 line_id=line_id,
                 proposed=proposed,
                 label=label,
+                score=None if shown is None else shown[1],
                 named_elsewhere=label is not None
                 and any(name == label for other, name in labels.items() if other != line_id),
             )
@@ -624,8 +627,18 @@ class SpeakerGroupingModel:
         if key == self._proposals_key:
             return self._proposals
         began = time.perf_counter()
-        grouping = self.grouper().propose(lines, labels, self._speaker_numbers_object())
+        # what the annotators were shown: a refit may not rename confident names on weak
+        # evidence (`ml_backend.grouping.stability`)
+        previous = (
+            {k: shown_choice(p) for k, p in self._proposals.items()}
+            if self._proposals
+            else self.state.shown_proposals()
+        )
+        grouping = self.grouper().propose(
+            lines, labels, self._speaker_numbers_object(), previous=previous
+        )
         proposals = grouping.proposals
+        self._log_moves(grouping.moves, labels, version)
         self.state.save_speaker_numbers(grouping.speaker_numbers.to_json())
         self._speaker_numbers = grouping.speaker_numbers
         self._proposals = {p.line_id: p for p in proposals}
@@ -638,6 +651,38 @@ class SpeakerGroupingModel:
             time.perf_counter() - began,
         )
         return self._proposals
+
+    def _log_moves(self, moves: Any, labels: Mapping[str, str], version: str) -> None:
+        """Worker: log how many lines the new labels moved (`ml_backend.grouping.stability`):
+        operation log, /metrics, and a warning when they are many."""
+        before = self._proposed_labels
+        if before is None:  # first proposals since start: the labels the saved model knew
+            before = self.state.fitted_labels
+        self._proposed_labels = dict(labels)
+        if moves is None or before == labels:
+            return
+        new: dict[str, str | None] = {k: v for k, v in labels.items() if before.get(k) != v}
+        new.update({k: None for k in before.keys() - labels.keys()})
+        self.oplog.record_refit(
+            version,
+            labels=new,
+            lines_moved=moves.moved,
+            from_named=moves.from_named,
+            held=moves.held,
+            large=moves.large,
+        )
+        if self.metrics is not None:
+            self.metrics.moved(moves.moved, large=moves.large)
+        if moves.large:
+            logger.warning(
+                "project %d: %d new label(s) moved %d lines (%d of them from a known name); "
+                "check %s",
+                self.project,
+                len(new),
+                moves.moved,
+                moves.from_named,
+                ", ".join(sorted(new)[:5]),
+            )
 
     # ------------------------------------------------------------------ refit and push (worker)
 

@@ -19,6 +19,11 @@ Predictions" on a filtered selection, one bulk webhook) is one operation, not on
 `record_group` stores each annotation under its id as usual (so a later update or deletion of
 one line still finds it) with a shared ``group``, and `entries` and `summary` count the group
 once. A line of the group that is corrected later leaves the group and counts on its own.
+
+Each refit that follows new labels is logged too (`OperationLog.record_refit`), with the labels
+it took in and how many unlabelled lines it changed (``lines_moved``, and ``from_named`` of those
+that had shown a known name): one annotation that moves many lines is a large blast radius
+(`ml_backend.grouping.stability`), flagged ``large`` above ``LARGE_MOVE`` lines.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ class OperationLog:
     """The log of one project, in ``<project folder>/operations.json``."""
 
     def __init__(self, folder: Path) -> None:
-        self._doc = DurableJson(Path(folder) / OPERATIONS_FILE, {"annotations": {}})
+        self._doc = DurableJson(Path(folder) / OPERATIONS_FILE, {"annotations": {}, "refits": []})
 
     def record(
         self,
@@ -80,11 +85,13 @@ class OperationLog:
         proposed: str | None,
         label: str | None,
         named_elsewhere: bool,
+        score: float | None = None,
         group: str | None = None,
         commit: bool = True,
     ) -> str:
         """Log one submitted annotation; returns its kind.
 
+        score : the proposal's score as shown, so that the log tells how the scores fared.
         group : the bulk action it came with (`record_group`); a revision leaves its group.
         """
         kind = classify(proposed, label, named_elsewhere=named_elsewhere)
@@ -102,6 +109,7 @@ class OperationLog:
                 "annotator": annotator,
                 "line_id": line_id,
                 "proposed": proposed if known is None else known["proposed"],
+                "score": score if known is None else known.get("score"),
                 "label": label,
                 "kind": kind,
                 "revisions": 0 if known is None else int(known.get("revisions", 0)) + 1,
@@ -189,6 +197,37 @@ class OperationLog:
         for merged in groups.values():
             merged["kind"] = _group_kind(merged.pop("kinds"))
         return out
+
+    def record_refit(
+        self,
+        version: str,
+        *,
+        labels: Mapping[str, str | None],
+        lines_moved: int,
+        from_named: int,
+        held: int,
+        large: bool,
+    ) -> None:
+        """Log what one refit changed: the labels new to it (line id -> name) and the lines
+        it moved (see the module docstring)."""
+        with self._doc.lock:
+            self._doc.data["refits"].append(
+                {
+                    "version": version,
+                    "time": time.time(),
+                    "labels": dict(labels),
+                    "lines_moved": int(lines_moved),
+                    "from_named": int(from_named),
+                    "held": int(held),
+                    "large": bool(large),
+                }
+            )
+        self._doc.commit()
+
+    def refits(self) -> list[dict[str, Any]]:
+        """Every logged refit, oldest first."""
+        with self._doc.lock:
+            return [dict(entry) for entry in self._doc.data["refits"]]
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per (episode, annotator): reviewed, accepted, corrected and each kind."""

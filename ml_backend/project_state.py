@@ -418,6 +418,12 @@ class ProjectState:
             entry = self._proposals.data["lines"].get(line_id)
         return None if entry is None else (entry[0], float(entry[1]))
 
+    def shown_proposals(self) -> dict[str, tuple[str | None, float]]:
+        """line id -> (choice, score) of the proposals last shown (what a refit may change)."""
+        with self._proposals.lock:
+            lines = dict(self._proposals.data["lines"])
+        return {line_id: (entry[0], float(entry[1])) for line_id, entry in lines.items()}
+
 
 def annotation_entry(
     annotation: Mapping[str, Any], *, task_id: int, line_id: str

@@ -147,6 +147,23 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.lines_moved = Histogram(
+            "sg_lines_moved",
+            "Unlabelled lines whose shown speaker a refit changed",
+            registry=self.registry,
+            buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200),
+        )
+        self.large_moves = Counter(
+            "sg_large_moves",
+            "Refits that changed more unlabelled lines than the warning threshold",
+            registry=self.registry,
+        )
+
+    def moved(self, lines: int, *, large: bool) -> None:
+        self.lines_moved.observe(lines)
+        if large:
+            self.large_moves.inc()
+
     def fitted(self, seconds: float, version: str) -> None:
         self.fits.labels("ok").inc()
         self.fit_seconds.observe(seconds)

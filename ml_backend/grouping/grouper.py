@@ -5,6 +5,8 @@
     grouper.fit(lines, labels)                          # refit from the annotators' labels
     grouping = grouper.propose(lines, labels, grouping.speaker_numbers)
     grouping.proposals                                  # one `Proposal` per line
+    grouping = grouper.propose(lines, labels, numbers, previous=grouping.proposals)
+    grouping.moves                                      # what the refit changed (`stability`)
 
 An estimator in scikit-learn's shape: the constructor stores the hyper-parameters (one frozen
 `params.GrouperParams`) and the cold-start priors, `fit` learns from labels and returns self
@@ -17,15 +19,16 @@ confidence (`confidence`) → gated clustering with the labels as constraints, t
 moved to the cluster they fit best (`clustering.GatedClustering`), or the merge graph's
 communities where the priors ask for them (`self_calibration.SelfCalibratingClustering`)
 → lone lines attached and clusters named (`naming`) → numbers for the unnamed ones
-(`speaker_numbers`) → score (`scoring`) → the name model's second opinion
-(`naming.names_from_model`).
+(`speaker_numbers`) → score and review order (`scoring`) → the name model's second opinion
+(`naming.names_from_model`) → given the proposals shown before, the bounded blast radius
+(`stability`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +56,11 @@ from ml_backend.grouping.params import (
     params_for_priors,
 )
 from ml_backend.grouping.priors import Priors, load_priors
-from ml_backend.grouping.proposal import Grouping
-from ml_backend.grouping.scoring import REVIEW_SHIFT, score_lines
+from ml_backend.grouping.proposal import Grouping, Moves, Proposal
+from ml_backend.grouping.scoring import REVIEW_MODES, UNASSIGNED_SCORE, score_lines
 from ml_backend.grouping.self_calibration import SelfCalibratingClustering
 from ml_backend.grouping.speaker_numbers import SpeakerNumbers
+from ml_backend.grouping.stability import count_moves, hold_previous
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +174,10 @@ class SpeakerGrouper:
         lines: EpisodeLines,
         labels: Mapping[str, str] | None = None,
         speaker_numbers: SpeakerNumbers | None = None,
+        *,
+        previous: Mapping[str, Proposal | tuple[str | None, float]]
+        | Sequence[Proposal]
+        | None = None,
     ) -> Grouping:
         """One proposal per line, in order; labelled lines come back with their label, score 1.
 
@@ -177,6 +185,10 @@ class SpeakerGrouper:
             ignored).
         speaker_numbers : the previous call's `Grouping.speaker_numbers`, so that numbered
             speakers keep their numbers; it is copied, never changed.
+        previous : the proposals shown before this call (line id -> `Proposal` or (speaker,
+            score), or the previous `Grouping.proposals`): a refit may not rename a line
+            shown a known name with confidence on weak evidence (``params.hold`` /
+            ``params.switch``, `stability`), and `Grouping.moves` says what changed.
 
         The score, in [0, 1], is what annotators sort by, lowest first (see `scoring`).
         """
@@ -205,7 +217,14 @@ class SpeakerGrouper:
             name_guess=params.name_guess,
         )
         number_of = number_clusters(lines.line_ids, named.final, numbers)
-        scores, features = score_lines(self.priors.calibrator, context, confidence, fit, named)
+        scores, features = score_lines(
+            self.priors.calibrator,
+            context,
+            confidence,
+            fit,
+            named,
+            review=REVIEW_MODES[params.review],
+        )
         proposals = proposals_for(
             lines.line_ids,
             fit,
@@ -215,7 +234,7 @@ class SpeakerGrouper:
             number_of,
             speaker_names(named, number_of),
             scores,
-            unassigned_score=REVIEW_SHIFT,
+            unassigned_score=UNASSIGNED_SCORE,
         )
         proposals = names_from_model(
             getattr(self, "names_", None),
@@ -227,7 +246,42 @@ class SpeakerGrouper:
             override=params.name_override,
             none_margin=params.name_none_margin,
         )
-        return Grouping(proposals, numbers, named.final, features, clustering.skeleton_)
+        moves = None
+        if previous:
+            proposals, moves = self._bounded(proposals, previous, labels or {}, names)
+        return Grouping(
+            proposals, numbers, named.final, features, clustering.skeleton_, moves=moves
+        )
+
+    def _bounded(
+        self,
+        proposals: list[Proposal],
+        previous: Mapping[str, Proposal | tuple[str | None, float]] | Sequence[Proposal],
+        labels: Mapping[str, str],
+        names: list[str],
+    ) -> tuple[list[Proposal], Moves]:
+        """The bounded blast radius (`stability`): ``proposals`` with the confident known
+        names of ``previous`` held, and what changed."""
+        if isinstance(previous, Mapping):
+            items = previous.items()
+        else:
+            items = ((p.line_id, p) for p in previous)
+        shown = {
+            k: (v.speaker, v.score) if isinstance(v, Proposal) else (v[0], float(v[1]))
+            for k, v in items
+        }
+        proposals, held = hold_previous(
+            proposals,
+            shown,
+            labels,
+            names,
+            hold=self.params.hold,
+            switch=self.params.switch,
+        )
+        moves = count_moves(
+            shown, {p.line_id: (p.speaker, p.score) for p in proposals}, labels, names, held=held
+        )
+        return proposals, moves
 
     # ------------------------------------------------------------------ files
 

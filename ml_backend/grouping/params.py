@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from foundation.options import coerce_options
+from ml_backend.grouping.scoring import REVIEW_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,19 @@ class GrouperParams:
     the rest (1: off). Chosen with the annotation loop on the training episodes
     (bench/README.md, "Measurements behind code choices")."""
 
+    # -- score and review order (`scoring`) ------------------------------------------------
+    review: int = 1
+    """The review order (`scoring.REVIEW_MODES`): 0 doubt first; 1 each unnamed cluster's most
+    typical line first (biggest cluster first), then doubt; 2 the score before the numbered
+    speakers' lines were scored by their membership (legacy, for same-run comparisons). Chosen
+    with the annotation loop on the training episodes (bench/README.md, "Review order")."""
+
+    # -- bounded blast radius (`stability.hold_previous`), given the previous proposals -----
+    hold: float = 0.7
+    """A line shown a known name at this score or above keeps it after a refit..."""
+    switch: float = 0.95
+    """...unless the refit's new proposal scores this or above (bench/README.md, "The hold")."""
+
     # -- refitting from labels (`SpeakerGrouper.fit`) ---------------------------------------
     strength: float = 3000.0
     """How many replay pairs the priors count for when refitting: few labels must not pull
@@ -133,6 +147,11 @@ class GrouperParams:
                 or not math.isfinite(value)
             ):
                 raise ValueError(f"grouper parameter {field.name} must be a number, got {value!r}")
+        if not 0 <= self.review < len(REVIEW_MODES):
+            raise ValueError(
+                f"grouper parameter review must be 0..{len(REVIEW_MODES) - 1} "
+                f"({', '.join(REVIEW_MODES)}), got {self.review!r}"
+            )
 
     def replace(self, **changes: Any) -> GrouperParams:
         """A copy with ``changes``; an unknown name is refused with the known ones."""

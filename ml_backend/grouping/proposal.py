@@ -1,4 +1,5 @@
-"""What the grouping proposes: one `Proposal` per line, and the `Grouping` of one call."""
+"""What the grouping proposes: one `Proposal` per line, the `Grouping` of one call, and the
+`Moves` it made among the proposals shown before it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class Proposal:
         shown to annotators as the "Unknown" choice).
     cluster : cluster id, -1 when unassigned; the number is the numbered speaker's, stable
         across calls.
-    score : calibrated P(speaker is right); 1.0 for a human-labelled line, 0.0 when unassigned.
+    score : calibrated P(the line is grouped with the right people), see `scoring` for what
+        that is for each kind of proposal; 1.0 for a human-labelled line.
     alternatives : next-best (speaker, P) pairs, best first.
     """
 
@@ -29,6 +31,21 @@ class Proposal:
     cluster: int
     score: float
     alternatives: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Moves:
+    """What one refit changed among unlabelled lines that had a proposal before
+    (`stability.count_moves`)."""
+
+    moved: int
+    """Lines whose shown speaker changed."""
+    from_named: int
+    """Of those, lines that had been shown a known name (a renaming, not a first naming)."""
+    held: int = 0
+    """Lines `stability.hold_previous` kept at their previous known name."""
+    large: bool = False
+    """More lines moved than `stability.LARGE_MOVE`: worth a warning."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,8 @@ class Grouping:
         (`bench.train_priors` fits the calibrator on them).
     skeleton : which clustering made the clusters, "gated" or "community"
         (`self_calibration.SelfCalibratingClustering`). Diagnostics.
+    moves : given the proposals shown before (``propose(..., previous=...)``), what this call
+        changed among them after the bounded blast radius (`stability`); None without them.
     """
 
     proposals: list[Proposal]
@@ -51,3 +70,4 @@ class Grouping:
     clusters: np.ndarray
     score_features: np.ndarray
     skeleton: str = "gated"
+    moves: Moves | None = None
