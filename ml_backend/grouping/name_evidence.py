@@ -244,8 +244,7 @@ def whitened(vectors: np.ndarray, labelled: np.ndarray, label_of: np.ndarray) ->
     shrunk = (1 - WHITEN_SHRINK) * within + WHITEN_SHRINK * sphere * np.eye(within.shape[0])
     values, basis = np.linalg.eigh(shrunk)
     out = vectors.astype(np.float64) @ (basis / np.sqrt(np.maximum(values, 1e-12)))
-    norm = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.where(norm > 1e-9, out / np.maximum(norm, 1e-9), 0.0).astype(np.float32)
+    return _unit_rows(out)
 
 
 def _around(context: LineContext, around: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -296,5 +295,10 @@ def centred(vectors: np.ndarray, episode: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero((episode == code) & present)
         if len(rows) > 1:
             out[rows] -= out[rows].mean(axis=0)
-    norm = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.where(norm > 1e-9, out / np.maximum(norm, 1e-9), 0.0).astype(np.float32)
+    return _unit_rows(out)
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    """(n, d) float32 rows scaled to unit length; a (near-)zero row becomes all zeros."""
+    norm = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.where(norm > 1e-9, rows / np.maximum(norm, 1e-9), 0.0).astype(np.float32)
