@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ml_backend.grouping.params import GrouperParams
 from ml_backend.grouping.proposal import Proposal
 from ml_backend.grouping.scoring import (
     REPRESENTATIVE_SHIFT,
@@ -54,6 +55,11 @@ def test_legacy_scores_every_placeholder_line_near_zero():
 def test_unknown_review_mode_is_refused():
     with pytest.raises(ValueError, match="review must be one of"):
         _scores("random")
+    with pytest.raises(
+        ValueError, match=r"review must be 0\.\.2 \(doubt, representative, legacy\)"
+    ):
+        GrouperParams(review=3)
+    assert GrouperParams.from_json({"review": 0.0}).review == 0
 
 
 def test_representatives_biggest_cluster_first():
