@@ -150,11 +150,13 @@ def append_speakers(xml: str, names: Sequence[str]) -> str:
 
 def speaker_prediction(speaker: str, *, score: float | None = None) -> list[dict[str, Any]]:
     """The ``result`` list of a prediction that picks ``speaker`` for the line."""
+    # ``value`` first: the Data Manager's "Prediction results" column shows the result as text,
+    # cut after a few lines, so the speaker's name is what an annotator sees in the task list.
     region: dict[str, Any] = {
+        "value": {"choices": [clean_speaker_name(speaker)]},
         "from_name": SPEAKER_CONTROL,
         "to_name": AUDIO_OBJECT,
         "type": "choices",
-        "value": {"choices": [clean_speaker_name(speaker)]},
     }
     if score is not None:
         try:

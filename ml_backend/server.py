@@ -199,6 +199,8 @@ def create_app(config: BackendConfig | None = None) -> Flask:
     backend.start()
     budget = BodyBudget(config.max_inflight_bytes)
     app = Flask(__name__)
+    # Keep our key order: a prediction result lists its `value` first, for the Data Manager.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["speaker_grouping"] = backend
