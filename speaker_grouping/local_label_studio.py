@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from foundation.atomic import atomic_write_json
+from speaker_grouping.demo_ports import port_is_free
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +74,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As servers bind: connections of a server just stopped (TIME_WAIT) do not hold the port.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class ChildServer:
@@ -200,7 +190,7 @@ class LocalLabelStudio(ChildServer):
         """
         if self.running:
             return self
-        if self.port is not None and not _port_is_free(self.host, self.port):
+        if self.port is not None and not port_is_free(self.port, self.host):
             raise LabelStudioStartError(f"port {self.port} on {self.host} is already in use")
         executable = find_label_studio(self.executable)
         if not self.document_root.is_dir():
