@@ -217,7 +217,10 @@ def test_label_studio_session_with_corrections_and_a_restart(
         # first alone may be pinned while the second is already stored.
         expected = {line: name for name, line in chosen.items()}
         labelled = model.state.labels() == expected == model.state.fitted_labels
-        return current if fresh and labelled else None
+        # and Label Studio shows it: each corrected line carries its name (a push replaces the
+        # predictions in several calls, so one poll may fall between them)
+        shown = all(current[line]["speaker"] == name for name, line in chosen.items())
+        return current if fresh and labelled and shown else None
 
     after = wait_for(refreshed, timeout=60, step=0.5)
     visible_s = time.perf_counter() - began
