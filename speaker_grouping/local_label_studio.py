@@ -323,19 +323,20 @@ class LocalLabelStudio(ChildServer):
         return f"Label Studio is still starting ({elapsed:.0f} s); log: {self.log_path}"
 
     def _check_token(self) -> None:
-        request = urllib.request.Request(
-            f"{self.url}/api/current-user/whoami",
-            headers={"Authorization": f"Token {self._token}"},
-        )
+        from foundation.label_studio import LabelStudioClient, LabelStudioError
+
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                email = json.loads(response.read()).get("email")
-        except urllib.error.HTTPError as error:
+            with LabelStudioClient(self.url, self._token, timeout=10) as client:
+                answer = client.call("GET", "/api/current-user/whoami")
+        except LabelStudioError as error:
+            if error.status is None:
+                raise
             raise LabelStudioStartError(
-                f"Label Studio at {self.url} rejects our API token (HTTP {error.code}); the data "
+                f"Label Studio at {self.url} rejects our API token (HTTP {error.status}); the data "
                 f"folder {self.data_dir} was probably created with another token: pass that token "
                 "or use a fresh data folder"
             ) from None
+        email = answer.get("email") if isinstance(answer, dict) else None
         if email != self._username:
             raise LabelStudioStartError(
                 f"the API token belongs to {email!r}, not {self._username!r}, in {self.data_dir}"
