@@ -260,6 +260,19 @@ def test_a_second_start_on_the_same_data_folder_reuses_the_stored_credentials(la
     assert not again.running
 
 
+@pytest.mark.slow
+def test_a_data_folder_made_with_another_token_is_refused_in_one_line(label_studio):
+    data_dir = label_studio.server.data_dir
+    other = "0123456789abcdef0123456789abcdef01234567"
+    assert other != label_studio.token
+    server = LocalLabelStudio(
+        data_dir=data_dir, document_root=label_studio.document_root, token=other
+    )
+    with pytest.raises(LabelStudioStartError, match="rejects our API token \\(HTTP 401\\)"):
+        server.start()
+    assert not server.running
+
+
 def test_media_outside_the_document_root_is_refused(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
