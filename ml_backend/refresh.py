@@ -96,13 +96,17 @@ def push_predictions(
     held = api.model_versions(project).get(model_version, 0)
     if held:
         api.delete_model_version(project, model_version)
-    created = 0
-    for start in range(0, len(predictions), IMPORT_BATCH):
-        batch = [
-            {**prediction, "model_version": model_version}
-            for prediction in predictions[start : start + IMPORT_BATCH]
-        ]
-        created += api.import_predictions(project, batch)
+    created = _import_all(api, project, predictions, model_version)
+    # Label Studio may have fetched this version from /predict itself meanwhile (it fills only
+    # tasks without it): then some tasks hold two copies. Once it is done, one clean re-import.
+    if api.model_versions(project).get(model_version, 0) > created:
+        logger.info(
+            "project %d: %s was also fetched by Label Studio; re-importing it once",
+            project,
+            model_version,
+        )
+        api.delete_model_version(project, model_version)
+        created = _import_all(api, project, predictions, model_version)
     if created < len(predictions):
         raise RefreshError(
             f"project {project}: Label Studio created {created} of {len(predictions)} "
@@ -135,3 +139,20 @@ def push_predictions(
         deleted,
     )
     return result
+
+
+def _import_all(
+    api: LabelStudioApi,
+    project: int,
+    predictions: Sequence[Mapping[str, Any]],
+    model_version: str,
+) -> int:
+    """Import ``predictions`` as ``model_version`` in batches; how many Label Studio created."""
+    created = 0
+    for start in range(0, len(predictions), IMPORT_BATCH):
+        batch = [
+            {**prediction, "model_version": model_version}
+            for prediction in predictions[start : start + IMPORT_BATCH]
+        ]
+        created += api.import_predictions(project, batch)
+    return created
