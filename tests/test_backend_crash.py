@@ -217,9 +217,11 @@ def test_kill_9_at_three_points_loses_no_acknowledged_label(tmp_path):
 
     behind = ProjectState.open(model_dir, 7)
     assert behind.fitted_labels != behind.labels()  # the last kill came before the refit ended
+    left_by_kills = set(model_dir.rglob("*.tmp"))
     served = Served(model_dir, media, log)
     try:
-        assert not list(model_dir.rglob("*.tmp")), list(model_dir.rglob("*.tmp"))
+        # Start removes what the kills left; files the running server is writing may come and go.
+        assert not left_by_kills & set(model_dir.rglob("*.tmp")), left_by_kills
         # No event yet: the refit that start scheduled must bring the model up to the labels.
         wait_until_fitted(model_dir)
         rest = list(range(cursor, EVENTS))
@@ -239,10 +241,14 @@ def test_kill_9_at_three_points_loses_no_acknowledged_label(tmp_path):
             entry = state.annotation(1000 + number)
             assert entry is not None and entry["speaker"] == speaker_of(number)
             assert entry["line_id"] == f"ep-1:{number % LINES + 1}"
-        assert not list(model_dir.rglob("*.tmp")), list(model_dir.rglob("*.tmp"))
         operations = json.loads((model_dir / "7" / "operations.json").read_text())
         assert {int(k) for k in operations["annotations"]} >= {1000 + n for n in acknowledged}
         again = requests.post(f"{served.url}/predict", json=predict_body(tasks), timeout=60)
         assert again.status_code == 200 and all(again.json()["results"])
+        # A write in progress has its temporary file for a moment; a leaked one stays.
+        deadline = time.monotonic() + 30
+        while list(model_dir.rglob("*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(model_dir.rglob("*.tmp")), list(model_dir.rglob("*.tmp"))
     finally:
         served.stop()

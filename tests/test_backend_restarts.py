@@ -211,7 +211,13 @@ def test_first_connection_pins_the_predictions_version_and_shows_prediction_colu
     """Issue 16 item 2: the project's model version was the backend's title while predictions
     carried "sg-0000-prior", so Label Studio showed no score and "Doubt first" did not sort."""
     version = wait_pinned(loop)
-    assert version.startswith("sg-0000")
+    with loop.api as api:
+        labelled = sum(
+            len(t.get("annotations") or []) for t in api.tasks(loop.project, annotations=True)
+        )
+    # The priors' version before any label; the module's other tests (in any order) may have
+    # refitted already, and then their version is the pinned one.
+    assert version.startswith("sg-0000" if labelled == 0 else "sg-")
     scores = [p.get("score") for p in pushed_predictions(loop).values()]
     assert all(isinstance(s, float) for s in scores)
     # Label Studio's own sort by prediction score now works: lowest first in "Doubt first".
@@ -246,6 +252,7 @@ def test_a_cluster_accepted_in_one_action_is_one_operation_and_one_refit(loop):
         speakers.setdefault(prediction["result"][0]["value"]["choices"][0], []).append(task_id)
     speaker, cluster = max(speakers.items(), key=lambda item: len(item[1]))
     assert len(cluster) >= 3
+    logged_before = len(OperationLog(loop.model_dir / str(loop.project)).entries())
     with loop.api as api:
         before = api.project(loop.project)["model_version"]
         answer = api.call(
@@ -284,10 +291,11 @@ def test_a_cluster_accepted_in_one_action_is_one_operation_and_one_refit(loop):
     )
     assert state.version_number == int(before.split("-")[1]) + 1
     rows = OperationLog(loop.model_dir / str(loop.project)).entries()
-    bulk = [row for row in rows if row.get("lines")]
+    # single corrections (the module's other tests, in any order) are one line each
+    bulk = [row for row in rows if (row.get("lines") or 0) > 1]
     assert len(bulk) == 1 and bulk[0]["lines"] == len(cluster), rows
     assert bulk[0]["kind"] == "accepted"
-    assert len(rows) == 1
+    assert len(rows) == logged_before + 1  # the whole action is one operation
     for task_id in cluster:
         loop.corrections[task_id] = speaker
     loop.assert_nothing_lost()
