@@ -33,6 +33,7 @@ __all__ = [
     "FLAG_NOT_SPEECH",
     "FLAG_TWO_SPEAKERS",
     "NEW_SPEAKER_CONTROL",
+    "NUMBERED_SPEAKER_PREFIX",
     "SPEAKER_CONTROL",
     "UNKNOWN_CHOICE",
     "append_speakers",
@@ -58,7 +59,9 @@ hotkey the next free key of ``1234567890qwet...`` in config order, so unset flag
 ([9]/[0], then [0]/[q], then [q]/[w]) each time the backend appended a name. Keys an explicit
 ``hotkey`` holds are skipped by that automatic assignment, and ``shift+`` letters are free in
 Label Studio 1.23's own keymap."""
-_NUMBERED_SPEAKER = re.compile(r"Speaker \d+")
+NUMBERED_SPEAKER_PREFIX = "Speaker "
+"""How the backend calls a cluster nobody has named yet: ``Speaker 7``."""
+_NUMBERED_SPEAKER = re.compile(re.escape(NUMBERED_SPEAKER_PREFIX) + r"\d+")
 
 _CONFIG_FILE = "speaker.xml"
 # Characters XML 1.0 cannot carry at all, not even escaped.

@@ -34,14 +34,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from label_config import NUMBERED_SPEAKER_PREFIX
 from ml_backend.project_state import DurableJson
 
 OPERATIONS_FILE = "operations.json"
 KINDS = ("add", "remove", "merge", "name")
-NUMBERED_SPEAKER_PREFIX = "Speaker "
-"""How numbered speakers (clusters nobody has named yet) are called; the grouping's
-`ml_backend.grouping.proposal.NUMBERED_SPEAKER_PREFIX`, repeated here so that the server
-starts without importing the grouping."""
 
 
 def classify(proposed: str | None, label: str | None, *, named_elsewhere: bool) -> str:

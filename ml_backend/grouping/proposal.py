@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from label_config import NUMBERED_SPEAKER_PREFIX
 from ml_backend.grouping.speaker_numbers import SpeakerNumbers
 
-NUMBERED_SPEAKER_PREFIX = "Speaker "
-"""A numbered speaker is called this plus its number: a cluster nobody has named yet."""
+__all__ = ["NUMBERED_SPEAKER_PREFIX", "Grouping", "Moves", "Proposal"]
 
 
 @dataclass(frozen=True)
