@@ -6,6 +6,11 @@ Reproducible (fixed seeds, deterministic fits) and trained only on
 ``bench.episode_cache.split("training")``: the evaluation episodes never influence a weight
 or a threshold. Steps:
 
+0. Nuisance projection (``--nuisance-rank``, `ml_backend.grouping.nuisance`): the voice
+   directions that the training lines' recording conditions (truth.csv) move, learned from all
+   training episodes and taken out of every voice vector before the steps below. The
+   leave-one-episode-out figures of step 3 therefore use a projection that saw the held-out
+   episode; the rank was chosen with it learned without (bench/README.md).
 1. Confidence model: exact DP targets (k=3, q=1/10, 64 neighbours) of every labelled line, one
    logistic model per modality on the label-free neighbourhood and quality inputs.
 2. Merge classifier: pairs from replaying agglomerative clustering on each episode's truth.
@@ -43,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from foundation.layout import line_index
+from ml_backend.grouping.nuisance import DEFAULT_RANK
 from ml_backend.grouping.priors import Priors
 
 logger = logging.getLogger(__name__)
@@ -61,9 +67,17 @@ GRID = {
 weak_joins 0, attach 0.35/0.85 or a slope above 2, so those stay fixed. noise_slope 0.6 and 1.0
 are left out since the real-voice episodes doubled the episodes per point (the priors shipped
 before chose 0.8): 24 points."""
-SKELETONS = (1.0, 2.0)
-"""Tried after the grid, with its best thresholds: the modularity communities and the
-per-episode choice (`ml_backend.grouping.self_calibration`), against the gated clustering."""
+SKELETONS: tuple[dict, ...] = (
+    {"community": 0},
+    {"community": 1},
+    {"community": 2},
+    {"community": 3, "community_join": 1.0},
+    {"community": 3, "community_join": 2.0},
+)
+"""Tried after the grid (which runs with the `GrouperParams` default skeleton), with its best
+thresholds: the gated clustering alone, the modularity communities, the per-episode choice,
+and the gated clusters joined within communities at two strengths
+(`ml_backend.grouping.self_calibration`)."""
 SHORTFALL_WEIGHT = 100.0
 """Objective per episode = operations per 100 lines + this × its edge-precision shortfall below
 the target (precision first: each point of precision missed costs as much as one operation per
@@ -88,6 +102,7 @@ class Episode:
     truth: np.ndarray  # (n,) character per line
     context: object  # LineContext
     codes: np.ndarray  # (n,) int truth codes
+    conditions: np.ndarray | None = None  # (n,) recording condition (truth.csv), for the NAP
 
 
 def read_episode(name: str, folder: Path, imported: Path) -> Episode:
@@ -96,10 +111,45 @@ def read_episode(name: str, folder: Path, imported: Path) -> Episode:
 
     lines = load_lines([imported])
     with (folder / "truth.csv").open(newline="", encoding="utf-8") as stream:
-        character = {int(row["index"]): row["character"] for row in csv.DictReader(stream)}
-    truth = np.array([character[line_index(line_id)] for line_id in lines.line_ids])
+        rows = {int(row["index"]): row for row in csv.DictReader(stream)}
+    indices = [line_index(line_id) for line_id in lines.line_ids]
+    truth = np.array([rows[i]["character"] for i in indices])
+    conditions = np.array([condition_group(rows[i].get("condition", "")) for i in indices])
     codes = np.unique(truth, return_inverse=True)[1].reshape(-1).astype(np.int64)
-    return Episode(name, lines, truth, build_context(lines), codes)
+    return Episode(name, lines, truth, build_context(lines), codes, conditions)
+
+
+def condition_group(condition: str) -> str:
+    """The recording condition a line is grouped by for the nuisance projection: the first of
+    truth.csv's ``;``-separated conditions (the bed or effect, e.g. ``music_15db``, ``reverb``),
+    which is the one that changes the recording; later ones (``one_word``, ``two_on_screen``)
+    describe the line or the picture."""
+    return condition.split(";")[0] or "clean"
+
+
+def fit_nuisance(episodes: Sequence[Episode], rank: int) -> object:
+    """The nuisance projection (`ml_backend.grouping.nuisance`) of the training episodes."""
+    from ml_backend.grouping.nuisance import NuisanceProjection
+
+    return NuisanceProjection(rank=rank).fit(
+        [e.lines.voice for e in episodes],  # type: ignore[attr-defined]
+        [e.truth for e in episodes],
+        [
+            e.conditions if e.conditions is not None else np.full(len(e.truth), "clean")
+            for e in episodes
+        ],
+    )
+
+
+def projected(episodes: Sequence[Episode], nuisance: object) -> list[Episode]:
+    """The episodes with their voice vectors projected and their contexts rebuilt."""
+    from ml_backend.grouping.context import build_context
+
+    out = []
+    for e in episodes:
+        lines = nuisance.apply(e.lines)  # type: ignore[attr-defined]
+        out.append(Episode(e.name, lines, e.truth, build_context(lines), e.codes, e.conditions))
+    return out
 
 
 def edge_scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
@@ -301,7 +351,7 @@ def objective(episodes: Sequence[Episode], results: Sequence[dict]) -> float:
 
 
 def train(
-    episodes: Sequence[Episode], grid: dict = GRID, skeletons: Sequence[float] = SKELETONS
+    episodes: Sequence[Episode], grid: dict = GRID, skeletons: Sequence[dict] = SKELETONS
 ) -> tuple[object, dict]:
     from ml_backend.grouping.calibration import ScoreCalibrator, reliability
     from ml_backend.grouping.grouper import SpeakerGrouper
@@ -350,8 +400,9 @@ def train(
         key = score(options)
         if best_key is None or key < best_key:
             best, best_key = options, key
-    for mode in skeletons:
-        options = {**best, "community": mode}
+    base = dict(best or {})
+    for skeleton in skeletons:
+        options = {**base, **skeleton}
         key = score(options)
         if key < best_key:
             best, best_key = options, key
@@ -436,6 +487,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "real-voice ones (bench.real_voices, built on first use), or both",
     )
     parser.add_argument(
+        "--nuisance-rank",
+        type=int,
+        default=DEFAULT_RANK,
+        help="recording-condition directions taken out of the voice vectors (nuisance attribute "
+        f"projection, learned from the training episodes' truth.csv conditions; default "
+        f"{DEFAULT_RANK}, 0 for none)",
+    )
+    parser.add_argument(
         "--names-only",
         action="store_true",
         help="keep the priors file's other models and retrain only the name model's prior",
@@ -454,11 +513,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = json.loads(source.read_text(encoding="utf-8"))
         values.pop("names", None)  # an older name model may not even load: it is replaced
         priors = Priors.from_json(values)
+        if priors.nuisance is not None:
+            episodes = projected(episodes, priors.nuisance)
         priors.names = fit_name_prior(episodes)
         priors.save(args.out)
         logger.info("name model prior %s; wrote %s", priors.names.to_json(), args.out)
         return 0
+    nuisance = None
+    if args.nuisance_rank > 0:
+        nuisance = fit_nuisance(episodes, args.nuisance_rank)
+        episodes = projected(episodes, nuisance)
+        logger.info("nuisance projection: %d directions", len(nuisance.directions_))
     priors, report = train(episodes)
+    priors.nuisance = nuisance
+    report["nuisance_rank"] = args.nuisance_rank
     priors.save(args.out)
     for name, row in report["episodes"].items():
         ops = row["operations"]

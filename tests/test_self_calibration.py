@@ -143,7 +143,7 @@ def test_the_prior_search_tries_the_skeletons_after_the_thresholds():
 
     episodes = [_episode(21, n=150, noise=2.0), _episode(22, n=150, noise=4.0, speakers=5)]
     grid = {"threshold": (0.5,), "gate": (0.3,)}
-    priors, report = train(episodes, grid=grid, skeletons=(1.0, 2.0))
+    priors, report = train(episodes, grid=grid, skeletons=({"community": 1}, {"community": 2}))
     assert report["options"]["threshold"] == 0.5
     chosen = params_for_priors(priors)
     assert chosen.community == int(report["options"].get("community", 0))

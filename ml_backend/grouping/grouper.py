@@ -14,7 +14,8 @@ An estimator in scikit-learn's shape: the constructor stores the hyper-parameter
 arguments, and returns the `proposal.Grouping` (proposals, the updated speaker numbers, and
 diagnostics).
 
-Steps of `propose`, one module each: kNN neighbourhoods (`context`) → voice and image
+Steps of `propose`, one module each: the voice vectors' recording-condition directions taken
+out (`nuisance`, when the priors have them) → kNN neighbourhoods (`context`) → voice and image
 confidence (`confidence`) → gated clustering with the labels as constraints, then lines
 moved to the cluster they fit best (`clustering.GatedClustering`), or the merge graph's
 communities where the priors ask for them (`self_calibration.SelfCalibratingClustering`)
@@ -126,6 +127,14 @@ class SpeakerGrouper:
                     want,
                 )
 
+    def _projected(self, lines: EpisodeLines) -> EpisodeLines:
+        """``lines`` with the priors' nuisance directions taken out of the voice vectors
+        (`nuisance`), when the priors have them and were trained for this voice model."""
+        nuisance = self.priors.nuisance
+        if nuisance is None or lines.voice_model != self.priors.voice_model:
+            return lines
+        return nuisance.apply(lines)
+
     # ------------------------------------------------------------------ fit
 
     def fit(self, lines: EpisodeLines, labels: Mapping[str, str]) -> SpeakerGrouper:
@@ -137,7 +146,7 @@ class SpeakerGrouper:
         """
         self._check_models(lines)
         params, priors = self.params, self.priors
-        context = build_context(lines)
+        context = build_context(self._projected(lines))
         codes, _ = label_codes(lines, labels)
         self.n_labels_ = int((codes != UNLABELLED).sum())
         self.names_ = self._fit_names(context, codes)
@@ -198,7 +207,7 @@ class SpeakerGrouper:
             return Grouping([], numbers, empty, np.zeros((0, 0)))
         self._check_models(lines)
         params = self.params
-        context = build_context(lines)
+        context = build_context(self._projected(lines))
         confidence_model, merge = self._models()
         confidence = confidence_model.predict(context)
         codes, names = label_codes(lines, labels or {})

@@ -32,6 +32,9 @@ PARAMS_VERSION = 2
 """Version of the names and meanings below. 1: the ``options`` dict of priors format 1, where
 ``reassign_rounds`` was called ``refine``. Bump it when a field changes its meaning."""
 
+SKELETONS = {0: "gated", 1: "communities", 2: "likelier of the two", 3: "joined"}
+"""The values of `GrouperParams.community`."""
+
 RENAMED_IN_VERSION_2 = {"refine": "reassign_rounds"}
 """Version-1 option name -> field name."""
 
@@ -65,11 +68,15 @@ class GrouperParams:
     """A clustered line that fits its cluster below this P is left unassigned."""
 
     # -- self-calibrating skeleton (`self_calibration.SelfCalibratingClustering`) -------------
-    community: int = 0
+    community: int = 3
     """0: the gated clustering at ``threshold``; 1: modularity communities of the
     merge-probability kNN graph, which calibrate themselves per episode; 2: whichever of the
-    two the merge classifier finds likelier for the episode at hand. Tuned by
+    two the merge classifier finds likelier for the episode at hand; 3: the gated clusters,
+    joined where one community holds them and the graph ties them (``community_join``). Tuned by
     ``bench.train_priors`` (bench/README.md, "Self-calibrating cold start")."""
+    community_join: float = 2.0
+    """``community`` 3: two gated clusters in one community are joined when the graph ties
+    them by at least this much P(same speaker) per line of the smaller one."""
     community_neighbours: int = 20
     """Voice neighbours per line in the community graph."""
     community_resolution: float = 1.0
@@ -147,6 +154,11 @@ class GrouperParams:
                 or not math.isfinite(value)
             ):
                 raise ValueError(f"grouper parameter {field.name} must be a number, got {value!r}")
+        if self.community not in SKELETONS:
+            raise ValueError(
+                f"grouper parameter community must be one of {sorted(SKELETONS)} "
+                f"({', '.join(f'{k} {v}' for k, v in SKELETONS.items())}), got {self.community!r}"
+            )
         if not 0 <= self.review < len(REVIEW_MODES):
             raise ValueError(
                 f"grouper parameter review must be 0..{len(REVIEW_MODES) - 1} "

@@ -1,9 +1,10 @@
 """The shipped cold-start priors: the models trained by ``bench/train_priors.py``.
 
 One JSON file (no pickle): the confidence and merge models, the score calibrator, the name
-model's prior weights, and the voice and image models they were trained for, since a threshold
-belongs to an embedder (docs/architecture.md §4). Learned weights only: the hyper-parameters
-are `params.GrouperParams`. A file may carry an explicit, versioned override of some of them
+model's prior weights, the nuisance projection of the voice vectors (optional), and the voice
+and image models they were trained for, since a threshold belongs to an embedder
+(docs/architecture.md §4). Learned weights only: the hyper-parameters are
+`params.GrouperParams`. A file may carry an explicit, versioned override of some of them
 (``"params_override"``, see `params.params_for_priors`), which is logged when used; the
 packaged file has none.
 
@@ -25,6 +26,7 @@ from ml_backend.grouping.calibration import ScoreCalibrator
 from ml_backend.grouping.confidence import ConfidenceModel
 from ml_backend.grouping.merge import MergeClassifier
 from ml_backend.grouping.name_model import NameModel
+from ml_backend.grouping.nuisance import NuisanceProjection
 from ml_backend.grouping.params import ParamsOverride
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class Priors:
     report: dict[str, Any] = field(default_factory=dict)
     names: NameModel | None = None
     """Prior weights of the name model; None in priors trained before it existed."""
+    nuisance: NuisanceProjection | None = None
+    """Voice directions removed before grouping (`nuisance`); None in priors without it."""
     params_override: ParamsOverride | None = None
     """Hyper-parameters this file sets explicitly (None: the `GrouperParams` defaults)."""
     source: str = ""
@@ -69,6 +73,8 @@ class Priors:
         }
         if self.names is not None:
             out["names"] = self.names.to_json()
+        if self.nuisance is not None:
+            out["nuisance"] = self.nuisance.to_json()
         if self.params_override is not None:
             out["params_override"] = self.params_override.to_json()
         return out
@@ -94,6 +100,9 @@ class Priors:
             trained_on=[str(name) for name in values.get("trained_on", [])],
             report=dict(values.get("report", {})),
             names=NameModel.from_json(values["names"]) if "names" in values else None,
+            nuisance=(
+                NuisanceProjection.from_json(values["nuisance"]) if "nuisance" in values else None
+            ),
         )
 
     def save(self, path: Path | str) -> None:

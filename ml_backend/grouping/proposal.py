@@ -59,7 +59,7 @@ class Grouping:
         the speaker numbers), -1 for a line with no speaker. Diagnostics.
     score_features : (n, len(calibration.FEATURES)) float64, what each score was computed from
         (`bench.train_priors` fits the calibrator on them).
-    skeleton : which clustering made the clusters, "gated" or "community"
+    skeleton : which clustering made the clusters: "gated", "community" or "joined"
         (`self_calibration.SelfCalibratingClustering`). Diagnostics.
     moves : given the proposals shown before (``propose(..., previous=...)``), what this call
         changed among them after the bounded blast radius (`stability`); None without them.

@@ -171,6 +171,73 @@ def _first_member_order(clusters: np.ndarray) -> np.ndarray:
     return rank[inverse.reshape(-1)].astype(np.int64)
 
 
+def join_within_communities(
+    clusters: np.ndarray,
+    communities: np.ndarray,
+    pairs: np.ndarray,
+    weights: np.ndarray,
+    *,
+    join: float,
+    labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """Join the gated clusters that one community holds and the merge graph ties together.
+
+    clusters : (n,) int gated clusters; communities : (n,) int `community_partition`;
+    pairs (m, 2), weights (m,) : the community graph (`edge_weights`).
+    join : two clusters whose members mostly sit in the same community are joined when the
+        graph's edges between them carry at least this much P(same speaker) per line of the
+        smaller one (a few stray edges do not join a minor character to a lead).
+    labels : (n,) int name codes, -1 unlabelled; two clusters holding different names are
+        never joined.
+    Returns (n,) int64, renumbered in order of first member.
+
+    Why both: the gated clustering is precise but splits one voice recorded two ways (a
+    character under a music bed and in the clear) when the learned threshold is out of its
+    depth; the communities keep such a voice together but fold a minor character with few
+    lines into a lead (modularity's resolution limit). A join needs both to agree.
+    """
+    clusters = np.asarray(clusters, np.int64)
+    n_clusters = int(clusters.max()) + 1 if len(clusters) else 0
+    if n_clusters < 2 or not len(pairs):
+        return _first_member_order(clusters) if len(clusters) else clusters
+    home = np.array(
+        [np.bincount(communities[clusters == c]).argmax() for c in range(n_clusters)], np.int64
+    )
+    sizes = np.bincount(clusters, minlength=n_clusters)
+    a, b = clusters[pairs[:, 0]], clusters[pairs[:, 1]]
+    tie = np.zeros((n_clusters, n_clusters))
+    np.add.at(tie, (a, b), weights)
+    np.add.at(tie, (b, a), weights)
+    codes = np.full(len(clusters), UNLABELLED, np.int64) if labels is None else labels
+    names: list[set[int]] = [
+        set(codes[(clusters == c) & (codes != UNLABELLED)].tolist()) for c in range(n_clusters)
+    ]
+    parent = list(range(n_clusters))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    candidates = [
+        (tie[i, j] / min(sizes[i], sizes[j]), i, j)
+        for i in range(n_clusters)
+        for j in range(i + 1, n_clusters)
+        if home[i] == home[j] and tie[i, j] > 0
+    ]
+    for strength, i, j in sorted(candidates, reverse=True):
+        if strength < join:
+            break
+        ri, rj = find(i), find(j)
+        if ri == rj or (names[ri] and names[rj] and names[ri] != names[rj]):
+            continue
+        parent[rj] = ri
+        names[ri] |= names[rj]
+    roots = np.array([find(c) for c in range(n_clusters)], np.int64)
+    return _first_member_order(roots[clusters])
+
+
 def partition_log_likelihood(pairs: np.ndarray, weights: np.ndarray, clusters: np.ndarray) -> float:
     """Mean per line of the merge classifier's log-likelihood of a partition on the graph's edges.
 
@@ -207,7 +274,9 @@ class SelfCalibratingClustering:
     communities of the merge graph (`community_clustering`), then ``community_reassign_rounds``
     of `clustering.reassign_lines`. 2 computes both and keeps the one whose partition the merge
     classifier finds likelier on the graph's edges (`choose_partition`): where the learned
-    threshold suits the episode it wins, where it is out of its depth the communities do.
+    threshold suits the episode it wins, where it is out of its depth the communities do. 3
+    keeps the gated clusters and joins those that one community holds and the graph ties
+    together (`join_within_communities`, ``community_join``).
     """
 
     def __init__(self, params: object) -> None:
@@ -258,21 +327,39 @@ class SelfCalibratingClustering:
                 resolution=float(params.community_resolution),  # type: ignore[attr-defined]
             )
             rounds = int(params.community_reassign_rounds)  # type: ignore[attr-defined]
-            if rounds:
-                communities = reassign_lines(
+
+            def reassigned(clusters: np.ndarray) -> np.ndarray:
+                if not rounds:
+                    return clusters
+                return reassign_lines(
                     context,
                     confidence,
                     merge,
-                    communities,
+                    clusters,
                     codes,
                     rounds=rounds,
                     move_margin=params.move_margin,  # type: ignore[attr-defined]
                     detach=params.detach,  # type: ignore[attr-defined]
                 )
-            candidates = {"community": communities}
-            if mode == 2:
-                candidates["gated"] = gated()
-            self.skeleton_ = choose_partition(pairs, weights, candidates)
-            self.labels_ = candidates[self.skeleton_]
+
+            if mode == 3:
+                self.skeleton_ = "joined"
+                self.labels_ = reassigned(
+                    join_within_communities(
+                        gated(),
+                        communities,
+                        pairs,
+                        weights,
+                        join=float(params.community_join),  # type: ignore[attr-defined]
+                        labels=codes,
+                    )
+                )
+            else:
+                communities = reassigned(communities)
+                candidates = {"community": communities}
+                if mode == 2:
+                    candidates["gated"] = gated()
+                self.skeleton_ = choose_partition(pairs, weights, candidates)
+                self.labels_ = candidates[self.skeleton_]
         self.n_clusters_ = int(self.labels_.max() + 1) if n else 0
         return self
