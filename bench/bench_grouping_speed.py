@@ -4,7 +4,8 @@
 
 Prints the median of ``--repeats`` runs of: `SpeakerGrouper.fit` on a 450-line episode with a
 third of it labelled (target < 0.3 s), `propose` on that episode (target <= 1 s), and `propose`
-on a season of ``--season-lines`` lines over 12 episodes (target <= 30 s and <= 2 GB), then
+on a season of ``--season-lines`` lines over 12 episodes (target <= 30 s and <= 2 GB; also with
+the gated clustering alone, the skeleton before the joined one, as the same-run baseline), then
 ``fit`` and ``propose`` on that season with 5 % of it labelled (the name model's cost at season
 scale), each with labels also with the name model switched off as the same-run baseline, plus
 the process's peak resident memory. Shipped priors are used; the synthetic vectors
@@ -47,10 +48,13 @@ def _interleaved(runs: Mapping[str, Callable[[], object]], repeats: int) -> dict
 
 BASELINES = (
     ("", {}),
+    (" with the gated clustering alone", {"community": 0}),
     (" without the name model's second look", {"name_sure": 1.0}),
     (" without the name model", {"name_min_labels": 10**9}),
 )
-"""Measured in the same run: the default grouper, then with parts of the name model off."""
+"""Measured in the same run: the default grouper (the joined skeleton), then the skeleton before
+it (the gated clustering alone, which the joined skeleton runs first), then parts of the name
+model off."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,12 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         voice_model=priors.voice_model,
         image_model=priors.image_model,
     )
-    season_s = _median_time(lambda: SpeakerGrouper().propose(season), args.repeats)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"propose, {args.season_lines} lines over 12 episodes: {season_s:.2f} s "
-        f"(target <= 30 s); peak RSS of this process {peak_mb:.0f} MB (target <= 2048 MB)"
+    cold = {what: SpeakerGrouper(GrouperParams(**changes)) for what, changes in BASELINES[:2]}
+    season_s = _interleaved(
+        {what: (lambda g=g: g.propose(season)) for what, g in cold.items()}, args.repeats
     )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for what in cold:
+        print(
+            f"propose, {args.season_lines} lines over 12 episodes{what}: {season_s[what]:.2f} s "
+            "(target <= 30 s)"
+        )
+    print(f"peak RSS of this process {peak_mb:.0f} MB (target <= 2048 MB)")
     # with labels the name model runs too: 5 % of the season labelled, fit then propose
     step = 20
     season_labels = {

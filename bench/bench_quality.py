@@ -533,7 +533,11 @@ def _run(args: argparse.Namespace) -> int:
         args.out = args.out / "real_voices"
     else:
         chosen = [parse_set_name(n) for n in args.episodes] if args.episodes else list(EVALUATION)
-        training = [parse_set_name(n) for n in args.train] if args.train is not None else TRAINING
+        training = (
+            [parse_set_name(n) for n in args.train]
+            if args.train is not None
+            else [(preset, seed) for preset, seed in TRAINING if preset != "season"]
+        )  # the linkage cut as before the training season existed (one episode at a time)
         sets = _sets(chosen, build=args.build, cache=args.cache)
         if not sets:
             print("no episode set is built yet; nothing to evaluate (see --build)", file=sys.stderr)

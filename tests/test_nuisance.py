@@ -190,3 +190,33 @@ def test_the_joined_skeleton_is_a_parameter_value_and_others_are_refused():
     assert GrouperParams(community=3).community == 3
     with pytest.raises(ValueError, match="community must be one of"):
         GrouperParams(community=4)
+
+
+def test_prior_training_learns_the_projection_from_the_truth_conditions():
+    """bench.train_priors groups lines by their truth.csv conditions and rebuilds every
+    episode's context on the projected vectors."""
+    from bench.train_priors import Episode, condition_group, fit_nuisance, projected
+    from ml_backend.grouping.context import build_context
+
+    assert condition_group("music_15db;one_word") == "music_15db;one_word"
+    assert condition_group("music_15db;one_word", whole=False) == "music_15db"
+    assert condition_group("") == "clean"
+    episodes = []
+    for seed in (1, 2):
+        vectors, who, how, _ = _lines_with_conditions(seed)
+        base, _ = synthetic_lines(len(who), voice_dim=DIM, seed=seed)
+        lines = dataclasses.replace(base, voice=vectors.astype(np.float32))
+        truth = np.array([f"S{w}" for w in who])
+        codes = np.unique(truth, return_inverse=True)[1].reshape(-1)
+        conditions = np.array(["clean", "music_5db", "noise_10db"])[how]
+        episodes.append(Episode(f"e{seed}", lines, truth, build_context(lines), codes, conditions))
+    nap = fit_nuisance(episodes, rank=2)
+    assert nap.directions_.shape == (2, DIM)
+    again = projected(episodes, nap)
+    for before, after in zip(episodes, again, strict=True):
+        np.testing.assert_allclose(after.lines.voice, nap.transform(before.lines.voice))
+        np.testing.assert_allclose(after.context.lines.voice, after.lines.voice)
+        assert after.truth is before.truth
+    # an episode without conditions counts every line as one condition: it teaches nothing
+    plain = [Episode(e.name, e.lines, e.truth, e.context, e.codes) for e in episodes]
+    assert fit_nuisance(plain, rank=2).directions_.shape == (0, DIM)

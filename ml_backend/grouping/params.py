@@ -47,7 +47,7 @@ class GrouperParams:
     """
 
     # -- clustering (`clustering.GatedClustering`) ------------------------------------------
-    threshold: float = 0.3
+    threshold: float = 0.4
     """Two clusters merge above this P(same speaker). Tuned by ``bench.train_priors``."""
     gate: float = 0.3
     """Voice confidence below which a line may only join a cluster while alone."""
@@ -56,7 +56,7 @@ class GrouperParams:
     leaves every weak line to the lone-line attach step of the naming."""
     threshold_slope: float = 0.0
     """The threshold rises by this × (0.7 - the episode's mean voice confidence)."""
-    noise_slope: float = 0.8
+    noise_slope: float = 0.0
     """The threshold rises by this × the episode's mean low-SNR share (0 clean .. 1).
     Tuned by ``bench.train_priors``."""
     reassign_rounds: int = 2

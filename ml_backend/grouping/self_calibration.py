@@ -200,18 +200,28 @@ def join_within_communities(
     n_clusters = int(clusters.max()) + 1 if len(clusters) else 0
     if n_clusters < 2 or not len(pairs):
         return _first_member_order(clusters) if len(clusters) else clusters
-    home = np.array(
-        [np.bincount(communities[clusters == c]).argmax() for c in range(n_clusters)], np.int64
-    )
+    # each cluster's community: where most of its lines are (ties: the lowest number)
+    cells = clusters * (int(communities.max()) + 1) + communities
+    counts = np.bincount(cells)
+    home = np.zeros(n_clusters, np.int64)
+    best = np.full(n_clusters, -1)
+    for cell in np.flatnonzero(counts).tolist():
+        cluster, community = divmod(cell, int(communities.max()) + 1)
+        if counts[cell] > best[cluster]:
+            best[cluster], home[cluster] = counts[cell], community
     sizes = np.bincount(clusters, minlength=n_clusters)
+    # the graph's P(same speaker) between each pair of clusters, summed (sparse: edges only)
     a, b = clusters[pairs[:, 0]], clusters[pairs[:, 1]]
-    tie = np.zeros((n_clusters, n_clusters))
-    np.add.at(tie, (a, b), weights)
-    np.add.at(tie, (b, a), weights)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    between = (lo != hi) & (home[lo] == home[hi])
+    keys, inverse = np.unique(lo[between] * n_clusters + hi[between], return_inverse=True)
+    tie = np.bincount(inverse.reshape(-1), weights=weights[between], minlength=len(keys))
+    first, second = keys // n_clusters, keys % n_clusters
+    strength = tie / np.minimum(sizes[first], sizes[second])
     codes = np.full(len(clusters), UNLABELLED, np.int64) if labels is None else labels
-    names: list[set[int]] = [
-        set(codes[(clusters == c) & (codes != UNLABELLED)].tolist()) for c in range(n_clusters)
-    ]
+    names: list[set[int]] = [set() for _ in range(n_clusters)]
+    for i in np.flatnonzero(codes != UNLABELLED).tolist():
+        names[int(clusters[i])].add(int(codes[i]))
     parent = list(range(n_clusters))
 
     def find(x: int) -> int:
@@ -220,14 +230,9 @@ def join_within_communities(
             x = parent[x]
         return x
 
-    candidates = [
-        (tie[i, j] / min(sizes[i], sizes[j]), i, j)
-        for i in range(n_clusters)
-        for j in range(i + 1, n_clusters)
-        if home[i] == home[j] and tie[i, j] > 0
-    ]
-    for strength, i, j in sorted(candidates, reverse=True):
-        if strength < join:
+    candidates = zip(strength.tolist(), first.tolist(), second.tolist(), strict=True)
+    for tied, i, j in sorted(candidates, reverse=True):  # strongest first
+        if tied < join:
             break
         ri, rj = find(i), find(j)
         if ri == rj or (names[ri] and names[rj] and names[ri] != names[rj]):
