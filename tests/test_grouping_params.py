@@ -67,7 +67,7 @@ def test_an_override_in_a_priors_file_is_applied_and_logged(trained, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="ml_backend.grouping.params"):
         grouper = SpeakerGrouper(priors=path)
     assert grouper.params == DEFAULTS.replace(threshold=0.45)
-    assert "threshold 0.3 -> 0.45" in caplog.text and str(path) in caplog.text
+    assert f"threshold {DEFAULTS.threshold} -> 0.45" in caplog.text and str(path) in caplog.text
     # explicit parameters are used as given
     assert SpeakerGrouper(GrouperParams(), priors=path).params == DEFAULTS
 
@@ -88,7 +88,9 @@ def test_format_1_priors_read_their_options_as_a_version_1_override(trained):
     values["version"] = 1
     values["options"] = {"threshold": 0.3, "refine": 1.0, "attach": 0.6}
     priors = Priors.from_json(values)
-    assert params_for_priors(priors) == DEFAULTS.replace(reassign_rounds=1, attach=0.6)
+    assert params_for_priors(priors) == DEFAULTS.replace(
+        threshold=0.3, reassign_rounds=1, attach=0.6
+    )
 
 
 def test_propose_is_pure(trained, episode):

@@ -220,3 +220,30 @@ def test_prior_training_learns_the_projection_from_the_truth_conditions():
     # an episode without conditions counts every line as one condition: it teaches nothing
     plain = [Episode(e.name, e.lines, e.truth, e.context, e.codes) for e in episodes]
     assert fit_nuisance(plain, rank=2).directions_.shape == (0, DIM)
+
+
+def test_prior_training_groups_a_season_as_one_episode():
+    from bench.train_priors import Episode, joined_seasons
+    from ml_backend.grouping.context import build_context
+
+    def episode(name: str, seed: int) -> Episode:
+        lines, truth = synthetic_lines(40, seed=seed, episodes=1)
+        lines = dataclasses.replace(lines, line_ids=[f"{name}:{i}" for i in range(40)])
+        codes = np.unique(truth, return_inverse=True)[1].reshape(-1)
+        return Episode(name, lines, truth, build_context(lines), codes, np.full(40, "clean"))
+
+    parts = [
+        episode("standard-seed101", 1),
+        episode("season-seed101-ep01", 2),
+        episode("season-seed101-ep02", 3),
+        episode("hard-seed101", 4),
+    ]
+    joined = joined_seasons(parts)
+    assert [e.name for e in joined] == ["standard-seed101", "season-seed101", "hard-seed101"]
+    season = joined[1]
+    assert len(season.lines) == len(season.truth) == len(season.conditions) == 80
+    assert season.lines.line_ids[:40] == parts[1].lines.line_ids
+    np.testing.assert_array_equal(season.truth, np.concatenate([parts[1].truth, parts[2].truth]))
+    # one code per character across the season's episodes
+    assert len(np.unique(season.codes)) == len(np.unique(season.truth))
+    assert joined[0] is parts[0] and joined[2] is parts[3]
