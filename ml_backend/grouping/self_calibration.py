@@ -117,13 +117,24 @@ def community_partition(
         node[members] = members[0]
     graph = nx.Graph()
     graph.add_nodes_from(np.unique(node).tolist())
-    for (i, j), weight in zip(node[pairs].tolist(), weights.tolist(), strict=True):
-        if i == j or weight <= 0.0:
-            continue
-        if graph.has_edge(i, j):
-            graph[i][j]["weight"] += weight
-        else:
-            graph.add_edge(i, j, weight=weight)
+    # one edge per node pair, weights summed, added in the order of each pair's first edge
+    ends = node[pairs] if len(pairs) else np.zeros((0, 2), np.int64)
+    keep = (ends[:, 0] != ends[:, 1]) & (weights > 0.0)
+    ends, kept = ends[keep], weights[keep]
+    low, high = np.minimum(ends[:, 0], ends[:, 1]), np.maximum(ends[:, 0], ends[:, 1])
+    keys, first, inverse = np.unique(low * n + high, return_index=True, return_inverse=True)
+    summed = np.zeros(len(keys))
+    for k, weight in zip(inverse.reshape(-1).tolist(), kept.tolist(), strict=True):
+        summed[k] += weight  # in edge order, as adding them one by one would
+    order = np.argsort(first, kind="stable")
+    graph.add_weighted_edges_from(
+        zip(
+            ends[first[order], 0].tolist(),
+            ends[first[order], 1].tolist(),
+            summed[order].tolist(),
+            strict=True,
+        )
+    )
     communities = nx.community.louvain_communities(
         graph, weight="weight", resolution=resolution, seed=seed
     )
