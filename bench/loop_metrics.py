@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ml_backend.grouping.calibration import reliability_bins
 from ml_backend.grouping.proposal import NUMBERED_SPEAKER_PREFIX
 
 HIGH_SCORE = 0.9
@@ -224,21 +225,16 @@ def _median(values: list[int]) -> float:
 
 
 def _reliability(scores: np.ndarray, right: np.ndarray) -> list[dict[str, Any]]:
-    edges = np.linspace(0.0, 1.0, BINS + 1)
-    which = np.clip(np.digitize(scores, edges) - 1, 0, BINS - 1)
-    out = []
-    for b in range(BINS):
-        mask = which == b
-        if mask.any():
-            out.append(
-                {
-                    "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
-                    "mean_score": round(float(scores[mask].mean()), 3),
-                    "right": round(float(right[mask].mean()), 3),
-                    "n": int(mask.sum()),
-                }
-            )
-    return out
+    """`calibration.reliability_bins` as JSON rows."""
+    return [
+        {
+            "bin": f"{low:.1f}-{high:.1f}",
+            "mean_score": round(mean, 3),
+            "right": round(share, 3),
+            "n": count,
+        }
+        for low, high, mean, share, count in reliability_bins(scores, right, BINS)
+    ]
 
 
 def lowest_share_precision(scores: np.ndarray, wrong: np.ndarray, share: float = 0.1) -> float:

@@ -95,10 +95,11 @@ class ScoreCalibrator:
         return calibrator
 
 
-def reliability(
+def reliability_bins(
     scores: np.ndarray, right: np.ndarray, bins: int = 10
-) -> list[tuple[float, float, int]]:
-    """(mean score, share right, count) per equal-width score bin with any proposals."""
+) -> list[tuple[float, float, float, float, int]]:
+    """(bin low, bin high, mean score, share right, count) per equal-width score bin with any
+    proposals, lowest bin first."""
     scores, right = np.asarray(scores, float), np.asarray(right, float)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(scores, edges) - 1, 0, bins - 1)
@@ -106,5 +107,22 @@ def reliability(
     for b in range(bins):
         mask = which == b
         if mask.any():
-            out.append((float(scores[mask].mean()), float(right[mask].mean()), int(mask.sum())))
+            out.append(
+                (
+                    float(edges[b]),
+                    float(edges[b + 1]),
+                    float(scores[mask].mean()),
+                    float(right[mask].mean()),
+                    int(mask.sum()),
+                )
+            )
     return out
+
+
+def reliability(
+    scores: np.ndarray, right: np.ndarray, bins: int = 10
+) -> list[tuple[float, float, int]]:
+    """(mean score, share right, count) per equal-width score bin with any proposals."""
+    return [
+        (mean, share, count) for _, _, mean, share, count in reliability_bins(scores, right, bins)
+    ]
