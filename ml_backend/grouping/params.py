@@ -32,7 +32,7 @@ PARAMS_VERSION = 2
 """Version of the names and meanings below. 1: the ``options`` dict of priors format 1, where
 ``reassign_rounds`` was called ``refine``. Bump it when a field changes its meaning."""
 
-SKELETONS = {0: "gated", 1: "communities", 2: "likelier of the two", 3: "joined"}
+SKELETON_NAMES = {0: "gated", 1: "communities", 2: "likelier of the two", 3: "joined"}
 """The values of `GrouperParams.community`."""
 
 RENAMED_IN_VERSION_2 = {"refine": "reassign_rounds"}
@@ -154,10 +154,11 @@ class GrouperParams:
                 or not math.isfinite(value)
             ):
                 raise ValueError(f"grouper parameter {field.name} must be a number, got {value!r}")
-        if self.community not in SKELETONS:
+        if self.community not in SKELETON_NAMES:
             raise ValueError(
-                f"grouper parameter community must be one of {sorted(SKELETONS)} "
-                f"({', '.join(f'{k} {v}' for k, v in SKELETONS.items())}), got {self.community!r}"
+                f"grouper parameter community must be one of {sorted(SKELETON_NAMES)} "
+                f"({', '.join(f'{k} {v}' for k, v in SKELETON_NAMES.items())}), "
+                f"got {self.community!r}"
             )
         if not 0 <= self.review < len(REVIEW_MODES):
             raise ValueError(

@@ -211,15 +211,12 @@ def join_within_communities(
     n_clusters = int(clusters.max()) + 1 if len(clusters) else 0
     if n_clusters < 2 or not len(pairs):
         return _first_member_order(clusters) if len(clusters) else clusters
+    from networkx.utils import UnionFind
+
     # each cluster's community: where most of its lines are (ties: the lowest number)
-    cells = clusters * (int(communities.max()) + 1) + communities
-    counts = np.bincount(cells)
-    home = np.zeros(n_clusters, np.int64)
-    best = np.full(n_clusters, -1)
-    for cell in np.flatnonzero(counts).tolist():
-        cluster, community = divmod(cell, int(communities.max()) + 1)
-        if counts[cell] > best[cluster]:
-            best[cluster], home[cluster] = counts[cell], community
+    counts = np.zeros((n_clusters, int(communities.max()) + 1), np.int64)
+    np.add.at(counts, (clusters, communities), 1)
+    home = counts.argmax(axis=1)
     sizes = np.bincount(clusters, minlength=n_clusters)
     # the graph's P(same speaker) between each pair of clusters, summed (sparse: edges only)
     a, b = clusters[pairs[:, 0]], clusters[pairs[:, 1]]
@@ -233,24 +230,17 @@ def join_within_communities(
     names: list[set[int]] = [set() for _ in range(n_clusters)]
     for i in np.flatnonzero(codes != UNLABELLED).tolist():
         names[int(clusters[i])].add(int(codes[i]))
-    parent = list(range(n_clusters))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    joined = UnionFind(range(n_clusters))
     candidates = zip(strength.tolist(), first.tolist(), second.tolist(), strict=True)
     for tied, i, j in sorted(candidates, reverse=True):  # strongest first
         if tied < join:
             break
-        ri, rj = find(i), find(j)
+        ri, rj = joined[i], joined[j]
         if ri == rj or (names[ri] and names[rj] and names[ri] != names[rj]):
             continue
-        parent[rj] = ri
-        names[ri] |= names[rj]
-    roots = np.array([find(c) for c in range(n_clusters)], np.int64)
+        joined.union(ri, rj)
+        names[joined[ri]] = names[ri] | names[rj]
+    roots = np.array([joined[c] for c in range(n_clusters)], np.int64)
     return _first_member_order(roots[clusters])
 
 
