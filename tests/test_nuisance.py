@@ -16,7 +16,7 @@ import pytest
 from ml_backend.grouping import SpeakerGrouper
 from ml_backend.grouping.nuisance import NuisanceProjection
 from ml_backend.grouping.params import DEFAULTS, GrouperParams
-from ml_backend.grouping.priors import Priors, load_priors
+from ml_backend.grouping.priors import Priors, PriorsError, load_priors
 from ml_backend.grouping.self_calibration import join_within_communities
 from ml_backend.grouping.synthetic import synthetic_lines
 from ml_backend.metrics import edge_scores
@@ -150,6 +150,12 @@ def test_the_projection_survives_the_priors_file(tmp_path):
     values["nuisance"]["method"] = "pca"
     with pytest.raises(ValueError, match="unknown nuisance projection"):
         Priors.from_json(values)
+    # a damaged file is refused in one line that names it
+    values["nuisance"] = {"method": "nap", "rank": 2, "directions": [[0.1, 0.2], [0.3]]}
+    path.write_text(json.dumps(values))
+    with pytest.raises(PriorsError) as refused:
+        load_priors(path)
+    assert str(path) in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_the_packaged_priors_carry_a_projection_for_their_voice_model():
