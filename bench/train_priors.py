@@ -74,10 +74,12 @@ SKELETONS: tuple[dict, ...] = (
     {"community": 2},
     {"community": 3, "community_join": 1.0},
     {"community": 3, "community_join": 2.0},
+    {"community": 3, "community_join": 3.0},
+    {"community": 3, "community_join": 4.0},
 )
 """Tried after the grid (which runs with the `GrouperParams` default skeleton), with its best
 thresholds: the gated clustering alone, the modularity communities, the per-episode choice,
-and the gated clusters joined within communities at two strengths
+and the gated clusters joined within communities at four strengths
 (`ml_backend.grouping.self_calibration`)."""
 SHORTFALL_WEIGHT = 100.0
 """Objective per episode = operations per 100 lines + this × its edge-precision shortfall below

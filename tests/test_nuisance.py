@@ -87,7 +87,11 @@ def test_a_projected_episode_is_grouped_by_speaker_not_by_bed():
     priors = load_priors(None)
     priors.voice_model = lines.voice_model
     priors.image_model = lines.image_model
-    params = DEFAULTS  # the joined skeleton
+    # The joined skeleton at join strength 2 (the default before 3 was chosen on the benchmark's
+    # training episodes): these toy vectors carry few edges per line, and at 3 the projected
+    # episode stays split in the gated clusters (edge F1 0.68), which is a fact about the join
+    # threshold, not about the projection this test is for.
+    params = DEFAULTS.replace(community=3, community_join=2.0)
 
     priors.nuisance = None
     without = SpeakerGrouper(params, priors=priors).propose(lines).proposals

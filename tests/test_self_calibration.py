@@ -8,7 +8,8 @@ import pytest
 from bench.train_priors import Episode, _identity_calibrator, _priors, edge_scores, fit_models
 from ml_backend.grouping import SpeakerGrouper
 from ml_backend.grouping.clustering import GatedClustering
-from ml_backend.grouping.context import build_context
+from ml_backend.grouping.context import VOICE_KEPT, build_context
+from ml_backend.grouping.knn_graph import edges_from_knn, knn
 from ml_backend.grouping.params import params_for_priors
 from ml_backend.grouping.self_calibration import (
     choose_partition,
@@ -93,6 +94,22 @@ def test_edge_weights_are_merge_probabilities_on_voice_neighbours(priors):
     assert ((weights > 0) & (weights < 1)).all()
     same = episode.truth[pairs[:, 0]] == episode.truth[pairs[:, 1]]
     assert weights[same].mean() > weights[~same].mean() + 0.3
+
+
+def test_the_community_graph_reuses_the_contexts_neighbour_search(priors):
+    """The context searches `VOICE_KEPT` voice neighbours deep once; its statistics use the
+    first k and the community graph the whole list, which is what a search of its own finds."""
+    episode = _episode(6, n=150, noise=2.0)
+    voice = episode.context.voice
+    assert voice.kept.shape == (150, VOICE_KEPT)
+    np.testing.assert_array_equal(voice.kept[:, : voice.indices.shape[1]], voice.indices)
+    confidence, merge = SpeakerGrouper(priors=priors)._models()
+    scores = confidence.predict(episode.context)
+    for neighbours in (VOICE_KEPT, VOICE_KEPT + 5):  # from the kept list; a search of its own
+        pairs, weights = edge_weights(episode.context, scores, merge, neighbours=neighbours)
+        searched = edges_from_knn(knn(episode.lines.voice, neighbours)[0])
+        np.testing.assert_array_equal(pairs, searched)
+        assert len(weights) == len(pairs)
 
 
 def test_communities_hold_where_the_learned_threshold_is_out_of_its_depth(priors):

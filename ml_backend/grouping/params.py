@@ -74,9 +74,10 @@ class GrouperParams:
     two the merge classifier finds likelier for the episode at hand; 3: the gated clusters,
     joined where one community holds them and the graph ties them (``community_join``). Tuned by
     ``bench.train_priors`` (bench/README.md, "Self-calibrating cold start")."""
-    community_join: float = 2.0
+    community_join: float = 3.0
     """``community`` 3: two gated clusters in one community are joined when the graph ties
-    them by at least this much P(same speaker) per line of the smaller one."""
+    them by at least this much P(same speaker) per line of the smaller one. Chosen by
+    ``bench.train_priors`` from 1, 2, 3 and 4."""
     community_neighbours: int = 20
     """Voice neighbours per line in the community graph."""
     community_resolution: float = 1.0

@@ -10,10 +10,11 @@ move with the recording.
 
 Modularity does not need that assumption. Each line's voice kNN edges are weighted by the merge
 classifier's P(same speaker) for the two lines, and the graph is cut into communities by
-Louvain modularity maximisation (networkx): an edge counts as evidence for a community only
-against what the two lines' own total edge weight would predict by chance. The cut therefore
-moves with the episode's own weight distribution, which is the per-episode calibration; the
-merge classifier still decides which edges carry weight (voice, face, confidence, adjacency).
+Louvain modularity maximisation (igraph's compiled `community_multilevel`): an edge counts as
+evidence for a community only against what the two lines' own total edge weight would predict
+by chance. The cut therefore moves with the episode's own weight distribution, which is the
+per-episode calibration; the merge classifier still decides which edges carry weight (voice,
+face, confidence, adjacency).
 
 Human labels are constraints here too: lines with one name form one node of the graph, and a
 community that ends up holding two names is split, each unlabelled member going to the name
@@ -23,6 +24,8 @@ whose lines it is most strongly tied to.
 from __future__ import annotations
 
 import logging
+import random
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -37,6 +40,10 @@ from ml_backend.grouping.merge import (
 )
 
 logger = logging.getLogger(__name__)
+
+_IGRAPH_RANDOM = threading.Lock()
+"""igraph draws Louvain's visiting order from one process-wide random generator; the lock
+keeps a seeded run from sharing it with another thread's."""
 
 NEIGHBOURS = 20
 """Voice neighbours per line in the community graph. Chosen on the real-voice and generated
@@ -60,7 +67,11 @@ def edge_weights(
     the picture shows the scene rather than the speaker they tie a dialogue's two speakers
     together (on the real-voice training episodes adding them cost 0.018 mean edge F1).
     """
-    indices, _ = knn(context.lines.voice, neighbours)
+    kept = context.voice.kept
+    if kept.shape[1] >= neighbours:
+        indices = kept[:, :neighbours]  # the context's own search, kept deep enough
+    else:
+        indices, _ = knn(context.lines.voice, neighbours)
     pairs = edges_from_knn(indices)
     if not len(pairs):
         return pairs, np.zeros(0)
@@ -104,8 +115,14 @@ def community_partition(
     resolution: float = RESOLUTION,
     seed: int = 0,
 ) -> np.ndarray:
-    """`community_clustering` on a graph already built by `edge_weights` (n lines)."""
-    import networkx as nx
+    """`community_clustering` on a graph already built by `edge_weights` (n lines).
+
+    Louvain runs in igraph's C code: networkx's pure-Python one took about 18 s of a
+    20,000-line season's cold propose. The two visit nodes in different random orders; at the
+    shipped settings every benchmark episode scored the same with either (bench/README.md,
+    "Speed of the grouping").
+    """
+    import igraph
 
     if n == 0:
         return np.zeros(0, np.int64)
@@ -115,32 +132,25 @@ def community_partition(
     for code in np.unique(labels[labels != UNLABELLED]).tolist():
         members = np.flatnonzero(labels == code)
         node[members] = members[0]
-    graph = nx.Graph()
-    graph.add_nodes_from(np.unique(node).tolist())
-    # one edge per node pair, weights summed, added in the order of each pair's first edge
-    ends = node[pairs] if len(pairs) else np.zeros((0, 2), np.int64)
+    nodes, node_of = np.unique(node, return_inverse=True)
+    node_of = node_of.reshape(-1)
+    # one edge per node pair, its lines' weights summed
+    ends = node_of[pairs] if len(pairs) else np.zeros((0, 2), np.int64)
     keep = (ends[:, 0] != ends[:, 1]) & (weights > 0.0)
     ends, kept = ends[keep], weights[keep]
     low, high = np.minimum(ends[:, 0], ends[:, 1]), np.maximum(ends[:, 0], ends[:, 1])
-    keys, first, inverse = np.unique(low * n + high, return_index=True, return_inverse=True)
-    summed = np.zeros(len(keys))
-    for k, weight in zip(inverse.reshape(-1).tolist(), kept.tolist(), strict=True):
-        summed[k] += weight  # in edge order, as adding them one by one would
-    order = np.argsort(first, kind="stable")
-    graph.add_weighted_edges_from(
-        zip(
-            ends[first[order], 0].tolist(),
-            ends[first[order], 1].tolist(),
-            summed[order].tolist(),
-            strict=True,
-        )
+    keys, inverse = np.unique(low * len(nodes) + high, return_inverse=True)
+    summed = np.bincount(inverse.reshape(-1), weights=kept, minlength=len(keys))
+    graph = igraph.Graph(
+        n=len(nodes), edges=np.stack([keys // len(nodes), keys % len(nodes)], axis=1).tolist()
     )
-    communities = nx.community.louvain_communities(
-        graph, weight="weight", resolution=resolution, seed=seed
-    )
-    community_of = np.zeros(n, np.int64)
-    for number, members in enumerate(communities):
-        community_of[np.isin(node, np.fromiter(members, np.int64))] = number
+    with _IGRAPH_RANDOM:
+        igraph.set_random_number_generator(random.Random(seed))
+        try:
+            found = graph.community_multilevel(weights=summed.tolist(), resolution=resolution)
+        finally:
+            igraph.set_random_number_generator(random)
+    community_of = np.asarray(found.membership, np.int64)[node_of]
     community_of = _split_named(community_of, labels, pairs, weights)
     return _first_member_order(community_of)
 
@@ -211,7 +221,7 @@ def join_within_communities(
     n_clusters = int(clusters.max()) + 1 if len(clusters) else 0
     if n_clusters < 2 or not len(pairs):
         return _first_member_order(clusters) if len(clusters) else clusters
-    from networkx.utils import UnionFind
+    from scipy.cluster.hierarchy import DisjointSet
 
     # each cluster's community: where most of its lines are (ties: the lowest number)
     counts = np.zeros((n_clusters, int(communities.max()) + 1), np.int64)
@@ -230,7 +240,7 @@ def join_within_communities(
     names: list[set[int]] = [set() for _ in range(n_clusters)]
     for i in np.flatnonzero(codes != UNLABELLED).tolist():
         names[int(clusters[i])].add(int(codes[i]))
-    joined = UnionFind(range(n_clusters))
+    joined = DisjointSet(range(n_clusters))
     candidates = zip(strength.tolist(), first.tolist(), second.tolist(), strict=True)
     for tied, i, j in sorted(candidates, reverse=True):  # strongest first
         if tied < join:
@@ -238,7 +248,7 @@ def join_within_communities(
         ri, rj = joined[i], joined[j]
         if ri == rj or (names[ri] and names[rj] and names[ri] != names[rj]):
             continue
-        joined.union(ri, rj)
+        joined.merge(ri, rj)
         names[joined[ri]] = names[ri] | names[rj]
     roots = np.array([joined[c] for c in range(n_clusters)], np.int64)
     return _first_member_order(roots[clusters])
