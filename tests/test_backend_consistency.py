@@ -15,6 +15,8 @@ from ml_backend.project_state import ProjectState
 from ml_backend.server import create_app
 from tests.backend_fixtures import speakers_of, write_episode
 from tests.http_recorder import Recorder, start_recorder, stop
+from tests.ls_payloads import annotation_event
+from tests.ls_payloads import stamped_annotation as annotation
 
 SPEAKERS = ("a", "b", "c")
 STAMP = "7.1700000000"
@@ -40,31 +42,8 @@ def predict_body(tasks: list[dict], project: str = STAMP, first_id: int = 100) -
     }
 
 
-def annotation(annotation_id: int, task_id: int, speaker: str, **extra) -> dict:
-    return {
-        "id": annotation_id,
-        "task": task_id,
-        "completed_by": 1,
-        "result": [
-            {
-                "from_name": "speaker",
-                "to_name": "audio",
-                "type": "choices",
-                "value": {"choices": [speaker]},
-            }
-        ],
-        "updated_at": f"2025-01-01T00:00:{annotation_id % 60:02d}Z",
-        **extra,
-    }
-
-
 def created(annotation_id: int, task_id: int, task: dict, speaker: str) -> dict:
-    return {
-        "action": "ANNOTATION_CREATED",
-        "annotation": annotation(annotation_id, task_id, speaker),
-        "task": {"id": task_id, **task},
-        "project": {"id": 7},
-    }
+    return annotation_event(annotation(annotation_id, task_id, speaker), task)
 
 
 def state_files(model_dir: Path) -> dict[str, bytes]:

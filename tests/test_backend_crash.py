@@ -25,6 +25,7 @@ import requests
 
 from ml_backend.project_state import ProjectState
 from tests.backend_fixtures import speakers_of, write_episode
+from tests.ls_payloads import annotation, annotation_event
 
 REPO = Path(__file__).resolve().parents[1]
 SPEAKERS = ("a", "b", "c")
@@ -104,25 +105,14 @@ def speaker_of(number: int) -> str:
 
 def event(number: int, tasks: list[dict]) -> dict:
     position = number % len(tasks)
-    return {
-        "action": "ANNOTATION_CREATED",
-        "annotation": {
-            "id": 1000 + number,
-            "task": 100 + position,
-            "completed_by": 1,
-            "result": [
-                {
-                    "from_name": "speaker",
-                    "to_name": "audio",
-                    "type": "choices",
-                    "value": {"choices": [speaker_of(number)]},
-                }
-            ],
-            "updated_at": f"2025-01-01T00:{number // 60:02d}:{number % 60:02d}Z",
-        },
-        "task": {"id": 100 + position, **tasks[position]},
-        "project": {"id": 7},
-    }
+    body = annotation(
+        1000 + number,
+        100 + position,
+        speaker_of(number),
+        completed_by=1,
+        updated_at=f"2025-01-01T00:{number // 60:02d}:{number % 60:02d}Z",
+    )
+    return annotation_event(body, tasks[position])
 
 
 def predict_body(tasks: list[dict]) -> dict:

@@ -22,6 +22,7 @@ from ml_backend.media_access import Credentials, EpisodeCache, TaskMediaError, f
 from ml_backend.server import create_app
 from tests.backend_fixtures import speakers_of, write_episode
 from tests.http_recorder import Recorder, start_recorder, stop
+from tests.ls_payloads import annotation, annotation_event
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "5ec2e7" * 6 + "abcd"  # the configured LABEL_STUDIO_API_KEY (40 hex)
@@ -52,23 +53,8 @@ def state_files(model_dir: Path) -> dict[str, bytes]:
 
 
 def webhook(annotation_id: int, task_id: int, speaker: str, line_id: str = "ep-1:1") -> dict:
-    return {
-        "action": "ANNOTATION_CREATED",
-        "annotation": {
-            "id": annotation_id,
-            "task": task_id,
-            "result": [
-                {
-                    "from_name": "speaker",
-                    "to_name": "audio",
-                    "type": "choices",
-                    "value": {"choices": [speaker]},
-                }
-            ],
-        },
-        "task": {"id": task_id, "data": {"line_id": line_id, "episode": "ep-1"}},
-        "project": {"id": 7},
-    }
+    task = {"data": {"line_id": line_id, "episode": "ep-1"}}
+    return annotation_event(annotation(annotation_id, task_id, speaker), task)
 
 
 # --------------------------------------------------------------------------- the attacker test

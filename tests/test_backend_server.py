@@ -31,6 +31,8 @@ from ml_backend.operation_log import classify
 from ml_backend.project_state import ProjectState
 from ml_backend.server import create_app
 from tests.backend_fixtures import speakers_of, speech_wav, write_episode
+from tests.ls_payloads import annotation_event as event_for
+from tests.ls_payloads import stamped_annotation
 
 SPEAKERS = ("a", "b", "c")
 
@@ -92,26 +94,7 @@ def predict_body(tasks: list[dict], project: str = "7.1700000000") -> dict:
 
 
 def annotation_event(annotation_id: int, task_id: int, task: dict, speaker: str, **extra) -> dict:
-    return {
-        "action": "ANNOTATION_CREATED",
-        "annotation": {
-            "id": annotation_id,
-            "task": task_id,
-            "completed_by": 1,
-            "result": [
-                {
-                    "from_name": "speaker",
-                    "to_name": "audio",
-                    "type": "choices",
-                    "value": {"choices": [speaker]},
-                }
-            ],
-            "updated_at": f"2025-01-01T00:00:{annotation_id % 60:02d}Z",
-            **extra,
-        },
-        "task": {"id": task_id, **task},
-        "project": {"id": 7},
-    }
+    return event_for(stamped_annotation(annotation_id, task_id, speaker, **extra), task)
 
 
 # ---------------------------------------------------------------------------- protocol

@@ -21,6 +21,7 @@ from label_config import load_config
 from ml_backend.config import BackendConfig
 from ml_backend.server import create_app
 from tests.backend_fixtures import speakers_of, write_episode
+from tests.ls_payloads import annotation
 
 STAMP = "7.1700000000"
 Body = Callable[[list[dict]], Any]
@@ -54,22 +55,6 @@ def served(tmp_path_factory):
     assert app.extensions["speaker_grouping"].model(7).worker.wait_idle(30)
     yield app, with_ids, config.model_dir
     app.extensions["speaker_grouping"].close()
-
-
-def annotation(annotation_id: Any, task: Any, speaker: Any, **extra: Any) -> dict:
-    return {
-        "id": annotation_id,
-        "task": task,
-        "result": [
-            {
-                "from_name": "speaker",
-                "to_name": "audio",
-                "type": "choices",
-                "value": {"choices": [speaker]},
-            }
-        ],
-        **extra,
-    }
 
 
 def state_files(model_dir: Path) -> dict[str, bytes]:
