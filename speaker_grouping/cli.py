@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -111,11 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--url-prefix", help="serve media from this URL prefix instead")
     imp.add_argument("--push", metavar="URL", help="also import the tasks into Label Studio here")
-    imp.add_argument(
-        "--api-key",
-        default=os.environ.get("LABEL_STUDIO_API_KEY"),
-        help="Label Studio API token (default: $LABEL_STUDIO_API_KEY)",
-    )
+    from speaker_grouping.commands.label_studio_options import add_api_key_option
+
+    add_api_key_option(imp)
     imp.add_argument("--project", default="Speaker Grouping", help="project title for --push")
     imp.add_argument(
         "--no-features",

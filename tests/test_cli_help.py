@@ -43,3 +43,22 @@ def test_every_option_has_help(command):
         if action.option_strings and not action.help
     ]
     assert not silent, f"{command}: options without help text: {silent}"
+
+
+@pytest.mark.parametrize(
+    ("command", "required", "reads_url"),
+    [
+        ("import", ["episode.mkv", "--out", "out"], False),
+        ("export", ["--project", "1", "--out", "out"], True),
+        ("report", ["--project", "1"], True),
+    ],
+)
+def test_label_studio_options_default_to_the_environment(monkeypatch, command, required, reads_url):
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "token-from-env")
+    args = _parser().parse_args([command, *required])
+    assert args.api_key == "token-from-env"
+    if reads_url:
+        assert args.url == "http://127.0.0.1:8080"
+    given = _parser().parse_args([command, *required, "--api-key", "given"])
+    assert given.api_key == "given"

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from speaker_grouping.commands.label_studio_options import add_label_studio_options
+
 if TYPE_CHECKING:
     from exporters.label_studio_export import EpisodeExport
 
@@ -25,16 +27,7 @@ DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("LABEL_STUDIO_URL"),
-        help="Label Studio URL (default: $LABEL_STUDIO_URL)",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("LABEL_STUDIO_API_KEY"),
-        help="Label Studio API token (default: $LABEL_STUDIO_API_KEY)",
-    )
+    add_label_studio_options(parser)
     parser.add_argument("--project", required=True, help="project title or id")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument(

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from speaker_grouping.commands.label_studio_options import add_label_studio_options
+
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("reviewed", "accepted", "corrected", "add", "remove", "merge", "name", "revisions")
@@ -33,16 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the backend's state folder (default: $MODEL_DIR or ./model-dir)",
     )
     parser.add_argument("--png", type=Path, help="also draw the log into this PNG file")
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("LABEL_STUDIO_URL"),
-        help="Label Studio URL, to name annotators by e-mail (default: $LABEL_STUDIO_URL)",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("LABEL_STUDIO_API_KEY"),
-        help="Label Studio API token (default: $LABEL_STUDIO_API_KEY)",
-    )
+    add_label_studio_options(parser, url_purpose="to name annotators by e-mail")
 
 
 def run(args: argparse.Namespace) -> int:
