@@ -10,7 +10,7 @@ from ml_backend.grouping import SpeakerGrouper
 from ml_backend.grouping.clustering import GatedClustering
 from ml_backend.grouping.context import VOICE_KEPT, build_context
 from ml_backend.grouping.knn_graph import edges_from_knn, knn
-from ml_backend.grouping.params import params_for_priors
+from ml_backend.grouping.params import DEFAULTS, params_for_priors
 from ml_backend.grouping.self_calibration import (
     choose_partition,
     community_clustering,
@@ -110,6 +110,16 @@ def test_the_community_graph_reuses_the_contexts_neighbour_search(priors):
         searched = edges_from_knn(knn(episode.lines.voice, neighbours)[0])
         np.testing.assert_array_equal(pairs, searched)
         assert len(weights) == len(pairs)
+
+
+def test_the_grouper_searches_as_deep_as_its_community_graph_reads(priors):
+    """A deeper `community_neighbours` deepens the context's one search, so the community
+    graph still finds its list there rather than searching again."""
+    episode = _episode(6, n=150, noise=2.0)
+    for depth in (VOICE_KEPT, VOICE_KEPT + 5):
+        params = DEFAULTS.replace(community_neighbours=depth)
+        context = SpeakerGrouper(params, priors=priors)._context(episode.lines)
+        assert context.voice.kept.shape == (150, depth)
 
 
 def test_communities_hold_where_the_learned_threshold_is_out_of_its_depth(priors):

@@ -22,9 +22,11 @@ NEIGHBOURS = 10
 IMAGE_EDGES = 5
 """How many of each line's image neighbours also become candidate edges."""
 VOICE_KEPT = 20
-"""Voice neighbours per line kept in the context beyond ``k``, for the community graph
-(`self_calibration.NEIGHBOURS`): one neighbour search instead of two, which at 20,000 lines
-saves about 8 s of a cold propose (the search's top-k selection costs the same for 10 or 20)."""
+"""Voice neighbours per line in the community graph (`GrouperParams.community_neighbours`,
+`self_calibration.edge_weights`), chosen on the real-voice and generated training episodes
+(15-20 were best, 10 fragments and 30 lumps; bench/README.md). The context searches this deep
+once and keeps the list beyond ``k``: one neighbour search instead of two, which at 20,000
+lines saves about 8 s of a cold propose (the top-k selection costs the same for 10 or 20)."""
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,15 @@ class LineContext:
 
 
 def build_context(
-    lines: EpisodeLines, *, k: int = NEIGHBOURS, image_edges: int = IMAGE_EDGES
+    lines: EpisodeLines,
+    *,
+    k: int = NEIGHBOURS,
+    image_edges: int = IMAGE_EDGES,
+    voice_kept: int = VOICE_KEPT,
 ) -> LineContext:
-    voice = neighbourhood(lines.voice, k, keep=VOICE_KEPT)
+    """kNN lists and statistics of both spaces; the voice list is searched ``voice_kept`` deep
+    (the community graph's depth) and kept in ``voice.kept``."""
+    voice = neighbourhood(lines.voice, k, keep=voice_kept)
     image = neighbourhood(lines.image, k) if lines.image is not None else None
     lists = [voice.indices]
     if image is not None and image_edges:

@@ -135,6 +135,13 @@ class SpeakerGrouper:
             return lines
         return nuisance.apply(lines)
 
+    def _context(self, lines: EpisodeLines) -> LineContext:
+        """The projected lines' context, its voice list searched as deep as the community
+        graph of these params reads it (so `self_calibration` needs no search of its own)."""
+        return build_context(
+            self._projected(lines), voice_kept=int(self.params.community_neighbours)
+        )
+
     # ------------------------------------------------------------------ fit
 
     def fit(self, lines: EpisodeLines, labels: Mapping[str, str]) -> SpeakerGrouper:
@@ -146,7 +153,7 @@ class SpeakerGrouper:
         """
         self._check_models(lines)
         params, priors = self.params, self.priors
-        context = build_context(self._projected(lines))
+        context = self._context(lines)
         codes, _ = label_codes(lines, labels)
         self.n_labels_ = int((codes != UNLABELLED).sum())
         self.names_ = self._fit_names(context, codes)
@@ -207,7 +214,7 @@ class SpeakerGrouper:
             return Grouping([], numbers, empty, np.zeros((0, 0)))
         self._check_models(lines)
         params = self.params
-        context = build_context(self._projected(lines))
+        context = self._context(lines)
         confidence_model, merge = self._models()
         confidence = confidence_model.predict(context)
         codes, names = label_codes(lines, labels or {})

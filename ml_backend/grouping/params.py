@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from foundation.options import coerce_options
+from ml_backend.grouping.context import VOICE_KEPT
 from ml_backend.grouping.scoring import REVIEW_MODES
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ class GrouperParams:
     """``community`` 3: two gated clusters in one community are joined when the graph ties
     them by at least this much P(same speaker) per line of the smaller one. Chosen by
     ``bench.train_priors`` from 1, 2, 3 and 4."""
-    community_neighbours: int = 20
-    """Voice neighbours per line in the community graph."""
+    community_neighbours: int = VOICE_KEPT
+    """Voice neighbours per line in the community graph (the context searches this deep)."""
     community_resolution: float = 1.0
     """Louvain resolution (above 1: smaller communities)."""
     community_reassign_rounds: int = 0

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ml_backend.grouping.clusters import UNLABELLED
-from ml_backend.grouping.context import LineContext
+from ml_backend.grouping.context import VOICE_KEPT, LineContext
 from ml_backend.grouping.knn_graph import edges_from_knn, knn
 from ml_backend.grouping.merge import (
     MergeClassifier,
@@ -45,9 +45,6 @@ _IGRAPH_RANDOM = threading.Lock()
 """igraph draws Louvain's visiting order from one process-wide random generator; the lock
 keeps a seeded run from sharing it with another thread's."""
 
-NEIGHBOURS = 20
-"""Voice neighbours per line in the community graph. Chosen on the real-voice and generated
-training episodes (15-20 were best, 10 fragments and 30 lumps; bench/README.md)."""
 RESOLUTION = 1.0
 """Louvain resolution: above 1 favours smaller communities, below 1 bigger ones."""
 
@@ -57,7 +54,7 @@ def edge_weights(
     confidence: Mapping[str, np.ndarray],
     merge: MergeClassifier,
     *,
-    neighbours: int = NEIGHBOURS,
+    neighbours: int = VOICE_KEPT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The community graph: (pairs (m, 2) int64 with i < j, weights (m,) float64 in (0, 1)).
 
@@ -88,7 +85,7 @@ def community_clustering(
     merge: MergeClassifier,
     *,
     labels: np.ndarray | None = None,
-    neighbours: int = NEIGHBOURS,
+    neighbours: int = VOICE_KEPT,
     resolution: float = RESOLUTION,
     seed: int = 0,
 ) -> np.ndarray:
