@@ -1,4 +1,5 @@
-"""Pytest plugin: the generated `tiny` episode, imported with default features, once a session.
+"""Pytest plugin: the generated `tiny` episode, imported with default features, once a session;
+and the builder behind it, for modules that need a bigger episode of their own.
 
 Generating, importing and embedding it costs about 30 s on 2 cores; several test modules need
 exactly this folder, so they share one read-only copy instead of building their own.
@@ -13,7 +14,7 @@ import pytest
 
 
 @dataclass(frozen=True)
-class TinyEpisode:
+class GeneratedEpisode:
     """Where the generated episode and its import landed. Tests must not modify it."""
 
     made: Path
@@ -24,16 +25,18 @@ class TinyEpisode:
         return self.made / "truth.csv"
 
 
-@pytest.fixture(scope="session")
-def tiny_episode(tmp_path_factory: pytest.TempPathFactory) -> TinyEpisode:
+def generated_and_imported(preset: str, seed: int, made: Path) -> GeneratedEpisode:
+    """Generate ``preset`` episode ``seed`` into ``made`` and import it with default features.
+
+    Without MBROLA, so that every machine builds the same cast whatever voices it has.
+    """
     from bench.make_episode import make_episode
     from importers.pipeline import import_episode
     from ml_backend.features.embedder import image_embedder, voice_embedder
     from ml_backend.features.extract import extract_features
     from ml_backend.features.quality import QualityMeter
 
-    made = tmp_path_factory.mktemp("tiny-episode")
-    files = make_episode("tiny", seed=1, out_dir=made, allow_mbrola=False)
+    files = make_episode(preset, seed=seed, out_dir=made, allow_mbrola=False)
     result = import_episode(files.video, subtitles=files.subtitles, out_dir=made / "import")
     extract_features(
         result.episode_dir,
@@ -41,4 +44,9 @@ def tiny_episode(tmp_path_factory: pytest.TempPathFactory) -> TinyEpisode:
         image_embedder=image_embedder(),
         quality_meter=QualityMeter(),
     )
-    return TinyEpisode(made=made, imported=result.episode_dir)
+    return GeneratedEpisode(made=made, imported=result.episode_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_episode(tmp_path_factory: pytest.TempPathFactory) -> GeneratedEpisode:
+    return generated_and_imported("tiny", 1, tmp_path_factory.mktemp("tiny-episode"))

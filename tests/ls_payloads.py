@@ -29,7 +29,9 @@ def annotation(annotation_id: Any, task_id: Any, speaker: Any, **extra: Any) -> 
     return {"id": annotation_id, "task": task_id, "result": speaker_result(speaker), **extra}
 
 
-def stamped_annotation(annotation_id: int, task_id: int, speaker: str, **extra: Any) -> dict:
+def stamped_annotation(
+    annotation_id: int, task_id: int, speaker: str, **extra: Any
+) -> dict[str, Any]:
     """`annotation` by user 1, with an ``updated_at`` that orders annotations by id within a
     minute, as Label Studio's own timestamps would."""
     return annotation(

@@ -1,10 +1,10 @@
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ml_backend.grouping.calibration import FEATURES, ScoreCalibrator, reliability
+from tests.episode_fixtures import GeneratedEpisode, generated_and_imported
 
 
 def test_calibrator_is_reliable_on_data_it_did_not_see():
@@ -32,35 +32,16 @@ def test_reliability_bins():
 
 
 @pytest.fixture(scope="module")
-def held_out_episode(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(made folder, imported episode folder) of ``standard`` seed 1, an evaluation episode the
-    shipped priors never saw (`bench.episode_cache.EVALUATION`).
-
-    It is built here, without MBROLA, so that every machine scores the same cast whatever
-    voices it has installed; generating, importing and embedding its 330 lines takes about
-    two minutes on 2 cores.
-    """
-    from bench.make_episode import make_episode
-    from importers.pipeline import import_episode
-    from ml_backend.features.embedder import image_embedder, voice_embedder
-    from ml_backend.features.extract import extract_features
-    from ml_backend.features.quality import QualityMeter
-
-    made = tmp_path_factory.mktemp("standard-seed1")
-    files = make_episode("standard", seed=1, out_dir=made, allow_mbrola=False)
-    result = import_episode(files.video, subtitles=files.subtitles, out_dir=made / "import")
-    extract_features(
-        result.episode_dir,
-        voice_embedder=voice_embedder(),
-        image_embedder=image_embedder(),
-        quality_meter=QualityMeter(),
-    )
-    return made, result.episode_dir
+def held_out_episode(tmp_path_factory: pytest.TempPathFactory) -> GeneratedEpisode:
+    """``standard`` seed 1, an evaluation episode the shipped priors never saw
+    (`bench.episode_cache.EVALUATION`), built here rather than read from the benchmark cache;
+    generating, importing and embedding its 330 lines takes about 90 s on 2 cores."""
+    return generated_and_imported("standard", 1, tmp_path_factory.mktemp("standard-seed1"))
 
 
 @pytest.mark.slow
 def test_scores_of_the_shipped_priors_are_calibrated_on_a_held_out_episode(
-    held_out_episode: tuple[Path, Path],
+    held_out_episode: GeneratedEpisode,
 ) -> None:
     """Ten per cent of the lines labelled at random; the others' scores must mean what they
     say: expected calibration error under 0.1, and each 0.7-0.9 bin of 20 lines or more
@@ -69,9 +50,8 @@ def test_scores_of_the_shipped_priors_are_calibrated_on_a_held_out_episode(
     from ml_backend.episode_lines import load_lines
     from ml_backend.grouping import SpeakerGrouper
 
-    folder, imported = held_out_episode
-    lines = load_lines([imported])
-    with (folder / "truth.csv").open(encoding="utf-8") as stream:
+    lines = load_lines([held_out_episode.imported])
+    with held_out_episode.truth.open(encoding="utf-8") as stream:
         character = {int(row["index"]): row["character"] for row in csv.DictReader(stream)}
     truth = np.array([character[int(i.rsplit(":", 1)[1])] for i in lines.line_ids])
     rng = np.random.default_rng(0)
